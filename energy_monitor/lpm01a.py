@@ -1,0 +1,289 @@
+"""Driver for the ST X-NUCLEO-LPM01A (PowerShield) energy monitor, ``ascii_dec`` stream.
+
+The board streams one sample per line, a ``TimeStamp:`` line every 1000 samples and an
+``event NN fal|ris`` line for each edge on its D7 timestamp input, interleaved with
+``PowerShield > `` command replies. One reader thread owns the port: it appends every byte to the
+raw file (flushed each second), sorts lines into samples, edges and replies, checks each
+TimeStamp against the samples received to detect drops, and survives the stream's known quirks
+(NUL bytes, two samples run together on one line). Anything it cannot read marks the stream
+corrupt: the run fails with the line and sample number, and the raw file keeps the evidence.
+
+Reference: ``shared/reference/instruments.md`` §1, ``mlperf-tiny-protocol.md`` §10.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import re
+import threading
+import time
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import serial
+
+from energy_monitor.lpm01a_format import SAMPLE_RE, format_frequency
+from energy_monitor.meter import MeterError, MeterIdentity
+from energy_monitor.trace import Drop, Event, Trace
+
+BAUD = 3_686_400
+PROMPT = "PowerShield >"
+SAMPLES_LINE_RE = re.compile(r"(?:\d{4}[+-]\d{2})+")
+TIMESTAMP_RE = re.compile(r"timestamp:\s*(\d+)s\s+(\d+)ms", re.IGNORECASE)
+EVENT_RE = re.compile(r"event\s+(\d+)\s+(ris|fal)", re.IGNORECASE)
+INFO_LINES = ("end", "pwr on", "pwr off", "summary begin", "summary end")
+
+
+class Lpm01a:
+    """An LPM01A reached through any pyserial URL (``/dev/ttyACM0``, a pty, ``socket://``)."""
+
+    kind = "lpm01a"
+
+    def __init__(
+        self, url: str, *, measured_as: str = "hardware", command_timeout_s: float = 3.0,
+        stall_timeout_s: float = 3.0,
+    ) -> None:
+        self.url = url
+        self.measured_as = measured_as
+        self.command_timeout_s = command_timeout_s
+        self.stall_timeout_s = stall_timeout_s
+        try:
+            self._port = serial.serial_for_url(url, baudrate=BAUD, timeout=0.05)
+        except (serial.SerialException, OSError) as exc:
+            raise MeterError(
+                f"cannot open the LPM01A at {url}: {exc}. Check it is plugged in and that no "
+                "other program (STM32CubeMonitor-Power, another runner) holds the port"
+            ) from exc
+        self.sample_rate_hz = 100.0
+        self.voltage_v = 3.3
+        self._replies: queue.Queue[str] = queue.Queue()
+        self._lock = threading.Lock()
+        self._reset_acquisition()
+        self._raw: BinaryIO | None = None
+        self._raw_flushed_at = 0.0
+        self._failure: str | None = None
+        self._last_data_at = time.monotonic()
+        self._closing = threading.Event()
+        self._reader = threading.Thread(target=self._read_loop, name="lpm01a-reader", daemon=True)
+        self._reader.start()
+
+    # -- Meter protocol -------------------------------------------------------------------
+
+    def identify(self) -> MeterIdentity:
+        serial_no = self._command("powershield").removeprefix("powershield").strip()
+        version = self._command("version").removeprefix("version").strip(" :")
+        return MeterIdentity("lpm01a", "X-NUCLEO-LPM01A", serial_no, version, self.measured_as)
+
+    def configure(self, *, voltage_v: float, sample_rate_hz: float) -> None:
+        """The MLCommons runner's setup: host control, infinite software-triggered acquisition,
+        falling edges on D7 as events, energy per sample in ASCII, then power the target."""
+        self.sample_rate_hz = float(sample_rate_hz)
+        self.voltage_v = float(voltage_v)
+        for cmd in (
+            "htc", "pwr off", "acqtime 0", "trigsrc sw", "trigdelay 0", "eventsrc d7 fal",
+            "output energy", "format ascii_dec", f"freq {format_frequency(sample_rate_hz)}",
+            f"volt {round(voltage_v * 1000)}m", "pwr on",
+        ):
+            self._command(cmd)
+
+    def start(self, raw_path: Path | None = None) -> None:
+        with self._lock:
+            self._reset_acquisition()
+            self._raw = raw_path.open("ab") if raw_path else None
+            self._acquiring = True
+            self._last_data_at = time.monotonic()
+        self._command("start")
+
+    def events(self) -> list[Event]:
+        with self._lock:
+            return list(self._events)
+
+    def wait_for_events(self, count: int, timeout_s: float) -> list[Event]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self._raise_if_failed()
+            with self._lock:
+                if len(self._events) >= count:
+                    return list(self._events)
+            time.sleep(0.005)
+        return self.events()
+
+    def sample_count(self) -> int:
+        with self._lock:
+            return self._count
+
+    def stop(self) -> Trace:
+        """Stop and return the trace. A corrupt or broken stream raises :class:`MeterError`
+        after the raw file is closed, so the data measured so far stays on disk."""
+        try:
+            if self._failure is None:
+                self._command("stop", expect="Acquisition completed")
+        finally:
+            with self._lock:
+                self._acquiring = False
+                if self._raw:
+                    self._raw.close()
+                    self._raw = None
+        self._raise_if_failed()
+        return self.trace()
+
+    def trace(self) -> Trace:
+        """What has been measured so far (also after a failure, for the session folder)."""
+        with self._lock:
+            return Trace(
+                sample_rate_hz=self.sample_rate_hz,
+                energy_j=np.array(self._samples, dtype=np.float64),
+                events=list(self._events),
+                drops=list(self._drops),
+            )
+
+    def close(self) -> None:
+        if not self._closing.is_set() and self._failure is None:
+            with contextlib.suppress(MeterError):  # closing anyway; the port may be gone
+                self._command("hrc")
+        self._closing.set()
+        self._reader.join(timeout=1)
+        self._port.close()
+
+    # -- commands -------------------------------------------------------------------------
+
+    def _command(self, cmd: str, expect: str | None = None) -> str:
+        """Send one command and return the text after ``ack <cmd>``; errors raise."""
+        self._raise_if_failed()
+        while not self._replies.empty():
+            self._replies.get_nowait()
+        self._port.write(f"{cmd}\r\n".encode("ascii"))
+        deadline = time.monotonic() + self.command_timeout_s
+        while time.monotonic() < deadline:
+            try:
+                reply = self._replies.get(timeout=0.05)
+            except queue.Empty:
+                self._raise_if_failed()
+                continue
+            if expect and expect in reply:
+                return reply
+            if reply.startswith(f"ack {cmd}"):
+                if not expect:
+                    return reply.removeprefix(f"ack {cmd}").strip()
+                continue
+            if reply.startswith(f"error {cmd}"):
+                detail = self._error_detail()
+                raise MeterError(f"the LPM01A refused '{cmd}': {detail}")
+        raise MeterError(
+            f"the LPM01A did not answer '{cmd}' within {self.command_timeout_s:g} s: check the "
+            f"port ({self.url}) is the PowerShield's and that its firmware is 1.0.6 or later"
+        )
+
+    def _error_detail(self) -> str:
+        try:
+            detail = self._replies.get(timeout=0.5)
+        except queue.Empty:
+            return "no detail given"
+        return detail.removeprefix("Error detail:").strip()
+
+    # -- the stream -----------------------------------------------------------------------
+
+    def _reset_acquisition(self) -> None:
+        self._samples: list[float] = []
+        self._events: list[Event] = []
+        self._drops: list[Drop] = []
+        self._count = 0  # samples received (the trace also holds NaN for lost ones)
+        self._checked_up_to = 0  # samples confirmed by the last TimeStamp
+        self._acquiring = False
+
+    def _fail(self, reason: str) -> None:
+        if self._failure is None:
+            self._failure = reason
+
+    def _raise_if_failed(self) -> None:
+        if self._failure is not None:
+            raise MeterError(self._failure)
+        with self._lock:
+            stalled = self._acquiring and time.monotonic() - self._last_data_at
+        if stalled and stalled > self.stall_timeout_s:
+            self._fail(
+                f"the LPM01A stopped streaming: no data for {stalled:.1f} s after "
+                f"{self._count} samples. Check the USB cable and the board's power; the samples "
+                "received so far are kept"
+            )
+            raise MeterError(self._failure)
+
+    def _read_loop(self) -> None:
+        pending = b""
+        while not self._closing.is_set():
+            try:
+                chunk = self._port.read(65536)
+            except (serial.SerialException, OSError) as exc:
+                if not self._closing.is_set():
+                    self._fail(
+                        f"lost the LPM01A at {self.url} after {self._count} samples ({exc}): "
+                        "was it unplugged? The samples received so far are kept"
+                    )
+                return
+            if not chunk:
+                continue
+            with self._lock:
+                self._last_data_at = time.monotonic()
+                if self._raw:
+                    self._raw.write(chunk)
+                    if self._last_data_at - self._raw_flushed_at >= 1.0:
+                        self._raw.flush()
+                        self._raw_flushed_at = self._last_data_at
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for raw_line in lines:
+                self._handle_line(raw_line.replace(b"\x00", b"").decode("ascii", "replace").strip())
+
+    def _handle_line(self, line: str) -> None:
+        if not line:
+            return
+        if line.startswith(PROMPT):
+            self._replies.put(line.removeprefix(PROMPT).strip())
+            return
+        if line.startswith("Error detail:"):
+            self._replies.put(line)
+            return
+        with self._lock:
+            if not self._acquiring:
+                return  # stray output outside an acquisition carries no data
+            if SAMPLES_LINE_RE.fullmatch(line):
+                values = [float(f"{m}e{e}") for m, e in SAMPLE_RE.findall(line)]
+                self._samples.extend(values)
+                self._count += len(values)
+            elif m := EVENT_RE.fullmatch(line):
+                index = len(self._samples)
+                self._events.append(
+                    Event(
+                        index=index,
+                        time_s=index / self.sample_rate_hz,
+                        polarity="fall" if m.group(2).lower() == "fal" else "rise",
+                    )
+                )
+            elif m := TIMESTAMP_RE.match(line):
+                self._check_drops(int(m.group(1)) + int(m.group(2)) / 1000)
+            elif line.lower() in INFO_LINES or line.lower().startswith(("pwr ", "summary")):
+                return
+            else:
+                self._fail(
+                    f"unreadable line from the LPM01A after sample {self._count}: {line[:40]!r}. "
+                    "The stream is corrupt (USB noise, or another program on the port); the run "
+                    "is kept but cannot be scored"
+                )
+
+    def _check_drops(self, meter_time_s: float) -> None:
+        """A TimeStamp says how many samples the meter has sent; fewer received = a drop.
+
+        Where in the last block the samples went missing is unknown, so the drop is recorded
+        as possibly anywhere since the previous TimeStamp, and the gap is padded with NaN to
+        keep later indices on the meter's clock.
+        """
+        expected = round(meter_time_s * self.sample_rate_hz)
+        tolerance = max(1, round(self.sample_rate_hz / 1000))  # the TimeStamp has 1 ms steps
+        missing = expected - len(self._samples)
+        if missing >= tolerance:
+            earliest = self._checked_up_to
+            self._samples.extend([float("nan")] * missing)
+            self._drops.append(Drop(index=len(self._samples), missing=missing, earliest=earliest))
+        self._checked_up_to = len(self._samples)

@@ -1,0 +1,52 @@
+"""The Meter protocol every instrument driver implements.
+
+Small on purpose (like Zeus's ``begin_window``/``end_window``): configure, start, watch for
+timestamp edges while the workload runs, stop and get a :class:`~energy_monitor.trace.Trace`.
+Integration belongs to the timing core, never to a driver.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from energy_monitor.trace import Event, Trace
+
+# How a number was measured; results carry it so a simulated number is never passed off as real.
+MEASURED_AS = ("hardware", "emulated", "simulated", "counter")
+
+
+class MeterError(RuntimeError):
+    """The meter failed or sent something we cannot read; the message says what and the fix."""
+
+
+@dataclass(frozen=True)
+class MeterIdentity:
+    kind: str  # driver name, e.g. "lpm01a"
+    model: str
+    serial: str
+    firmware: str
+    measured_as: str  # one of MEASURED_AS
+
+
+class Meter(Protocol):
+    """A source of traces with timestamp edges captured on the meter's own clock."""
+
+    def identify(self) -> MeterIdentity: ...
+
+    def configure(self, *, voltage_v: float, sample_rate_hz: float) -> None: ...
+
+    def start(self, raw_path: Path | None = None) -> None:
+        """Start acquiring; the raw stream is appended to ``raw_path`` while measuring."""
+
+    def events(self) -> list[Event]:
+        """Timestamp edges seen so far."""
+
+    def wait_for_events(self, count: int, timeout_s: float) -> list[Event]:
+        """Block until ``count`` edges have been seen (or the timeout); return all seen."""
+
+    def stop(self) -> Trace:
+        """Stop acquiring and return everything measured since ``start``."""
+
+    def close(self) -> None: ...

@@ -1,0 +1,123 @@
+"""Board registry: one TOML file per board in ``boards/``.
+
+A board file says what a board is (core, clock), how to reach it per mode (UART baud), which
+energy monitor measures it and at what voltage, and, for the virtual lab, the cycle and current
+models the software DUT and simulated meter follow. Keeping this in data lets a lab add a board
+without touching code.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BOARD_KINDS = ("virtual", "emulated", "hardware")
+# What a measurement on each kind of board is labelled.
+MEASURED_AS = {"virtual": "simulated", "emulated": "emulated", "hardware": "hardware"}
+
+
+class BoardError(ValueError):
+    """A board is unknown or its file is wrong; the message names the file and the fix."""
+
+
+@dataclass(frozen=True)
+class CycleModel:
+    cycles_per_mac: float
+    overhead_cycles: int
+
+    def latency_s(self, macs: int, clock_hz: int) -> float:
+        return (self.overhead_cycles + macs * self.cycles_per_mac) / clock_hz
+
+
+@dataclass(frozen=True)
+class EnergyModel:
+    idle_current_a: float
+    io_current_a: float
+    active_current_a: float
+    timestamp_hold_s: float
+
+
+@dataclass(frozen=True)
+class Board:
+    name: str
+    description: str
+    kind: str
+    core: str
+    clock_hz: int
+    monitor_kind: str
+    monitor_voltage_v: float
+    monitor_sample_rate_hz: float
+    uart_baud: dict[str, int] = field(default_factory=dict)
+    cycle_model: CycleModel | None = None
+    energy_model: EnergyModel | None = None
+    path: Path | None = None
+
+    @property
+    def measured_as(self) -> str:
+        return MEASURED_AS[self.kind]
+
+
+def boards_dir() -> Path:
+    """``$TINYPOWER_BOARDS`` if set, else ``boards/`` at the project root."""
+    env = os.environ.get("TINYPOWER_BOARDS")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "boards"
+
+
+def available_boards() -> list[str]:
+    return sorted(p.stem for p in boards_dir().glob("*.toml"))
+
+
+def load_board(name_or_path: str) -> Board:
+    """A board by registry name (``sim-m4``) or by path to its TOML file."""
+    path = Path(name_or_path)
+    if path.suffix != ".toml":
+        path = boards_dir() / f"{name_or_path}.toml"
+    if not path.is_file():
+        raise BoardError(
+            f"unknown board {name_or_path!r}: no {path}. "
+            f"Known boards: {', '.join(available_boards()) or 'none'}"
+        )
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise BoardError(f"{path}: not valid TOML ({exc}); fix the file") from exc
+    try:
+        return _board_from_dict(data, path)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BoardError(f"{path}: {exc}; see boards/sim-m4.toml for a complete example") from exc
+
+
+def _board_from_dict(data: dict, path: Path) -> Board:
+    kind = data["kind"]
+    if kind not in BOARD_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(BOARD_KINDS)}, not {kind!r}")
+    cycle = data.get("cycle_model")
+    energy = data.get("energy_model")
+    if kind == "virtual" and (cycle is None or energy is None):
+        raise ValueError("a virtual board needs [cycle_model] and [energy_model] tables")
+    monitor = data["monitor"]
+    return Board(
+        name=data["name"],
+        description=data.get("description", ""),
+        kind=kind,
+        core=data["core"],
+        clock_hz=int(data["clock_hz"]),
+        monitor_kind=monitor["kind"],
+        monitor_voltage_v=float(monitor["voltage_v"]),
+        monitor_sample_rate_hz=float(monitor["sample_rate_hz"]),
+        uart_baud={k: int(v) for k, v in data.get("uart", {}).items()},
+        cycle_model=CycleModel(float(cycle["cycles_per_mac"]), int(cycle["overhead_cycles"]))
+        if cycle
+        else None,
+        energy_model=EnergyModel(
+            float(energy["idle_current_a"]),
+            float(energy["io_current_a"]),
+            float(energy["active_current_a"]),
+            float(energy["timestamp_hold_s"]),
+        )
+        if energy
+        else None,
+        path=path,
+    )

@@ -1,0 +1,211 @@
+"""MLPerf Tiny scoring and validity: performance, energy and accuracy modes.
+
+The arithmetic follows the published runners exactly (see ``shared/reference/published-logs.md``):
+score = median of the per-window values (mean of the middle two for an even count), throughput =
+N / DUT-elapsed, energy per inference = window energy / N. Unlike those runners, validity here is
+enforced: every rule is a :class:`Check`, and a result with a failed check is invalid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from energy_monitor.trace import WindowEnergy
+
+REQUIRED_WINDOWS = 5
+MIN_WINDOW_S = 10.0
+# Closed-division accuracy targets (MLPerfTiny_Rules.adoc): top-1 % or AUC.
+ACCURACY_TARGETS = {"kws01": 90.0, "vww01": 80.0, "ic01": 85.0, "ad01": 0.85}
+
+US_COUNTER_WRAP = 2**32
+
+
+@dataclass(frozen=True)
+class Check:
+    """One rule applied to a result: its name, whether it passed, and the evidence."""
+
+    rule: str
+    passed: bool
+    message: str
+
+
+@dataclass
+class TinyResult:
+    """A scored MLPerf Tiny mode. ``value`` is full precision; format at the edge."""
+
+    mode: str
+    metric: str
+    value: float
+    unit: str
+    windows: list[dict] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def valid(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    @property
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed]
+
+
+def median(values: Sequence[float]) -> float:
+    """The runners' median: the middle value, or the mean of the middle two."""
+    if not values:
+        raise ValueError("median of no values")
+    return float(np.median(np.asarray(values, dtype=np.float64)))
+
+
+def lap_elapsed_us(start_us: int, end_us: int) -> int:
+    """DUT microseconds between two ``m-lap-us`` values, unwrapping one 32-bit counter wrap."""
+    elapsed = end_us - start_us
+    if elapsed < 0:
+        elapsed += US_COUNTER_WRAP
+    return elapsed
+
+
+def window_checks(durations_s: Sequence[float], min_window_s: float = MIN_WINDOW_S) -> list[Check]:
+    """The rules every timed mode shares: five windows, each at least 10 s of DUT time."""
+    checks = [
+        Check(
+            "tiny.window_count",
+            len(durations_s) == REQUIRED_WINDOWS,
+            f"{len(durations_s)} window(s) measured, {REQUIRED_WINDOWS} required",
+        )
+    ]
+    for i, d in enumerate(durations_s):
+        checks.append(
+            Check(
+                f"tiny.window_length[{i}]",
+                d >= min_window_s,
+                f"window {i} lasted {d:.3f} s of DUT time, at least {min_window_s:g} s required",
+            )
+        )
+    return checks
+
+
+@dataclass(frozen=True)
+class PerfWindow:
+    """One performance-mode window: N inferences between two DUT microsecond laps."""
+
+    inferences: int
+    start_us: int
+    end_us: int
+
+    @property
+    def elapsed_s(self) -> float:
+        return lap_elapsed_us(self.start_us, self.end_us) / 1e6
+
+    @property
+    def throughput(self) -> float:
+        return self.inferences / self.elapsed_s
+
+
+def score_performance(
+    windows: Sequence[PerfWindow], extra_checks: Sequence[Check] = ()
+) -> TinyResult:
+    """Median throughput (inf/s) over the windows; latency (ms) = 1000 / median."""
+    throughputs = [w.throughput for w in windows]
+    value = median(throughputs) if throughputs else float("nan")
+    return TinyResult(
+        mode="performance",
+        metric="throughput",
+        value=value,
+        unit="inf/s",
+        windows=[
+            {
+                "inferences": w.inferences,
+                "start_us": w.start_us,
+                "end_us": w.end_us,
+                "elapsed_s": w.elapsed_s,
+                "throughput_inf_per_s": t,
+            }
+            for w, t in zip(windows, throughputs, strict=True)
+        ],
+        checks=window_checks([w.elapsed_s for w in windows]) + list(extra_checks),
+        extras={"latency_ms": 1000.0 / value if throughputs else float("nan")},
+    )
+
+
+def score_energy(
+    windows: Sequence[WindowEnergy], extra_checks: Sequence[Check] = ()
+) -> TinyResult:
+    """Median energy per inference (uJ/inf) over the windows, and their mean power."""
+    per_inf_uj = [w.energy_per_work_j * 1e6 for w in windows]
+    value = median(per_inf_uj) if per_inf_uj else float("nan")
+    total_energy = sum(w.energy_j for w in windows)
+    total_time = sum(w.duration_s for w in windows)
+    return TinyResult(
+        mode="energy",
+        metric="energy_per_inference",
+        value=value,
+        unit="uJ/inf",
+        windows=[
+            {
+                "inferences": w.window.work_count,
+                "start_s": w.window.start_s,
+                "duration_s": w.duration_s,
+                "samples": w.samples,
+                "energy_uj": w.energy_j * 1e6,
+                "mean_power_uw": w.mean_power_w * 1e6,
+                "energy_per_inference_uj": e,
+                "alignment_bound_s": w.window.alignment_bound_s,
+            }
+            for w, e in zip(windows, per_inf_uj, strict=True)
+        ],
+        checks=window_checks([w.duration_s for w in windows]) + list(extra_checks),
+        extras={"mean_power_uw": total_energy / total_time * 1e6 if total_time else float("nan")},
+    )
+
+
+def normalise(scores: Sequence[float]) -> np.ndarray:
+    """Scale an output vector to sum 1, as the MLCommons runner does (all-zero stays zero)."""
+    v = np.asarray(scores, dtype=np.float64)
+    total = v.sum()
+    return v / total if total > 0 else v
+
+
+def top1_percent(outputs: Sequence[Sequence[float]], labels: Sequence[int]) -> float:
+    """Share of outputs whose argmax equals the label, in percent."""
+    if not labels:
+        raise ValueError("top-1 of no outputs")
+    hits = sum(int(np.argmax(normalise(o))) == lab for o, lab in zip(outputs, labels, strict=True))
+    return 100.0 * hits / len(labels)
+
+
+def binary_auc(scores: Sequence[float], positives: Sequence[bool]) -> float:
+    """Area under the ROC curve by ranks (Mann-Whitney U), ties counted half."""
+    s = np.asarray(scores, dtype=np.float64)
+    p = np.asarray(positives, dtype=bool)
+    n_pos, n_neg = int(p.sum()), int((~p).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("AUC needs at least one positive and one negative example")
+    order = np.argsort(s, kind="mergesort")
+    ranks = np.empty(len(s), dtype=np.float64)
+    sorted_s = s[order]
+    i = 0
+    while i < len(s):
+        j = i
+        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    return float((ranks[p].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def macro_auc(outputs: Sequence[Sequence[float]], labels: Sequence[int]) -> float:
+    """One-vs-rest macro AUC over the classes present, like sklearn's ``multi_class='ovr'``."""
+    probs = np.array([normalise(o) for o in outputs])
+    labels_arr = np.asarray(labels)
+    aucs = [
+        binary_auc(probs[:, c], labels_arr == c)
+        for c in range(probs.shape[1])
+        if 0 < int((labels_arr == c).sum()) < len(labels_arr)
+    ]
+    if not aucs:
+        raise ValueError("AUC needs at least two classes among the labels")
+    return float(np.mean(aucs))

@@ -1,0 +1,90 @@
+"""Inputs for a run: an MLPerf Tiny dataset folder, or seeded synthetic inputs.
+
+A dataset folder has the MLPerf Tiny layout: ``y_labels.csv`` (headerless
+``file,classes,label[,bytes,stride]``) beside the input files. Performance and energy modes use
+the first five files, as the MLCommons runner does; accuracy mode uses every file present. With
+no dataset, five seeded random inputs of the right size stand in (labelled synthetic: they
+measure time and energy, not accuracy).
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tinypower.suites.benchmarks import Suite
+
+SYNTHETIC_INPUTS = 5
+_SEED = 20261128
+
+
+class DatasetError(ValueError):
+    """A dataset folder is missing, malformed or does not fit the suite."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str
+    data: bytes  # the whole file (AD: many windows)
+    label: int | None  # None for synthetic inputs
+
+
+@dataclass(frozen=True)
+class Dataset:
+    source: str  # "dataset" or "synthetic"
+    samples: list[Sample]
+    listed: int  # files listed in y_labels.csv (0 for synthetic)
+    path: Path | None = None
+
+    @property
+    def labelled(self) -> bool:
+        return self.source == "dataset"
+
+
+def synthetic_inputs(suite: Suite, count: int = SYNTHETIC_INPUTS) -> Dataset:
+    rng = np.random.default_rng(_SEED)
+    samples = []
+    for i in range(count):
+        if suite.wire_dtype == "float32":
+            data = rng.normal(0.0, 1.0, suite.input_bytes // 4).astype("<f4").tobytes()
+        else:
+            data = rng.integers(0, 256, suite.input_bytes, dtype=np.uint8).tobytes()
+        samples.append(Sample(f"synthetic_{i:03d}.bin", data, None))
+    return Dataset("synthetic", samples, 0)
+
+
+def load_dataset(folder: Path, suite: Suite, limit: int | None = None) -> Dataset:
+    """The files of ``folder/y_labels.csv`` that are present, in list order."""
+    labels = folder / "y_labels.csv"
+    if not labels.is_file():
+        raise DatasetError(
+            f"{folder} has no y_labels.csv: point --dataset at an MLPerf Tiny dataset folder"
+        )
+    rows = []
+    with labels.open(newline="") as fh:
+        for lineno, row in enumerate(csv.reader(fh), 1):
+            if not row:
+                continue
+            try:
+                rows.append((row[0].strip(), int(row[2])))
+            except (IndexError, ValueError):
+                raise DatasetError(
+                    f"{labels}:{lineno}: expected 'file,classes,label', got {','.join(row)!r}"
+                ) from None
+    samples = []
+    for name, label in rows:
+        path = folder / name
+        if path.is_file():
+            samples.append(Sample(name, path.read_bytes(), label))
+            suite.windows_of(samples[-1].data)  # fail early on a file of the wrong size
+            if limit is not None and len(samples) == limit:
+                break
+    if not samples:
+        raise DatasetError(
+            f"none of the {len(rows)} files listed in {labels} is in {folder}: download the "
+            "dataset's input files next to y_labels.csv"
+        )
+    return Dataset("dataset", samples, len(rows), folder)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -230,3 +231,52 @@ def integrate(trace: Trace, window: Window) -> WindowEnergy:
     return WindowEnergy(
         window=window, energy_j=energy, samples=samples, duration_s=samples / trace.sample_rate_hz
     )
+
+
+def save_trace(trace: Trace, path: Path) -> Path:
+    """Write a trace (samples, edges, drops) to a compressed ``.npz`` that :func:`load_trace`
+    reads back; the samples are stored in the kind the meter gave."""
+    columns = {
+        k: getattr(trace, k)
+        for k in ("energy_j", "power_w", "current_a", "voltage_v")
+        if getattr(trace, k) is not None
+    }
+    np.savez_compressed(
+        path,
+        sample_rate_hz=trace.sample_rate_hz,
+        start_time_s=trace.start_time_s,
+        event_index=np.array([e.index for e in trace.events], dtype=np.int64),
+        event_time_s=np.array([e.time_s for e in trace.events], dtype=np.float64),
+        event_polarity=np.array([e.polarity for e in trace.events], dtype="U4"),
+        event_channel=np.array([e.channel for e in trace.events], dtype="U32"),
+        drop_index=np.array([d.index for d in trace.drops], dtype=np.int64),
+        drop_missing=np.array([d.missing for d in trace.drops], dtype=np.int64),
+        drop_earliest=np.array([d.first_possible for d in trace.drops], dtype=np.int64),
+        **columns,
+    )
+    return path
+
+
+def load_trace(path: Path) -> Trace:
+    with np.load(path) as z:
+        columns = {
+            k: z[k] for k in ("energy_j", "power_w", "current_a", "voltage_v") if k in z.files
+        }
+        return Trace(
+            sample_rate_hz=float(z["sample_rate_hz"]),
+            start_time_s=float(z["start_time_s"]),
+            events=[
+                Event(int(i), float(t), str(p), str(c))
+                for i, t, p, c in zip(
+                    z["event_index"], z["event_time_s"], z["event_polarity"], z["event_channel"],
+                    strict=True,
+                )
+            ],
+            drops=[
+                Drop(int(i), int(m), int(e))
+                for i, m, e in zip(
+                    z["drop_index"], z["drop_missing"], z["drop_earliest"], strict=True
+                )
+            ],
+            **columns,
+        )

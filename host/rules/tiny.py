@@ -25,11 +25,15 @@ US_COUNTER_WRAP = 2**32
 
 @dataclass(frozen=True)
 class Check:
-    """One rule applied to a result: its name, whether it passed, and the evidence."""
+    """One rule applied to a result: its name, whether it passed, and the evidence.
+
+    A failed ``warn`` check is reported but leaves the result valid.
+    """
 
     rule: str
     passed: bool
     message: str
+    severity: str = "fail"  # "fail" or "warn"
 
 
 @dataclass
@@ -46,11 +50,15 @@ class TinyResult:
 
     @property
     def valid(self) -> bool:
-        return all(c.passed for c in self.checks)
+        return not self.failures
 
     @property
     def failures(self) -> list[Check]:
-        return [c for c in self.checks if not c.passed]
+        return [c for c in self.checks if not c.passed and c.severity == "fail"]
+
+    @property
+    def warnings(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed and c.severity == "warn"]
 
 
 def median(values: Sequence[float]) -> float:

@@ -1,0 +1,174 @@
+"""The ``tinypower`` command.
+
+``tinypower measure`` runs one or more MLPerf Tiny modes on a board and prints a result table
+(or JSON records with ``--json``); ``tinypower models fetch`` caches the MLPerf Tiny reference
+models. Errors a user can act on are printed as one message, never a traceback; the exit code
+is 0 only when every requested result is valid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tinypower.boards import BoardError, load_board
+from tinypower.models import ModelResolutionError, fetch_reference_models, resolve_model
+from tinypower.runner import MODES, RunError, RunOutcome, RunRequest, run
+from tinypower.suites.benchmarks import SUITES, SuiteError, get_suite
+from tinypower.suites.datasets import DatasetError, load_dataset, synthetic_inputs
+
+EXIT_INVALID = 1  # a run failed or a rule was broken
+EXIT_USAGE = 2  # the command could not start: bad option, board, model or dataset
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    err = Console(stderr=True)
+    try:
+        return args.func(args, err)
+    except (BoardError, ModelResolutionError, DatasetError, SuiteError, RunError) as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        return EXIT_USAGE
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tinypower",
+        description="Measure the energy efficiency of ML systems (MLPerf Tiny / MLPerf Power).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    m = sub.add_parser("measure", help="run MLPerf Tiny modes on a board")
+    m.add_argument("--board", default="sim-m4",
+                   help="board name in boards/ or a board TOML path (default: the virtual lab)")
+    m.add_argument("--suite", default="kws01", choices=sorted(SUITES))
+    m.add_argument("--mode", default="performance,energy",
+                   help=f"comma-separated modes from {', '.join(MODES)} "
+                        "(default: performance,energy)")
+    m.add_argument("--model", help="a .tflite path, 'reference' (cached MLPerf Tiny model) or "
+                                   "'synthetic' (built-in KWS); default: reference if cached, "
+                                   "else synthetic")
+    m.add_argument("--dataset", type=Path,
+                   help="MLPerf Tiny dataset folder (y_labels.csv + input files); "
+                        "default: seeded synthetic inputs")
+    m.add_argument("--iterations", type=int, help="inferences per window (default: calibrated "
+                                                  "so each window lasts >= 10 s of DUT time)")
+    m.add_argument("--warmups", type=int, help="warm-up inferences before each window")
+    m.add_argument("--min-window-s", type=float, default=10.0,
+                   help="minimum window length; below 10 s results are invalid for MLPerf")
+    m.add_argument("--runs-dir", type=Path, default=Path("runs"),
+                   help="where session folders go (default: ./runs)")
+    m.add_argument("--json", action="store_true",
+                   help="print one JSON result record per mode on stdout (JSON Lines)")
+    m.set_defaults(func=_measure)
+
+    models = sub.add_parser("models", help="manage the MLPerf Tiny reference models")
+    msub = models.add_subparsers(dest="models_command", required=True)
+    fetch = msub.add_parser("fetch", help="download the reference models into the local cache")
+    fetch.set_defaults(func=_models_fetch)
+    return parser
+
+
+def _modes(text: str) -> list[str]:
+    modes = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in modes if m not in MODES]
+    if unknown or not modes:
+        raise RunError(f"unknown mode(s) {', '.join(unknown) or '(none)'}; choose from "
+                       f"{', '.join(MODES)}")
+    return modes
+
+
+def _measure(args: argparse.Namespace, err: Console) -> int:
+    board = load_board(args.board)
+    suite = get_suite(args.suite)
+    modes = _modes(args.mode)
+    model = resolve_model(suite, args.model)
+    if args.iterations is not None and args.iterations < 1:
+        raise RunError("--iterations must be at least 1")
+    err.print(
+        f"board [bold]{board.name}[/] ({board.measured_as}), suite [bold]{suite.name}[/], model "
+        f"{model.name} ({model.info.macs / 1e6:.2f} M MACs)"
+        + (f" [yellow]{model.note}[/]" if model.note else ""),
+        highlight=False,
+    )
+    outcomes: list[tuple[RunRequest, RunOutcome]] = []
+    for mode in modes:
+        dataset = (
+            load_dataset(args.dataset, suite, limit=None if mode == "accuracy" else 5)
+            if args.dataset else synthetic_inputs(suite)
+        )
+        request = RunRequest(
+            board=board, suite=suite, model=model, dataset=dataset, mode=mode,
+            runs_dir=args.runs_dir, iterations=args.iterations, warmups=args.warmups,
+            min_window_s=args.min_window_s,
+        )
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(), console=err, transient=True,
+        ) as bar:
+            task = bar.add_task(mode, total=1)
+
+            def progress(text: str, done: int, total: int, bar=bar, task=task) -> None:
+                bar.update(task, description=text, completed=done, total=total)
+
+            outcome = run(request, progress)
+        outcomes.append((request, outcome))
+        if outcome.error:
+            err.print(f"[bold red]{mode} failed:[/] {outcome.error}", highlight=False)
+            err.print(f"  data kept in {outcome.session.folder}", highlight=False)
+    if args.json:
+        for request, outcome in outcomes:
+            print(json.dumps(outcome.record(request), default=str))
+    else:
+        _print_table(outcomes)
+    return 0 if all(o.ok for _, o in outcomes) else EXIT_INVALID
+
+
+def _print_table(outcomes: list[tuple[RunRequest, RunOutcome]]) -> None:
+    out = Console()
+    table = Table(title="tinypower results")
+    for col in ("suite", "mode", "result", "detail", "valid", "measured as", "session"):
+        table.add_column(col)
+    for request, o in outcomes:
+        r = o.result
+        value = "-" if r is None or math.isnan(r.value) else f"{r.value:.3f} {r.unit}"
+        detail = ""
+        if r is not None and r.mode == "performance":
+            detail = f"latency {r.extras['latency_ms']:.3f} ms, N={r.extras['iterations']}"
+        elif r is not None and r.mode == "energy":
+            detail = (f"mean power {r.extras['mean_power_uw'] / 1000:.3f} mW, "
+                      f"N={r.extras['iterations']}")
+        elif r is not None:
+            detail = f"reference agreement {r.extras['reference_agreement_percent']:.1f}%"
+        valid = "[green]yes[/]" if o.ok else "[red]no[/]"
+        table.add_row(request.suite.name, request.mode, value, detail, valid,
+                      o.measured_as.upper(), str(o.session.folder))
+    out.print(table)
+    for _, o in outcomes:
+        problems = ([o.error] if o.error else []) + (
+            [f"{c.rule}: {c.message}" for c in o.result.failures] if o.result else []
+        )
+        for p in problems:
+            out.print(f"[red]invalid:[/] {p}", highlight=False)
+        for c in o.result.warnings if o.result else []:
+            out.print(f"[yellow]warning:[/] {c.rule}: {c.message}", highlight=False)
+        for note in o.notes:
+            out.print(f"[yellow]note:[/] {note}", highlight=False)
+
+
+def _models_fetch(args: argparse.Namespace, err: Console) -> int:
+    for path in fetch_reference_models(progress=lambda msg: err.print(msg, highlight=False)):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Every line exchanged with a device, with the host's monotonic time.
+
+A measurement that goes wrong (a dropped byte, a DUT that rebooted mid-window, a late reply) is
+only explainable after the fact if the conversation was kept. The session folder's
+``transcript.log`` is written here: append-only and line-buffered, so each line reaches the
+operating system as soon as it is recorded and a crash of the host process loses nothing
+(well inside the design's "at most the last second").
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from types import TracebackType
+from typing import TextIO
+
+DIRECTIONS = {">": "sent", "<": "received", "#": "note"}
+
+
+class Transcript:
+    """Lines sent (``>``), received (``<``) and notes (``#``), each with ``time.monotonic()``.
+
+    ``lines`` keeps them in memory as ``(time_s, direction, text)``; with a ``path`` each one is
+    also appended to that file as ``f"{time_s:.6f} {direction} {text}"``. Safe to share between
+    threads (a DUT client and a meter driver writing one session transcript).
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.lines: list[tuple[float, str, str]] = []
+        self._lock = threading.Lock()
+        self._file: TextIO | None = None
+        if path is not None:
+            # Line-buffered: every record is flushed as it is written. Closed by close().
+            self._file = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+
+    def record(self, direction: str, text: str) -> None:
+        if direction not in DIRECTIONS:
+            raise ValueError(
+                f"transcript direction must be one of {', '.join(DIRECTIONS)}, not {direction!r}"
+            )
+        with self._lock:
+            now = time.monotonic()
+            self.lines.append((now, direction, text))
+            if self._file is not None:
+                self._file.write(f"{now:.6f} {direction} {text}\n")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+    def __enter__(self) -> Transcript:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

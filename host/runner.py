@@ -1,0 +1,447 @@
+"""Board + monitor + suite + mode -> a session.
+
+The runner drives the DUT through the MLPerf Tiny protocol client and the energy monitor
+through its driver, whether they are the virtual lab's simulators or hardware: it never
+integrates or scores by itself, but hands windows to the timing core and results to the rules.
+
+Per timed mode it calibrates N so each window lasts at least 10 s of DUT time (a probe
+``infer``, timed by the DUT's laps in performance mode and by the meter's edges in energy
+mode), then measures five windows, one input each. Whatever happens, the session folder keeps
+what was measured and says how the run ended.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from energy_monitor.lpm01a import Lpm01a
+from energy_monitor.meter import MeterError
+from energy_monitor.sim.lpm01a_sim import SimFaults
+from energy_monitor.trace import (
+    Event,
+    Trace,
+    TraceError,
+    WindowEnergy,
+    integrate,
+    save_trace,
+    window_from_events,
+)
+from tinypower.boards import Board
+from tinypower.dut.protocol import DutClient, DutError
+from tinypower.dut.transcript import Transcript
+from tinypower.dut.virtual_lab import VirtualLab
+from tinypower.models import ResolvedModel
+from tinypower.report.plot import plot_trace
+from tinypower.results.mlperf_text import results_text
+from tinypower.results.session import Session
+from tinypower.rules.tiny import (
+    ACCURACY_TARGETS,
+    MIN_WINDOW_S,
+    REQUIRED_WINDOWS,
+    Check,
+    PerfWindow,
+    TinyResult,
+    binary_auc,
+    score_energy,
+    score_performance,
+    top1_percent,
+)
+from tinypower.suites.benchmarks import Suite, SuiteError
+from tinypower.suites.datasets import Dataset, DatasetError
+from tinypower.suites.reference import ReferenceModel
+
+MODES = ("performance", "energy", "accuracy")
+CALIBRATION_MARGIN = 1.15  # N gives windows 15% above the minimum, so jitter cannot fail them
+PROBE_MIN_S = 1.0  # a calibration probe must last this long to time one inference well
+EDGE_TIMEOUT_S = 5.0  # how long to wait for a window's edges after the DUT says it is done
+EDGE_SETTLE_S = 0.05  # then how long to wait for stray edges that belong to the same window
+
+Progress = Callable[[str, int, int], None]  # (phase description, done, total)
+
+
+class RunError(RuntimeError):
+    """The run could not go on; the message says why and what to do."""
+
+
+@dataclass
+class RunRequest:
+    board: Board
+    suite: Suite
+    model: ResolvedModel
+    dataset: Dataset
+    mode: str
+    runs_dir: Path
+    iterations: int | None = None  # fixed N instead of calibration
+    warmups: int | None = None
+    min_window_s: float = MIN_WINDOW_S
+    # Faults for tests of the virtual lab's failure paths.
+    meter_faults: SimFaults | None = None
+    corrupt_download_byte: int | None = None
+
+
+@dataclass
+class RunOutcome:
+    session: Session
+    measured_as: str
+    result: TinyResult | None = None
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.result is not None and self.result.valid
+
+    def record(self, request: RunRequest) -> dict:
+        """The result record printed by ``--json`` and written to ``results.json``."""
+        r = self.result
+        return {
+            "suite": request.suite.name,
+            "mode": request.mode,
+            "metric": r.metric if r else None,
+            "value": r.value if r else None,
+            "unit": r.unit if r else None,
+            "valid": bool(r and r.valid and not self.error),
+            "error": self.error,
+            "failures": [c.__dict__ for c in r.failures] if r else [],
+            "warnings": [c.__dict__ for c in r.warnings] if r else [],
+            "measured_as": self.measured_as,
+            "board": request.board.name,
+            "model": {
+                "name": request.model.name,
+                "source": request.model.source,
+                "sha256": request.model.sha256,
+                "macs": request.model.info.macs,
+            },
+            "dataset": request.dataset.source,
+            "notes": self.notes,
+            "extras": r.extras if r else {},
+            "session": str(self.session.folder),
+        }
+
+
+def run(request: RunRequest, progress: Progress | None = None) -> RunOutcome:
+    """Measure one mode; never raises for a measurement failure (the outcome says it)."""
+    if request.mode not in MODES:
+        raise RunError(f"unknown mode {request.mode!r}; choose from {', '.join(MODES)}")
+    if request.board.kind != "virtual":
+        raise RunError(
+            f"board {request.board.name} is {request.board.kind}: only the virtual lab "
+            "(--board sim-m4) can be measured in this version"
+        )
+    progress = progress or (lambda *_: None)
+    session = Session(
+        request.runs_dir, request.board.name, request.suite.name, request.mode,
+        config={
+            "board_file": str(request.board.path),
+            "model": request.model.name,
+            "model_source": request.model.source,
+            "dataset": str(request.dataset.path) if request.dataset.path else "synthetic",
+            "iterations": request.iterations,
+            "warmups": request.warmups,
+            "min_window_s": request.min_window_s,
+        },
+    )
+    session.add_artifact(f"model:{request.model.name}", request.model.data)
+    for s in request.dataset.samples:
+        session.add_artifact(f"input:{s.name}", s.data)
+    outcome = RunOutcome(session, request.board.measured_as)
+    if request.model.note:
+        outcome.notes.append(request.model.note)
+    if not request.dataset.labelled:
+        outcome.notes.append("synthetic inputs: seeded random tensors of the suite's input size")
+    session.set("measured_as", outcome.measured_as)
+    with ExitStack() as stack:
+        transcript = stack.enter_context(Transcript(session.path("transcript.log")))
+        try:
+            lab = stack.enter_context(
+                VirtualLab(
+                    board=request.board, suite=request.suite, model=request.model.data,
+                    macs=request.model.info.macs, mode=_dut_mode(request.mode),
+                    meter_faults=request.meter_faults,
+                    corrupt_download_byte=request.corrupt_download_byte,
+                )
+            )
+            dut = stack.enter_context(
+                DutClient(lab.dut_url, request.board.uart_baud.get(request.mode, 115200),
+                          transcript)
+            )
+            _open_dut(dut, request, session)
+            if request.mode == "energy":
+                meter = Lpm01a(lab.meter_url, measured_as=outcome.measured_as)
+                stack.callback(meter.close)
+                outcome.result = _measure_energy(dut, meter, request, session, progress)
+            elif request.mode == "performance":
+                outcome.result = _measure_performance(dut, request, session, progress)
+            else:
+                outcome.result = _measure_accuracy(dut, request, outcome, progress)
+        except (DutError, MeterError, TraceError, RunError, DatasetError, SuiteError) as exc:
+            outcome.error = str(exc)
+        except KeyboardInterrupt:
+            outcome.error = "interrupted by the user (Ctrl-C)"
+            _finish(outcome, request)
+            raise
+    _finish(outcome, request)
+    return outcome
+
+
+def _dut_mode(mode: str) -> str:
+    return "energy" if mode == "energy" else "performance"
+
+
+def _open_dut(dut: DutClient, request: RunRequest, session: Session) -> None:
+    dut.sync()
+    name = dut.name()
+    profile, model_id = dut.profile()
+    session.set("dut", {"name": name, "profile": profile, "model": model_id})
+    if model_id != request.suite.name:
+        raise RunError(
+            f"the DUT runs {model_id!r} but the suite is {request.suite.name!r}: flash the "
+            f"{request.suite.name} firmware or pick --suite {model_id}"
+        )
+
+
+def _inputs(request: RunRequest) -> list[bytes]:
+    """The five inputs of the timed modes: window 0 of the first five files, cycled if fewer."""
+    firsts = [request.suite.windows_of(s.data)[0] for s in request.dataset.samples[:5]]
+    return [firsts[k % len(firsts)] for k in range(REQUIRED_WINDOWS)]
+
+
+def _warmups(request: RunRequest) -> int:
+    return request.suite.default_infer_warmups if request.warmups is None else request.warmups
+
+
+def _infer_timeout(n: int, per_inference_s: float | None) -> float | None:
+    return None if per_inference_s is None else max(60.0, 3 * n * per_inference_s)
+
+
+def _calibrate(
+    probe: Callable[[int], float], request: RunRequest, session: Session
+) -> tuple[int, float | None]:
+    """N so that one window lasts ``min_window_s`` of DUT time with a margin, and the DUT
+    time of one inference (``None`` when N was given and no probe ran).
+
+    ``probe(n)`` runs ``infer n 0`` and returns its DUT duration; n grows tenfold until the
+    probe lasts long enough to time one inference well.
+    """
+    if request.iterations:
+        return request.iterations, None
+    n = 10
+    while True:
+        duration = probe(n)
+        if duration >= PROBE_MIN_S or n >= 1_000_000:
+            break
+        n *= 10
+    per_inference = duration / n
+    calibrated = max(10, math.ceil(request.min_window_s * CALIBRATION_MARGIN / per_inference))
+    session.set("calibration", {"probe_n": n, "probe_s": duration, "n": calibrated})
+    return calibrated, per_inference
+
+
+def _measure_performance(
+    dut: DutClient, request: RunRequest, session: Session, progress: Progress
+) -> TinyResult:
+    inputs = _inputs(request)
+    warmups = _warmups(request)
+    per_inference: list[float | None] = [None]
+
+    def timed_infer(n: int, w: int) -> PerfWindow:
+        reply = dut.infer(n, w, timeout_s=_infer_timeout(n, per_inference[0]))
+        if len(reply.laps_us) < 2:
+            raise RunError(
+                f"`infer {n} {w}` printed {len(reply.laps_us)} m-lap-us line(s), needs 2: is the "
+                "firmware built in performance mode?"
+            )
+        window = PerfWindow(n, reply.laps_us[-2], reply.laps_us[-1])
+        per_inference[0] = window.elapsed_s / n
+        return window
+
+    progress("calibrating N", 0, 1)
+    dut.load(inputs[0])
+    n, _ = _calibrate(lambda k: timed_infer(k, 0).elapsed_s, request, session)
+    windows = []
+    for k, data in enumerate(inputs):
+        progress(f"performance window {k + 1}/{REQUIRED_WINDOWS} (N={n})", k, REQUIRED_WINDOWS)
+        dut.load(data)
+        windows.append(timed_infer(n, warmups))
+        session.checkpoint(f"window {k}", dut_lap_us=windows[-1].end_us)
+    progress("performance windows done", REQUIRED_WINDOWS, REQUIRED_WINDOWS)
+    result = score_performance(windows)
+    result.extras["iterations"] = n
+    return result
+
+
+def _measure_energy(
+    dut: DutClient, meter: Lpm01a, request: RunRequest, session: Session, progress: Progress
+) -> TinyResult:
+    board = request.board
+    session.set("meter", meter.identify().__dict__)
+    meter.configure(voltage_v=board.monitor_voltage_v, sample_rate_hz=board.monitor_sample_rate_hz)
+    inputs = _inputs(request)
+    warmups = _warmups(request)
+    meter.start(session.path("meter-raw.txt"))
+    session.checkpoint("meter started")
+    try:
+        progress("calibrating N", 0, 1)
+        dut.load(inputs[0])
+        n, per_inference = _calibrate(
+            lambda k: _edge_duration(_edges_of_infer(dut, meter, k, 0, None), meter),
+            request, session,
+        )
+        groups: list[list[Event]] = []
+        for k, data in enumerate(inputs):
+            progress(f"energy window {k + 1}/{REQUIRED_WINDOWS} (N={n})", k, REQUIRED_WINDOWS)
+            dut.load(data)
+            groups.append(_edges_of_infer(dut, meter, n, warmups, per_inference))
+            session.checkpoint(f"window {k}", meter_samples=meter.sample_count())
+        progress("energy windows done", REQUIRED_WINDOWS, REQUIRED_WINDOWS)
+    except BaseException:
+        _save_partial_trace(meter, session)
+        raise
+    try:
+        trace = meter.stop()
+    except MeterError:
+        _save_partial_trace(meter, session)
+        raise
+    save_trace(trace, session.path("trace.npz"))
+    return _score_energy_windows(trace, groups, n, request, session)
+
+
+def _edges_of_infer(
+    dut: DutClient, meter: Lpm01a, n: int, warmups: int, per_inference: float | None
+) -> list[Event]:
+    """Run ``infer n w`` and return the timestamp edges the meter saw for it."""
+    before = len(meter.events())
+    dut.infer(n, warmups, timeout_s=_infer_timeout(n, per_inference))
+    meter.wait_for_events(before + 2, EDGE_TIMEOUT_S)
+    time.sleep(EDGE_SETTLE_S)
+    return meter.events()[before:]
+
+
+def _edge_duration(events: list[Event], meter: Lpm01a) -> float:
+    if len(events) < 2:
+        raise RunError(
+            f"the calibration probe gave {len(events)} timestamp edge(s), needs 2: check the "
+            "timestamp pin (D7) wiring and that the firmware is built in energy mode"
+        )
+    return (events[-1].index - events[-2].index) / meter.sample_rate_hz
+
+
+def _score_energy_windows(
+    trace: Trace, groups: list[list[Event]], n: int, request: RunRequest, session: Session
+) -> TinyResult:
+    energies: list[WindowEnergy] = []
+    checks: list[Check] = []
+    for k, events in enumerate(groups):
+        label = str(k)
+        try:
+            energies.append(integrate(trace, window_from_events(events, trace, n, label)))
+            checks.append(Check(f"tiny.timestamps[{k}]", True, f"{len(events)} edge(s) seen"))
+        except TraceError as exc:
+            checks.append(Check(f"tiny.timestamps[{k}]", False, str(exc)))
+    checks.append(
+        Check(
+            "tiny.sample_drops",
+            not trace.drops,
+            f"{sum(d.missing for d in trace.drops)} sample(s) lost in {len(trace.drops)} drop(s)"
+            if trace.drops else "no samples lost",
+        )
+    )
+    result = score_energy(energies, checks)
+    result.extras["iterations"] = n
+    result.extras["sample_rate_hz"] = trace.sample_rate_hz
+    plot_trace(
+        trace, [e.window for e in energies], session.path("power.png"),
+        f"{request.suite.name} on {request.board.name}, energy mode "
+        f"({request.board.measured_as.upper()}): median {result.value:.3f} uJ/inf",
+    )
+    return result
+
+
+def _save_partial_trace(meter: Lpm01a, session: Session) -> None:
+    """Keep what the meter gave before a failure, next to its raw stream."""
+    save_trace(meter.trace(), session.path("trace-partial.npz"))
+
+
+def _measure_accuracy(
+    dut: DutClient, request: RunRequest, outcome: RunOutcome, progress: Progress
+) -> TinyResult:
+    suite, dataset = request.suite, request.dataset
+    reference = ReferenceModel(request.model.data, suite)
+    per_file: list[np.ndarray] = []
+    agree = total = 0
+    for i, sample in enumerate(dataset.samples):
+        progress(f"accuracy: {sample.name}", i, len(dataset.samples))
+        outputs = []
+        for window in suite.windows_of(sample.data):
+            dut.load(window)
+            reply = dut.infer(1, 0)
+            agree += reply.results_payload == reference.results_payload(window)
+            total += 1
+            outputs.append(np.asarray(reply.results, dtype=np.float64))
+        per_file.append(np.mean(outputs, axis=0))
+    progress("accuracy done", len(dataset.samples), len(dataset.samples))
+    agreement = 100.0 * agree / total
+    checks = [
+        Check("tiny.reference_agreement", agree == total,
+              f"{agree} of {total} DUT outputs identical to the host reference", "warn"),
+    ]
+    metric, value, unit = "reference_agreement", agreement, "%"
+    if dataset.labelled:
+        labels = [s.label for s in dataset.samples]
+        metric, value, unit = _accuracy_metric(suite, per_file, labels)
+        complete = len(dataset.samples) == dataset.listed
+        checks.append(Check(
+            "tiny.dataset_complete", complete,
+            f"{len(dataset.samples)} of {dataset.listed} listed files measured"
+            + ("" if complete else ": not comparable with the closed-division target"),
+            "warn",
+        ))
+        if complete and not math.isnan(value):
+            target = ACCURACY_TARGETS[suite.name]
+            checks.append(Check("tiny.accuracy_target", value >= target,
+                                f"{metric} {value:.3f} {unit}, target {target} {unit}"))
+    if request.model.source == "synthetic":
+        checks.append(Check("tiny.model", False, request.model.note, "warn"))
+    return TinyResult("accuracy", metric, value, unit, checks=checks,
+                      extras={"reference_agreement_percent": agreement, "files": len(per_file),
+                              "inferences": total})
+
+
+def _accuracy_metric(
+    suite: Suite, per_file: list[np.ndarray], labels: list[int | None]
+) -> tuple[str, float, str]:
+    if suite.metric == "auc":
+        scores = [float(v[0]) for v in per_file]
+        try:
+            return "auc", binary_auc(scores, [lab == 1 for lab in labels]), ""
+        except ValueError:
+            return "auc", float("nan"), ""
+    try:
+        return "top1", top1_percent(per_file, labels), "%"
+    except ValueError:
+        return "top1", float("nan"), "%"
+
+
+def _finish(outcome: RunOutcome, request: RunRequest) -> None:
+    session = outcome.session
+    session.write_json("results.json", {
+        "record": outcome.record(request),
+        "windows": outcome.result.windows if outcome.result else [],
+        "checks": [c.__dict__ for c in outcome.result.checks] if outcome.result else [],
+    })
+    if outcome.result:
+        session.path("results.txt").write_text(results_text(outcome.result, outcome.measured_as))
+    if outcome.error:
+        session.finish("incomplete", outcome.error)
+    elif outcome.result and not outcome.result.valid:
+        session.finish("invalid", "; ".join(c.message for c in outcome.result.failures))
+    else:
+        session.finish("complete")
+

@@ -111,8 +111,9 @@ def _measure(args: argparse.Namespace, err: Console) -> int:
             min_window_s=args.min_window_s,
         )
         with Progress(
-            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-            TimeElapsedColumn(), console=err, transient=True,
+            TextColumn("{task.description}"), BarColumn(),
+            TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+            console=err, transient=True,
         ) as bar:
             task = bar.add_task(mode, total=1)
 

@@ -154,7 +154,7 @@ def run(request: RunRequest, progress: Progress | None = None) -> RunOutcome:
     outcome = RunOutcome(session, request.board.measured_as)
     if request.model.note:
         outcome.notes.append(request.model.note)
-    if not request.dataset.labelled:
+    if request.dataset.source == "synthetic":
         outcome.notes.append("synthetic inputs: seeded random tensors of the suite's input size")
     session.set("measured_as", outcome.measured_as)
     with ExitStack() as stack:

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from tinypower.results.tiny_logs import (
     LogFormatError,
     published_value,

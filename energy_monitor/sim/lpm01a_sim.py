@@ -18,6 +18,7 @@ import contextlib
 import os
 import select
 import threading
+import time
 import tty
 from dataclasses import dataclass
 
@@ -279,6 +280,7 @@ class Lpm01aSimulator:
             k = self._emitted + i
             if k == f.unplug_after:
                 self._write("".join(out))
+                time.sleep(0.2)  # let the driver read what was sent before the cable is pulled
                 os.close(self._master)
                 self._master = None
                 self._closed.set()

@@ -29,7 +29,7 @@ INFER_TIMEOUT_S = 60.0  # an infer of unknown length
 INFER_TIMEOUT_FACTOR = 2.0  # margin on the time the last infer took per inference
 READ_POLL_S = 0.05  # serial read timeout: how often a wait checks its deadline
 SYNC_ATTEMPT_S = 1.0  # sync(): how long each name% waits before it is sent again
-DB_HEX_BUFFER_CHARS = 80  # the reference firmware's EE_CMD_SIZE
+DUT_COMMAND_CHARS = 80  # the reference firmware's EE_CMD_SIZE
 DB_PRINT_CHARS_PER_BYTE = 5  # "xx-" plus each line's "m-buffer-" and CR/LF, rounded up
 UART_BITS_PER_CHAR = 10  # 8N1
 FIRMWARE_INFER_WARMUPS = 10  # what the firmware runs when `infer N` omits W
@@ -69,7 +69,7 @@ class DutTimeoutError(DutError):
         self.last_lines = last_lines
         seen = " | ".join(last_lines) if last_lines else "nothing"
         super().__init__(
-            f"no m-ready from the DUT on {port} {waited_s:.1f} s after {command!r}; "
+            f"no m-ready from the DUT on {port} {waited_s:g} s after {command!r}; "
             f"last lines seen: {seen}. Check the port and baud rate, that the board is flashed "
             "with the MLPerf Tiny benchmark firmware, and that it is powered (in energy mode the "
             "energy monitor powers it)"
@@ -153,6 +153,8 @@ class DutClient:
 
         Raises DutCommandError on an ``e-`` reply (after reading through ``m-ready``, so the
         next command starts clean) and DutTimeoutError when ``m-ready`` does not come in time.
+        Default timeouts: 5 s; ``infer`` 60 s until one ``infer`` has completed, then 5 s plus
+        twice (N + W) times the wall time per inference that one took.
         """
         if any(c in cmd for c in "%\r\n"):
             raise ValueError(f"a DUT command cannot contain '%', CR or LF: {cmd!r}")
@@ -213,13 +215,13 @@ class DutClient:
         31-byte chunks are the MLCommons runner's size for a directly connected DUT (26 through
         an interface board's ``dut`` passthrough).
         """
-        max_chunk = (DB_HEX_BUFFER_CHARS - len("db ")) // 2
+        max_chunk = (DUT_COMMAND_CHARS - len("db ")) // 2
         if not data:
             raise ValueError("cannot load an empty input: the DUT rejects `db load 0`")
         if not 1 <= chunk_bytes <= max_chunk:
             raise ValueError(
                 f"chunk_bytes must be 1..{max_chunk} so `db <hex>%` fits the DUT's "
-                f"{DB_HEX_BUFFER_CHARS}-character command buffer, not {chunk_bytes}"
+                f"{DUT_COMMAND_CHARS}-character command buffer, not {chunk_bytes}"
             )
         cmd = f"db load {len(data)}"
         if f"m-[Expecting {len(data)} bytes]" not in self.command(cmd):
@@ -303,9 +305,7 @@ class DutClient:
         while True:
             line = self._read_line(deadline)
             if line is None:
-                raise DutTimeoutError(
-                    cmd, time.monotonic() - started, list(self._last_lines), self.url
-                )
+                raise DutTimeoutError(cmd, timeout_s, list(self._last_lines), self.url)
             if not line:
                 continue  # `db print` ends odd-sized buffers with an empty line
             if line.startswith(BANNER_PREFIXES):

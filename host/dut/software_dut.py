@@ -41,7 +41,6 @@ CMD_SIZE = 80  # EE_CMD_SIZE: the firmware's command buffer
 FW_VERSION = "ULPMark for tinyML Firmware V0.0.1"
 FIRMWARE_INFER_WARMUPS = 10  # what `infer N` runs without W, whatever `help` says
 US_COUNTER_WRAP = 2**32  # the DUT's free-running 32-bit µs counter
-POLL_S = 0.05  # how often the serving thread checks it was asked to stop
 DB_PRINT_BYTES_PER_LINE = 8
 HELP_LINES = (
     FW_VERSION,
@@ -112,7 +111,11 @@ class SoftwareDut:
         self._last_results: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._closers: list[Callable[[], None]] = []
+        self._wake_r, self._wake_w = os.pipe()  # close() writes to it to end any wait at once
+        self._closers: list[Callable[[], None]] = [
+            partial(os.close, self._wake_r),
+            partial(os.close, self._wake_w),
+        ]
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -123,13 +126,13 @@ class SoftwareDut:
         flushes its input, as pyserial does) misses it, as it would miss a real board's.
         Over TCP the DUT boots when its one client connects.
         """
-        if self._thread is not None:
-            raise RuntimeError("this software DUT is already started; close() it first")
+        if self._thread is not None or self._stop.is_set():
+            raise RuntimeError("a software DUT starts once: make a new one")
         if transport == "pty":
             master, slave = os.openpty()
             tty.setraw(slave)
             os.set_blocking(master, False)
-            self._closers += [lambda: os.close(master), lambda: os.close(slave)]
+            self._closers += [partial(os.close, master), partial(os.close, slave)]
             self.url = os.ttyname(slave)
             target = partial(self._run, master)
         elif transport == "tcp":
@@ -144,8 +147,11 @@ class SoftwareDut:
         return self.url
 
     def close(self) -> None:
-        """Stop serving (within about ``POLL_S``) and release the pty or socket."""
+        """Stop serving at once and release the pty or socket."""
+        if self._stop.is_set():
+            return
         self._stop.set()
+        os.write(self._wake_w, b"x")  # never drained: every later wait returns at once
         if self._thread is not None:
             self._thread.join()
         for closer in self._closers:
@@ -166,22 +172,23 @@ class SoftwareDut:
     # -- transport ------------------------------------------------------------------------
 
     def _accept_and_run(self, listener: socket.socket) -> None:
-        while not self._stop.is_set():
-            if select.select([listener], [], [], POLL_S)[0]:
-                conn, _ = listener.accept()
-                with conn:
-                    conn.setblocking(False)
-                    self._run(conn.fileno())
-                return
+        self._wait([listener])
+        if self._stop.is_set():
+            return
+        conn, _ = listener.accept()
+        with conn:
+            conn.setblocking(False)
+            self._run(conn.fileno())
 
     def _run(self, fd: int) -> None:
         """Boot, then answer commands until close() or until the peer hangs up."""
         try:
             banner = [f"m-timestamp-mode-{self.mode}", *self._timestamp(), "m-init-done"]
             self._write(fd, _encode([*banner, "m-ready"]))
-            while not self._stop.is_set():
-                if not select.select([fd], [], [], POLL_S)[0]:
-                    continue
+            while True:
+                self._wait([fd])
+                if self._stop.is_set():
+                    return
                 try:
                     data = os.read(fd, 4096)
                 except BlockingIOError:
@@ -197,12 +204,18 @@ class SoftwareDut:
 
     def _write(self, fd: int, data: bytes) -> None:
         view = memoryview(data)
-        while view and not self._stop.is_set():
-            if select.select([], [fd], [], POLL_S)[1]:
-                try:
-                    view = view[os.write(fd, view) :]
-                except BlockingIOError:
-                    continue
+        while view:
+            self._wait([], [fd])
+            if self._stop.is_set():
+                return
+            try:
+                view = view[os.write(fd, view) :]
+            except BlockingIOError:
+                continue
+
+    def _wait(self, read: list[int | socket.socket], write: list[int] | None = None) -> None:
+        """Block until one of the fds is ready or close() is called."""
+        select.select([*read, self._wake_r], write or [], [])
 
     def _receive(self, byte: int) -> bytes:
         """One received byte, as ``ee_serial_callback``: a reply when it ends a command."""

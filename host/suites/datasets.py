@@ -2,9 +2,11 @@
 
 A dataset folder has the MLPerf Tiny layout: ``y_labels.csv`` (headerless
 ``file,classes,label[,bytes,stride]``) beside the input files. Performance and energy modes use
-the first five files, as the MLCommons runner does; accuracy mode uses every file present. With
-no dataset, five seeded random inputs of the right size stand in (labelled synthetic: they
-measure time and energy, not accuracy).
+the first five files, as the MLCommons runner does; accuracy mode uses every file present. A
+folder of ``.bin`` files without ``y_labels.csv`` gives unlabelled inputs (accuracy mode then
+reports only the agreement with the host reference). With no dataset, five seeded random
+inputs of the right size stand in (labelled synthetic: they measure time and energy, not
+accuracy).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ class Sample:
 
 @dataclass(frozen=True)
 class Dataset:
-    source: str  # "dataset" or "synthetic"
+    source: str  # "dataset" (labelled), "files" (unlabelled) or "synthetic"
     samples: list[Sample]
     listed: int  # files listed in y_labels.csv (0 for synthetic)
     path: Path | None = None
@@ -58,11 +60,11 @@ def synthetic_inputs(suite: Suite, count: int = SYNTHETIC_INPUTS) -> Dataset:
 
 def load_dataset(folder: Path, suite: Suite, limit: int | None = None) -> Dataset:
     """The files of ``folder/y_labels.csv`` that are present, in list order."""
+    if not folder.is_dir():
+        raise DatasetError(f"dataset folder {folder} does not exist")
     labels = folder / "y_labels.csv"
     if not labels.is_file():
-        raise DatasetError(
-            f"{folder} has no y_labels.csv: point --dataset at an MLPerf Tiny dataset folder"
-        )
+        return _unlabelled(folder, suite, limit)
     rows = []
     with labels.open(newline="") as fh:
         for lineno, row in enumerate(csv.reader(fh), 1):
@@ -79,7 +81,10 @@ def load_dataset(folder: Path, suite: Suite, limit: int | None = None) -> Datase
         path = folder / name
         if path.is_file():
             samples.append(Sample(name, path.read_bytes(), label))
-            suite.windows_of(samples[-1].data)  # fail early on a file of the wrong size
+            try:
+                suite.windows_of(samples[-1].data)  # fail early on a file of the wrong size
+            except ValueError as exc:
+                raise DatasetError(f"{path}: {exc}") from None
             if limit is not None and len(samples) == limit:
                 break
     if not samples:
@@ -88,3 +93,19 @@ def load_dataset(folder: Path, suite: Suite, limit: int | None = None) -> Datase
             "dataset's input files next to y_labels.csv"
         )
     return Dataset("dataset", samples, len(rows), folder)
+
+
+def _unlabelled(folder: Path, suite: Suite, limit: int | None) -> Dataset:
+    files = sorted(folder.glob("*.bin"))[:limit]
+    if not files:
+        raise DatasetError(
+            f"{folder} has neither y_labels.csv nor .bin input files: point --dataset at an "
+            "MLPerf Tiny dataset folder or a folder of input files"
+        )
+    samples = [Sample(p.name, p.read_bytes(), None) for p in files]
+    for sample in samples:
+        try:
+            suite.windows_of(sample.data)
+        except ValueError as exc:
+            raise DatasetError(f"{folder / sample.name}: {exc}") from None
+    return Dataset("files", samples, len(samples), folder)

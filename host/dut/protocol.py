@@ -298,8 +298,7 @@ class DutClient:
 
     def _collect(self, cmd: str, timeout_s: float) -> list[str]:
         """Reply lines up to ``m-ready``, skipping a boot banner printed before the reply."""
-        started = time.monotonic()
-        deadline = started + timeout_s
+        deadline = time.monotonic() + timeout_s
         lines: list[str] = []
         in_banner = False
         while True:

@@ -18,6 +18,7 @@ import queue
 import re
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -42,11 +43,19 @@ class Lpm01a:
     kind = "lpm01a"
 
     def __init__(
-        self, url: str, *, measured_as: str = "hardware", command_timeout_s: float = 3.0,
-        stall_timeout_s: float = 3.0,
+        self, url: str, *, measured_as: str = "hardware", output: str = "energy",
+        command_timeout_s: float = 3.0, stall_timeout_s: float = 3.0,
+        on_command: Callable[[str, str], None] | None = None,
     ) -> None:
+        """``output`` is what each sample holds: ``energy`` (J per sample period, the MLPerf
+        Tiny choice) or ``current`` (A). ``on_command(direction, text)`` sees every command
+        and reply, for the session transcript."""
+        if output not in ("energy", "current"):
+            raise ValueError(f"output must be 'energy' or 'current', not {output!r}")
         self.url = url
         self.measured_as = measured_as
+        self.output = output
+        self._on_command = on_command or (lambda direction, text: None)
         self.command_timeout_s = command_timeout_s
         self.stall_timeout_s = stall_timeout_s
         try:
@@ -83,7 +92,7 @@ class Lpm01a:
         self.voltage_v = float(voltage_v)
         for cmd in (
             "htc", "pwr off", "acqtime 0", "trigsrc sw", "trigdelay 0", "eventsrc d7 fal",
-            "output energy", "format ascii_dec", f"freq {format_frequency(sample_rate_hz)}",
+            f"output {self.output}", "format ascii_dec", f"freq {format_frequency(sample_rate_hz)}",
             f"volt {round(voltage_v * 1000)}m", "pwr on",
         ):
             self._command(cmd)
@@ -132,12 +141,14 @@ class Lpm01a:
     def trace(self) -> Trace:
         """What has been measured so far (also after a failure, for the session folder)."""
         with self._lock:
-            return Trace(
-                sample_rate_hz=self.sample_rate_hz,
-                energy_j=np.array(self._samples, dtype=np.float64),
-                events=list(self._events),
-                drops=list(self._drops),
-            )
+            samples = np.array(self._samples, dtype=np.float64)
+            common = {"events": list(self._events), "drops": list(self._drops)}
+        if self.output == "energy":
+            return Trace(sample_rate_hz=self.sample_rate_hz, energy_j=samples, **common)
+        return Trace(
+            sample_rate_hz=self.sample_rate_hz, current_a=samples,
+            voltage_v=np.full(len(samples), self.voltage_v), **common,
+        )
 
     def close(self) -> None:
         if not self._closing.is_set() and self._failure is None:
@@ -154,6 +165,7 @@ class Lpm01a:
         self._raise_if_failed()
         while not self._replies.empty():
             self._replies.get_nowait()
+        self._on_command(">", cmd)
         self._port.write(f"{cmd}\r\n".encode("ascii"))
         deadline = time.monotonic() + self.command_timeout_s
         while time.monotonic() < deadline:
@@ -239,11 +251,9 @@ class Lpm01a:
     def _handle_line(self, line: str) -> None:
         if not line:
             return
-        if line.startswith(PROMPT):
+        if line.startswith(PROMPT) or line.startswith("Error detail:"):
+            self._on_command("<", line)
             self._replies.put(line.removeprefix(PROMPT).strip())
-            return
-        if line.startswith("Error detail:"):
-            self._replies.put(line)
             return
         with self._lock:
             if not self._acquiring:

@@ -60,7 +60,6 @@ from tinypower.suites.reference import ReferenceModel
 MODES = ("performance", "energy", "accuracy")
 CALIBRATION_MARGIN = 1.15  # N gives windows 15% above the minimum, so jitter cannot fail them
 PROBE_MIN_S = 1.0  # a calibration probe must last this long to time one inference well
-EDGE_TIMEOUT_S = 5.0  # how long to wait for a window's edges after the DUT says it is done
 EDGE_SETTLE_S = 0.05  # then how long to wait for stray edges that belong to the same window
 
 Progress = Callable[[str, int, int], None]  # (phase description, done, total)
@@ -81,6 +80,7 @@ class RunRequest:
     iterations: int | None = None  # fixed N instead of calibration
     warmups: int | None = None
     min_window_s: float = MIN_WINDOW_S
+    edge_timeout_s: float = 5.0  # wait for a window's edges after the DUT says it is done
     # Faults for tests of the virtual lab's failure paths.
     meter_faults: SimFaults | None = None
     corrupt_download_byte: int | None = None
@@ -174,7 +174,8 @@ def run(request: RunRequest, progress: Progress | None = None) -> RunOutcome:
             )
             _open_dut(dut, request, session)
             if request.mode == "energy":
-                meter = Lpm01a(lab.meter_url, measured_as=outcome.measured_as)
+                meter = Lpm01a(lab.meter_url, measured_as=outcome.measured_as,
+                               on_command=lambda d, text: transcript.record(d, f"[lpm01a] {text}"))
                 stack.callback(meter.close)
                 outcome.result = _measure_energy(dut, meter, request, session, progress)
             elif request.mode == "performance":
@@ -291,14 +292,14 @@ def _measure_energy(
         progress("calibrating N", 0, 1)
         dut.load(inputs[0])
         n, per_inference = _calibrate(
-            lambda k: _edge_duration(_edges_of_infer(dut, meter, k, 0, None), meter),
+            lambda k: _edge_duration(_edges_of_infer(dut, meter, k, 0, None, request), meter),
             request, session,
         )
         groups: list[list[Event]] = []
         for k, data in enumerate(inputs):
             progress(f"energy window {k + 1}/{REQUIRED_WINDOWS} (N={n})", k, REQUIRED_WINDOWS)
             dut.load(data)
-            groups.append(_edges_of_infer(dut, meter, n, warmups, per_inference))
+            groups.append(_edges_of_infer(dut, meter, n, warmups, per_inference, request))
             session.checkpoint(f"window {k}", meter_samples=meter.sample_count())
         progress("energy windows done", REQUIRED_WINDOWS, REQUIRED_WINDOWS)
     except BaseException:
@@ -314,12 +315,13 @@ def _measure_energy(
 
 
 def _edges_of_infer(
-    dut: DutClient, meter: Lpm01a, n: int, warmups: int, per_inference: float | None
+    dut: DutClient, meter: Lpm01a, n: int, warmups: int, per_inference: float | None,
+    request: RunRequest,
 ) -> list[Event]:
     """Run ``infer n w`` and return the timestamp edges the meter saw for it."""
     before = len(meter.events())
     dut.infer(n, warmups, timeout_s=_infer_timeout(n, per_inference))
-    meter.wait_for_events(before + 2, EDGE_TIMEOUT_S)
+    meter.wait_for_events(before + 2, request.edge_timeout_s)
     time.sleep(EDGE_SETTLE_S)
     return meter.events()[before:]
 
@@ -342,9 +344,9 @@ def _score_energy_windows(
         label = str(k)
         try:
             energies.append(integrate(trace, window_from_events(events, trace, n, label)))
-            checks.append(Check(f"tiny.timestamps[{k}]", True, f"{len(events)} edge(s) seen"))
-        except TraceError as exc:
-            checks.append(Check(f"tiny.timestamps[{k}]", False, str(exc)))
+            checks.append(Check(f"tiny.window[{k}]", True, f"{len(events)} edge(s) seen"))
+        except TraceError as exc:  # a missing edge, or samples lost inside the window
+            checks.append(Check(f"tiny.window[{k}]", False, str(exc)))
     checks.append(
         Check(
             "tiny.sample_drops",

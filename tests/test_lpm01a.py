@@ -22,12 +22,17 @@ IDLE_A = 0.0012
 class Bench:
     """A timeline, its simulator and the real driver, wired on a pty."""
 
-    def __init__(self, faults: SimFaults | None = None, stall_timeout_s: float = 3.0) -> None:
+    def __init__(
+        self, faults: SimFaults | None = None, stall_timeout_s: float = 3.0,
+        output: str = "energy",
+    ) -> None:
         self.clock = VirtualClock()
         self.timeline = LoadTimeline(self.clock, IDLE_A)
         self.sim = Lpm01aSimulator(self.timeline, faults=faults)
-        self.meter = Lpm01a(self.sim.start(), measured_as="simulated",
-                            stall_timeout_s=stall_timeout_s)
+        self.transcript: list[tuple[str, str]] = []
+        self.meter = Lpm01a(self.sim.start(), measured_as="simulated", output=output,
+                            stall_timeout_s=stall_timeout_s,
+                            on_command=lambda d, t: self.transcript.append((d, t)))
 
     def burst(self, seconds: float) -> tuple[float, float]:
         """A DUT window: a falling edge, ``seconds`` of inference, a falling edge."""
@@ -111,6 +116,24 @@ def test_stream_gives_exact_energy_and_edges(bench: Bench) -> None:
         energy = integrate(trace, w).energy_j
         assert energy == pytest.approx(truth[k], rel=1e-3)
         assert w.duration_s == pytest.approx(10.0, abs=0.002)
+
+
+@pytest.mark.parametrize("output", ["energy", "current"])
+def test_both_outputs_give_the_same_energy(output: str) -> None:
+    b = Bench(output=output)
+    try:
+        b.meter.configure(voltage_v=VOLTAGE_V, sample_rate_hz=1000)
+        b.meter.start()
+        t0, t1 = b.burst(3.0)
+        b.meter.wait_for_events(2, 5)
+        trace = b.meter.stop()
+    finally:
+        b.close()
+    assert trace.kind == output
+    energy = integrate(trace, window_from_events(trace.events, trace, 1)).energy_j
+    assert energy == pytest.approx(b.timeline.charge_between(t0, t1) * VOLTAGE_V, rel=1e-3)
+    assert (">", f"output {output}") in b.transcript
+    assert ("<", f"PowerShield > ack output {output}") in b.transcript
 
 
 def test_raw_stream_is_written_while_measuring(bench: Bench, tmp_path) -> None:

@@ -101,6 +101,25 @@ def test_short_windows_make_the_run_invalid_and_exit_nonzero(tmp_path, capsys) -
     assert session_json(Path(record["session"]))["status"] == "invalid"
 
 
+def test_lost_timestamp_makes_the_run_invalid(tmp_path) -> None:
+    # Edge 0 and 1 belong to the calibration probe; edge 4 starts window 1.
+    outcome = run(request(tmp_path, "energy", meter_faults=SimFaults(lose_event=4),
+                          edge_timeout_s=0.3))
+    assert outcome.error is None and not outcome.ok
+    failed = {c.rule: c.message for c in outcome.result.failures}
+    assert "tiny.window[1]" in failed and "1 timestamp edge(s), needs 2" in failed["tiny.window[1]"]
+    assert "tiny.window_count" in failed  # four windows left, five required
+    assert session_json(outcome.session.folder)["status"] == "invalid"
+
+
+def test_sample_drop_makes_the_run_invalid(tmp_path) -> None:
+    outcome = run(request(tmp_path, "energy", meter_faults=SimFaults(drop_at=20_000, drop_count=5)))
+    assert outcome.error is None and not outcome.ok
+    rules = {c.rule for c in outcome.result.failures}
+    assert "tiny.sample_drops" in rules
+    assert any("samples lost" in c.message for c in outcome.result.failures if "window" in c.rule)
+
+
 def test_garbled_meter_stream_keeps_the_data_and_says_why(tmp_path) -> None:
     outcome = run(request(tmp_path, "energy", meter_faults=SimFaults(garble_at=5000)))
     assert not outcome.ok

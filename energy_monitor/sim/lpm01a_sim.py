@@ -42,6 +42,7 @@ class SimFaults:
     garble_at: int | None = None  # write an unreadable line before this sample
     drop_at: int | None = None  # lose ``drop_count`` samples from here (USB overrun)
     drop_count: int = 0
+    lose_event: int | None = None  # never report this timestamp edge (0 = the first)
     quirks: bool = True  # the real stream's NULs and run-together samples
 
 
@@ -286,7 +287,8 @@ class Lpm01aSimulator:
                 self._closed.set()
                 return
             for pol in edge_at.get(k, ()):
-                out.append(f"event {self._event_counter % 100:02d} {pol}\r\n")
+                if self._event_counter != f.lose_event:
+                    out.append(f"event {self._event_counter % 100:02d} {pol}\r\n")
                 self._event_counter += 1
             if k == f.garble_at:
                 out.append("#\x7f?G@rbl3d\r\n")

@@ -32,7 +32,7 @@ SYNC_ATTEMPT_S = 1.0  # sync(): how long each name% waits before it is sent agai
 DUT_COMMAND_CHARS = 80  # the reference firmware's EE_CMD_SIZE
 DB_PRINT_CHARS_PER_BYTE = 5  # "xx-" plus each line's "m-buffer-" and CR/LF, rounded up
 UART_BITS_PER_CHAR = 10  # 8N1
-FIRMWARE_INFER_WARMUPS = 10  # what the firmware runs when `infer N` omits W
+FIRMWARE_INFER_WARMUPS = 10  # what the firmware runs when `infer N` omits W (help says 0)
 BANNER_PREFIXES = ("m-timestamp-mode-", "m-init-done")
 LAST_LINES_KEPT = 6
 
@@ -52,7 +52,9 @@ _ERROR_HINTS = {
     "Unknown command": (
         "the firmware does not implement this command: flash the MLPerf Tiny benchmark firmware"
     ),
-    "Command too long": "commands must fit the DUT's 80-character buffer: send smaller chunks",
+    "Command too long": (
+        f"commands must fit the DUT's {DUT_COMMAND_CHARS}-character buffer: send smaller chunks"
+    ),
 }
 
 
@@ -360,7 +362,7 @@ def _infer_runs(cmd: str) -> int | None:
         w = int(words[2]) if len(words) > 2 else FIRMWARE_INFER_WARMUPS
     except ValueError:
         return None
-    return n + w
+    return max(n + w, 0)  # the DUT refuses negative counts; do not let them shrink the timeout
 
 
 def _match(pattern: re.Pattern[str], lines: list[str], cmd: str) -> re.Match[str]:

@@ -32,14 +32,13 @@ from types import TracebackType
 
 from energy_monitor.sim.load import LoadTimeline
 from tinypower.boards import Board
+from tinypower.dut.protocol import DUT_COMMAND_CHARS, FIRMWARE_INFER_WARMUPS
 from tinypower.suites.benchmarks import Suite
 from tinypower.suites.reference import ReferenceModel
 
 MODES = ("performance", "energy")
 TRANSPORTS = ("pty", "tcp")
-CMD_SIZE = 80  # EE_CMD_SIZE: the firmware's command buffer
 FW_VERSION = "ULPMark for tinyML Firmware V0.0.1"
-FIRMWARE_INFER_WARMUPS = 10  # what `infer N` runs without W, whatever `help` says
 US_COUNTER_WRAP = 2**32  # the DUT's free-running 32-bit µs counter
 DB_PRINT_BYTES_PER_LINE = 8
 HELP_LINES = (
@@ -220,7 +219,7 @@ class SoftwareDut:
     def _receive(self, byte: int) -> bytes:
         """One received byte, as ``ee_serial_callback``: a reply when it ends a command."""
         if byte != ord("%"):
-            if len(self._cmd) < CMD_SIZE:
+            if len(self._cmd) < DUT_COMMAND_CHARS:
                 self._cmd.append(byte)
             else:
                 self._cmd_overflow = True
@@ -229,7 +228,7 @@ class SoftwareDut:
         self._cmd.clear()
         self._cmd_overflow = False
         if overflow:
-            lines = [f"e-[Command too long: more than {CMD_SIZE} characters before '%']"]
+            lines = [f"e-[Command too long: more than {DUT_COMMAND_CHARS} characters before '%']"]
         else:
             lines = self._execute(text)
         return _encode([*lines, "m-ready"])
@@ -248,6 +247,8 @@ class SoftwareDut:
     # -- commands -------------------------------------------------------------------------
 
     def _timestamp(self) -> list[str]:
+        """The ``timestamp`` command (and the boot's call): a pulse or lap now, then the
+        pin's hold time passes, as it does inside ``th_timestamp()`` in both modes."""
         with self.timeline.lock:
             lines = self._pulse(self.timeline.clock.now())
             self.timeline.clock.advance(self.energy.timestamp_hold_s)
@@ -280,11 +281,12 @@ class SoftwareDut:
         size = _atoi(args[0])
         if size <= 0:
             return ["e-[Command 'db load' must be >0 bytes]"]
-        self._buffer = bytearray(size)
         self._loaded = 0
         self._book_current(self.energy.io_current_a)
         if size > self.suite.input_bytes:  # the firmware's buffer is MAX_DB_INPUT_SIZE bytes
+            self._buffer = bytearray()  # where the firmware would overrun it, take nothing
             return [f"Supplied buffer size {size} exceeds maximum of {self.suite.input_bytes}"]
+        self._buffer = bytearray(size)
         return [f"m-[Expecting {size} bytes]"]
 
     def _db_print(self) -> list[str]:

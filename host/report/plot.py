@@ -13,6 +13,7 @@ import numpy as np  # noqa: E402
 from energy_monitor.trace import Trace, Window  # noqa: E402
 
 MAX_POINTS = 20_000  # plotted points; longer traces are reduced to per-bin means
+# Samples the meter lost are NaN in the trace and show as gaps.
 
 
 def plot_trace(trace: Trace, windows: list[Window], path: Path, title: str) -> Path:
@@ -21,7 +22,10 @@ def plot_trace(trace: Trace, windows: list[Window], path: Path, title: str) -> P
     if len(power_mw) > MAX_POINTS:
         bin_size = int(np.ceil(len(power_mw) / MAX_POINTS))
         n = len(power_mw) // bin_size * bin_size
-        power_mw = np.nanmean(power_mw[:n].reshape(-1, bin_size), axis=1)
+        bins = power_mw[:n].reshape(-1, bin_size)
+        counts = np.sum(~np.isnan(bins), axis=1)
+        with np.errstate(invalid="ignore"):  # a bin of lost samples stays NaN: a gap in the plot
+            power_mw = np.nansum(bins, axis=1) / counts
         t = t[:n:bin_size]
     fig, ax = plt.subplots(figsize=(10, 3.5), dpi=110)
     ax.plot(t, power_mw, lw=0.6, color="#1f5f9f")

@@ -136,7 +136,7 @@ def _measure(args: argparse.Namespace, err: Console) -> int:
 def _print_table(outcomes: list[tuple[RunRequest, RunOutcome]]) -> None:
     out = Console()
     table = Table(title="tinypower results")
-    for col in ("suite", "mode", "result", "detail", "valid", "measured as", "session"):
+    for col in ("suite", "mode", "result", "detail", "valid", "measured as"):
         table.add_column(col)
     for request, o in outcomes:
         r = o.result
@@ -151,9 +151,11 @@ def _print_table(outcomes: list[tuple[RunRequest, RunOutcome]]) -> None:
             detail = f"reference agreement {r.extras['reference_agreement_percent']:.1f}%"
         valid = "[green]yes[/]" if o.ok else "[red]no[/]"
         table.add_row(request.suite.name, request.mode, value, detail, valid,
-                      o.measured_as.upper(), str(o.session.folder))
+                      o.measured_as.upper())
     out.print(table)
-    for _, o in outcomes:
+    notes: list[str] = []
+    for request, o in outcomes:
+        out.print(f"{request.mode} session: {o.session.folder}", highlight=False)
         problems = ([o.error] if o.error else []) + (
             [f"{c.rule}: {c.message}" for c in o.result.failures] if o.result else []
         )
@@ -161,8 +163,9 @@ def _print_table(outcomes: list[tuple[RunRequest, RunOutcome]]) -> None:
             out.print(f"[red]invalid:[/] {p}", highlight=False)
         for c in o.result.warnings if o.result else []:
             out.print(f"[yellow]warning:[/] {c.rule}: {c.message}", highlight=False)
-        for note in o.notes:
-            out.print(f"[yellow]note:[/] {note}", highlight=False)
+        notes += [n for n in o.notes if n not in notes]
+    for note in notes:
+        out.print(f"[yellow]note:[/] {note}", highlight=False)
 
 
 def _models_fetch(args: argparse.Namespace, err: Console) -> int:

@@ -27,6 +27,7 @@ import serial
 
 from energy_monitor.lpm01a_format import SAMPLE_RE, format_frequency
 from energy_monitor.meter import MeterError, MeterIdentity
+from energy_monitor.store import SampleStore
 from energy_monitor.trace import Drop, Event, Trace
 
 BAUD = 3_686_400
@@ -69,7 +70,7 @@ class Lpm01a:
         self.voltage_v = 3.3
         self._replies: queue.Queue[str] = queue.Queue()
         self._lock = threading.Lock()
-        self._reset_acquisition()
+        self._reset_acquisition(None)
         self._raw: BinaryIO | None = None
         self._raw_flushed_at = 0.0
         self._failure: str | None = None
@@ -97,10 +98,12 @@ class Lpm01a:
         ):
             self._command(cmd)
 
-    def start(self, raw_path: Path | None = None) -> None:
+    def start(self, folder: Path | None = None) -> None:
+        """Start acquiring; with a folder, the raw stream (``lpm01a-raw.txt``) and the samples
+        (``lpm01a-samples.f64``) are written there as they arrive."""
         with self._lock:
-            self._reset_acquisition()
-            self._raw = raw_path.open("ab") if raw_path else None
+            self._reset_acquisition(folder / "lpm01a-samples.f64" if folder else None)
+            self._raw = (folder / "lpm01a-raw.txt").open("ab") if folder else None
             self._acquiring = True
             self._last_data_at = time.monotonic()
         self._command("start")
@@ -132,6 +135,7 @@ class Lpm01a:
         finally:
             with self._lock:
                 self._acquiring = False
+                self._samples.close()
                 if self._raw:
                     self._raw.close()
                     self._raw = None
@@ -141,7 +145,7 @@ class Lpm01a:
     def trace(self) -> Trace:
         """What has been measured so far (also after a failure, for the session folder)."""
         with self._lock:
-            samples = np.array(self._samples, dtype=np.float64)
+            samples = self._samples.array()
             common = {"events": list(self._events), "drops": list(self._drops)}
         if self.output == "energy":
             return Trace(sample_rate_hz=self.sample_rate_hz, energy_j=samples, **common)
@@ -197,8 +201,8 @@ class Lpm01a:
 
     # -- the stream -----------------------------------------------------------------------
 
-    def _reset_acquisition(self) -> None:
-        self._samples: list[float] = []
+    def _reset_acquisition(self, samples_path: Path | None = None) -> None:
+        self._samples = SampleStore(samples_path)
         self._events: list[Event] = []
         self._drops: list[Drop] = []
         self._count = 0  # samples received (the trace also holds NaN for lost ones)

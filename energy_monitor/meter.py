@@ -37,8 +37,11 @@ class Meter(Protocol):
 
     def configure(self, *, voltage_v: float, sample_rate_hz: float) -> None: ...
 
-    def start(self, raw_path: Path | None = None) -> None:
-        """Start acquiring; the raw stream is appended to ``raw_path`` while measuring."""
+    sample_rate_hz: float
+
+    def start(self, folder: Path | None = None) -> None:
+        """Start acquiring; with a folder, the raw stream and the samples are written there
+        while measuring (bounded memory; a crash loses at most the last second)."""
 
     def events(self) -> list[Event]:
         """Timestamp edges seen so far."""
@@ -46,7 +49,14 @@ class Meter(Protocol):
     def wait_for_events(self, count: int, timeout_s: float) -> list[Event]:
         """Block until ``count`` edges have been seen (or the timeout); return all seen."""
 
+    def sample_count(self) -> int:
+        """Samples received so far."""
+
     def stop(self) -> Trace:
-        """Stop acquiring and return everything measured since ``start``."""
+        """Stop acquiring and return everything measured since ``start``; a broken stream
+        raises :class:`MeterError` after closing its files."""
+
+    def trace(self) -> Trace:
+        """What has been measured so far, also after a failure (to keep it)."""
 
     def close(self) -> None: ...

@@ -286,7 +286,7 @@ def _measure_energy(
     meter.configure(voltage_v=board.monitor_voltage_v, sample_rate_hz=board.monitor_sample_rate_hz)
     inputs = _inputs(request)
     warmups = _warmups(request)
-    meter.start(session.path("meter-raw.txt"))
+    meter.start(session.folder)
     session.checkpoint("meter started")
     try:
         progress("calibrating N", 0, 1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 
 from energy_monitor.lpm01a import Lpm01a
@@ -136,14 +137,15 @@ def test_both_outputs_give_the_same_energy(output: str) -> None:
     assert ("<", f"PowerShield > ack output {output}") in b.transcript
 
 
-def test_raw_stream_is_written_while_measuring(bench: Bench, tmp_path) -> None:
-    raw = tmp_path / "raw.txt"
+def test_raw_stream_and_samples_are_written_while_measuring(bench: Bench, tmp_path) -> None:
     bench.meter.configure(voltage_v=VOLTAGE_V, sample_rate_hz=1000)
-    bench.meter.start(raw)
+    bench.meter.start(tmp_path)
     bench.burst(2.0)
     bench.meter.wait_for_events(2, 5)
-    bench.meter.stop()
-    text = raw.read_text(errors="replace")
+    trace = bench.meter.stop()
+    samples = np.fromfile(tmp_path / "lpm01a-samples.f64", dtype="<f8")
+    assert len(samples) == len(trace) and np.array_equal(samples, trace.energy_j)
+    text = (tmp_path / "lpm01a-raw.txt").read_text(errors="replace")
     assert "PowerShield > ack start" in text and "TimeStamp: 001s 000ms" in text
     assert "event 00 fal" in text
 

@@ -63,7 +63,7 @@ def test_default_measure_gives_valid_performance_and_energy(tmp_path, capsys) ->
         assert (folder / "transcript.log").stat().st_size > 0
         assert "VALID" in (folder / "results.txt").read_text()
     efolder = Path(energy["session"])
-    for name in ("meter-raw.txt", "trace.npz", "power.png", "results.json"):
+    for name in ("lpm01a-raw.txt", "lpm01a-samples.f64", "trace.npz", "power.png", "results.json"):
         assert (efolder / name).is_file(), name
     trace = load_trace(efolder / "trace.npz")
     assert len(trace.events) >= 10 and not trace.drops
@@ -128,7 +128,7 @@ def test_garbled_meter_stream_keeps_the_data_and_says_why(tmp_path) -> None:
     assert status["status"] == "incomplete" and "unreadable line" in status["reason"]
     partial = load_trace(outcome.session.path("trace-partial.npz"))
     assert len(partial) >= 5000
-    assert outcome.session.path("meter-raw.txt").stat().st_size > 0
+    assert outcome.session.path("lpm01a-raw.txt").stat().st_size > 0
 
 
 def test_truncated_meter_stream_keeps_the_data_and_says_why(tmp_path) -> None:

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from energy_monitor.sim.registry import SIMULATED_METERS
 from tinypower.boards import BoardError, load_board
 from tinypower.models import ModelResolutionError, fetch_reference_models, resolve_model
 from tinypower.runner import MODES, RunError, RunOutcome, RunRequest, run
@@ -50,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--board", default="sim-m4",
                    help="board name in boards/ or a board TOML path (default: the virtual lab)")
     m.add_argument("--suite", default="kws01", choices=sorted(SUITES))
+    m.add_argument("--monitor", choices=sorted(SIMULATED_METERS),
+                   help="energy monitor for the virtual lab (default: the board file's)")
     m.add_argument("--mode", default="performance,energy",
                    help=f"comma-separated modes from {', '.join(MODES)} "
                         "(default: performance,energy)")
@@ -108,7 +111,7 @@ def _measure(args: argparse.Namespace, err: Console) -> int:
         request = RunRequest(
             board=board, suite=suite, model=model, dataset=dataset, mode=mode,
             runs_dir=args.runs_dir, iterations=args.iterations, warmups=args.warmups,
-            min_window_s=args.min_window_s,
+            min_window_s=args.min_window_s, monitor=args.monitor,
         )
         with Progress(
             TextColumn("{task.description}"), BarColumn(),

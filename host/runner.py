@@ -21,9 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from energy_monitor.lpm01a import Lpm01a
-from energy_monitor.meter import MeterError
-from energy_monitor.sim.lpm01a_sim import SimFaults
+from energy_monitor.meter import Meter, MeterError
+from energy_monitor.sim.faults import SimFaults
 from energy_monitor.trace import (
     Event,
     Trace,
@@ -81,6 +80,7 @@ class RunRequest:
     warmups: int | None = None
     min_window_s: float = MIN_WINDOW_S
     edge_timeout_s: float = 5.0  # wait for a window's edges after the DUT says it is done
+    monitor: str | None = None  # energy monitor kind; default the board's
     # Faults for tests of the virtual lab's failure paths.
     meter_faults: SimFaults | None = None
     corrupt_download_byte: int | None = None
@@ -164,7 +164,7 @@ def run(request: RunRequest, progress: Progress | None = None) -> RunOutcome:
                 VirtualLab(
                     board=request.board, suite=request.suite, model=request.model.data,
                     macs=request.model.info.macs, mode=_dut_mode(request.mode),
-                    meter_faults=request.meter_faults,
+                    monitor=request.monitor, meter_faults=request.meter_faults,
                     corrupt_download_byte=request.corrupt_download_byte,
                 )
             )
@@ -174,10 +174,20 @@ def run(request: RunRequest, progress: Progress | None = None) -> RunOutcome:
             )
             _open_dut(dut, request, session)
             if request.mode == "energy":
-                meter = Lpm01a(lab.meter_url, measured_as=outcome.measured_as,
-                               on_command=lambda d, text: transcript.record(d, f"[lpm01a] {text}"))
+                kind = lab.monitor
+                meter = lab.connect_meter(
+                    measured_as=outcome.measured_as,
+                    on_command=lambda d, text: transcript.record(d, f"[{kind}] {text}"),
+                )
                 stack.callback(meter.close)
-                outcome.result = _measure_energy(dut, meter, request, session, progress)
+                sample_rate_hz = (
+                    request.board.monitor_sample_rate_hz
+                    if kind == request.board.monitor_kind
+                    else lab.meter_sample_rate_hz
+                )
+                outcome.result = _measure_energy(
+                    dut, meter, sample_rate_hz, request, session, progress
+                )
             elif request.mode == "performance":
                 outcome.result = _measure_performance(dut, request, session, progress)
             else:
@@ -279,11 +289,11 @@ def _measure_performance(
 
 
 def _measure_energy(
-    dut: DutClient, meter: Lpm01a, request: RunRequest, session: Session, progress: Progress
+    dut: DutClient, meter: Meter, sample_rate_hz: float, request: RunRequest, session: Session,
+    progress: Progress,
 ) -> TinyResult:
-    board = request.board
     session.set("meter", meter.identify().__dict__)
-    meter.configure(voltage_v=board.monitor_voltage_v, sample_rate_hz=board.monitor_sample_rate_hz)
+    meter.configure(voltage_v=request.board.monitor_voltage_v, sample_rate_hz=sample_rate_hz)
     inputs = _inputs(request)
     warmups = _warmups(request)
     meter.start(session.folder)
@@ -315,7 +325,7 @@ def _measure_energy(
 
 
 def _edges_of_infer(
-    dut: DutClient, meter: Lpm01a, n: int, warmups: int, per_inference: float | None,
+    dut: DutClient, meter: Meter, n: int, warmups: int, per_inference: float | None,
     request: RunRequest,
 ) -> list[Event]:
     """Run ``infer n w`` and return the timestamp edges the meter saw for it."""
@@ -326,7 +336,7 @@ def _edges_of_infer(
     return meter.events()[before:]
 
 
-def _edge_duration(events: list[Event], meter: Lpm01a) -> float:
+def _edge_duration(events: list[Event], meter: Meter) -> float:
     if len(events) < 2:
         raise RunError(
             f"the calibration probe gave {len(events)} timestamp edge(s), needs 2: check the "
@@ -366,7 +376,7 @@ def _score_energy_windows(
     return result
 
 
-def _save_partial_trace(meter: Lpm01a, session: Session) -> None:
+def _save_partial_trace(meter: Meter, session: Session) -> None:
     """Keep what the meter gave before a failure, next to its raw stream."""
     save_trace(meter.trace(), session.path("trace-partial.npz"))
 

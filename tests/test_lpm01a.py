@@ -11,8 +11,9 @@ import pytest
 from energy_monitor.lpm01a import Lpm01a
 from energy_monitor.lpm01a_format import format_frequency, format_sample, parse_number, parse_sample
 from energy_monitor.meter import MeterError
+from energy_monitor.sim.faults import SimFaults
 from energy_monitor.sim.load import LoadTimeline, VirtualClock
-from energy_monitor.sim.lpm01a_sim import Lpm01aSimulator, SimFaults
+from energy_monitor.sim.lpm01a_sim import Lpm01aSimulator
 from energy_monitor.trace import SampleDropError, integrate, window_from_events
 
 VOLTAGE_V = 1.8

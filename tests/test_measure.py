@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from energy_monitor.sim.lpm01a_sim import SimFaults
+from energy_monitor.sim.faults import SimFaults
 from energy_monitor.trace import load_trace
 from tinypower.boards import load_board
 from tinypower.cli import main

@@ -20,9 +20,9 @@ import select
 import threading
 import time
 import tty
-from dataclasses import dataclass
 
 from energy_monitor.lpm01a_format import format_frequency, format_sample, parse_number
+from energy_monitor.sim.faults import SimFaults
 from energy_monitor.sim.load import LoadTimeline
 
 PROMPT = "PowerShield > "
@@ -31,19 +31,6 @@ FREQUENCIES_HZ = (100_000, 50_000, 20_000, 10_000, 5_000, 2_000, 1_000, 500, 200
 CONFIG_COMMANDS = {"volt", "freq", "acqtime", "trigsrc", "trigdelay", "eventsrc", "output",
                    "format", "pwr", "lcd", "acqmode", "funcmode", "currthres", "pwrend"}
 FIRMWARE_VERSION = "1.0.6"
-
-
-@dataclass
-class SimFaults:
-    """Faults to inject, counted in samples since ``start``; ``None`` = never."""
-
-    unplug_after: int | None = None  # close the port, as a pulled USB cable does
-    stall_after: int | None = None  # stop streaming but keep the port open
-    garble_at: int | None = None  # write an unreadable line before this sample
-    drop_at: int | None = None  # lose ``drop_count`` samples from here (USB overrun)
-    drop_count: int = 0
-    lose_event: int | None = None  # never report this timestamp edge (0 = the first)
-    quirks: bool = True  # the real stream's NULs and run-together samples
 
 
 class Lpm01aSimulator:

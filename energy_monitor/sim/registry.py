@@ -24,7 +24,8 @@ class Simulator(Protocol):
 class SimulatedMeter:
     kind: str
     simulator: Simulator
-    default_sample_rate_hz: float
+    default_sample_rate_hz: float  # what the virtual lab measures at
+    max_sample_rate_hz: float  # the instrument's top streaming rate (benchmarks)
     connect: Callable[..., Meter]  # (measured_as=..., on_command=...) -> the real driver
 
     def close(self) -> None:
@@ -37,7 +38,7 @@ def _lpm01a(timeline: LoadTimeline, faults: SimFaults | None) -> SimulatedMeter:
 
     sim = Lpm01aSimulator(timeline, faults=faults)
     url = sim.start()
-    return SimulatedMeter("lpm01a", sim, 1000.0, lambda **kw: Lpm01a(url, **kw))
+    return SimulatedMeter("lpm01a", sim, 1000.0, 5000.0, lambda **kw: Lpm01a(url, **kw))
 
 
 SIMULATED_METERS: dict[str, Callable[[LoadTimeline, SimFaults | None], SimulatedMeter]] = {

@@ -1,0 +1,89 @@
+"""Readers for MLPerf Inference power result folders (``run_1/``, ``ranging/``, ``power/``).
+
+``spl.txt`` is PTDaemon's sample log (one line a second: ``Time,<%m-%d-%Y %H:%M:%S.%f>,Watts,
+<total>,...``); ``mlperf_log_detail.txt`` is LoadGen's ``:::MLLOG {json}`` log, of which the
+first occurrence of each key counts. Our own scaling-layer runs write the same two files, so one
+scorer reads ours and published ones.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+from tinypower.rules.power import PowerSample, PowerScore, ranging_check, score_power
+
+SPL_TIME_FORMAT = "%m-%d-%Y %H:%M:%S.%f"
+
+
+class PowerLogError(ValueError):
+    """A power result file is missing or malformed; the message names it."""
+
+
+def read_spl(path: Path, time_lines_only: bool = False) -> list[PowerSample]:
+    """Total-Watts samples of an ``spl.txt``; malformed lines are an error naming the line."""
+    if not path.is_file():
+        raise PowerLogError(f"{path} is missing: the analyzer's sample log is needed")
+    samples = []
+    for lineno, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip() or (time_lines_only and not line.startswith("Time")):
+            continue
+        fields = line.split(",")
+        try:
+            if fields[0] != "Time" or fields[2] != "Watts":
+                raise ValueError("expected 'Time,<time>,Watts,<value>,...'")
+            samples.append(
+                PowerSample(datetime.strptime(fields[1], SPL_TIME_FORMAT), float(fields[3]))
+            )
+        except (IndexError, ValueError) as exc:
+            raise PowerLogError(f"{path}:{lineno}: not an spl.txt sample line ({exc})") from None
+    return samples
+
+
+def read_mlperf_log(path: Path) -> dict[str, object]:
+    """First value of each key in a LoadGen ``mlperf_log_detail.txt``."""
+    if not path.is_file():
+        raise PowerLogError(f"{path} is missing: LoadGen's detail log is needed")
+    values: dict[str, object] = {}
+    for lineno, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.startswith(":::MLLOG "):
+            continue
+        try:
+            entry = json.loads(line.removeprefix(":::MLLOG "))
+        except json.JSONDecodeError as exc:
+            raise PowerLogError(f"{path}:{lineno}: malformed MLLOG line ({exc})") from None
+        values.setdefault(entry["key"], entry.get("value"))
+    return values
+
+
+def loadgen_window(log: dict[str, object], path: Path) -> tuple[datetime, datetime]:
+    try:
+        begin = datetime.strptime(str(log["power_begin"]), SPL_TIME_FORMAT)
+        end = datetime.strptime(str(log["power_end"]), SPL_TIME_FORMAT)
+    except KeyError as exc:
+        raise PowerLogError(f"{path} has no {exc.args[0]}: not a power run's LoadGen log") from None
+    if end <= begin:
+        raise PowerLogError(f"{path}: power_end {end} is not after power_begin {begin}")
+    return begin, end
+
+
+def score_run_dir(run_dir: Path, joules_per_query: bool = False) -> PowerScore:
+    """Score one ``run_1`` or ``ranging`` folder."""
+    detail = run_dir / "mlperf_log_detail.txt"
+    log = read_mlperf_log(detail)
+    begin, end = loadgen_window(log, detail)
+    scenario = str(log.get("effective_scenario", ""))
+    count = log.get("result_query_count")
+    return score_power(
+        scenario, read_spl(run_dir / "spl.txt"), begin, end,
+        int(count) if count is not None else None, joules_per_query,
+    )
+
+
+def score_power_folder(folder: Path, joules_per_query: bool = False) -> dict:
+    """Testing score, ranging score and the ranging check of a ``<Scenario>`` folder."""
+    testing = score_run_dir(folder / "run_1", joules_per_query)
+    ranging = score_run_dir(folder / "ranging", joules_per_query)
+    ok, message = ranging_check(testing.average_power_w, ranging.average_power_w)
+    return {"testing": testing, "ranging": ranging, "ranging_ok": ok, "ranging_message": message}

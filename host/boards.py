@@ -80,8 +80,8 @@ def load_board(name_or_path: str) -> Board:
             f"Known boards: {', '.join(available_boards()) or 'none'}"
         )
     try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise BoardError(f"{path}: not valid TOML ({exc}); fix the file") from exc
     try:
         return _board_from_dict(data, path)
@@ -109,7 +109,7 @@ def _board_from_dict(data: dict, path: Path) -> Board:
         monitor_sample_rate_hz=float(monitor["sample_rate_hz"]),
         uart_baud={k: int(v) for k, v in data.get("uart", {}).items()},
         cycle_model=CycleModel(float(cycle["cycles_per_mac"]), int(cycle["overhead_cycles"]))
-        if cycle
+        if cycle is not None
         else None,
         energy_model=EnergyModel(
             float(energy["idle_current_a"]),
@@ -117,7 +117,7 @@ def _board_from_dict(data: dict, path: Path) -> Board:
             float(energy["active_current_a"]),
             float(energy["timestamp_hold_s"]),
         )
-        if energy
+        if energy is not None
         else None,
         path=path,
     )

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tinypower.suites.benchmarks import SUITES, Suite
-from tinypower.suites.model_info import ModelInfo, read_model_info
+from tinypower.suites.model_info import ModelError, ModelInfo, read_model_info
 from tinypower.suites.synthetic import SYNTHETIC_LABEL, synthetic_kws_model
 
 REFERENCE_URL = (
@@ -115,7 +115,12 @@ def fetch_reference_models(progress=print) -> list[Path]:
             raise ModelResolutionError(
                 f"could not download {url} ({exc}); check the network, or copy the file to {dest}"
             ) from exc
-        read_model_info(data)  # refuse to cache an error page or a truncated file
+        try:
+            read_model_info(data)  # refuse to cache an error page or a truncated file
+        except ModelError as exc:
+            raise ModelResolutionError(
+                f"{url} did not return a TFLite model ({exc}); download it by hand to {dest}"
+            ) from exc
         tmp = dest.with_suffix(".part")
         tmp.write_bytes(data)
         tmp.replace(dest)

@@ -41,8 +41,34 @@ def _lpm01a(timeline: LoadTimeline, faults: SimFaults | None) -> SimulatedMeter:
     return SimulatedMeter("lpm01a", sim, 1000.0, 5000.0, lambda **kw: Lpm01a(url, **kw))
 
 
+def _otii(timeline: LoadTimeline, faults: SimFaults | None) -> SimulatedMeter:
+    """An Otii server with one Arc; main current at 1 kS/s in the lab, 4 kS/s (the Arc's) max."""
+    from energy_monitor.otii import Otii
+    from energy_monitor.sim.otii_sim import OtiiSimulator
+
+    sim = OtiiSimulator(timeline, faults, username="sim-user", password="sim-pass")
+    url = sim.start()
+    return SimulatedMeter(
+        "otii", sim, 1000.0, 4000.0,
+        lambda **kw: Otii(url, username="sim-user", password="sim-pass", **kw),
+    )
+
+
+def _joulescope(timeline: LoadTimeline, faults: SimFaults | None) -> SimulatedMeter:
+    from energy_monitor.joulescope import Joulescope
+    from energy_monitor.sim.joulescope_sim import JoulescopeSimulator
+
+    sim = JoulescopeSimulator(timeline, faults)
+    return SimulatedMeter(
+        "joulescope", sim, 10_000.0, 1_000_000.0,
+        lambda **kw: Joulescope(driver_factory=sim.factory, **kw),
+    )
+
+
 SIMULATED_METERS: dict[str, Callable[[LoadTimeline, SimFaults | None], SimulatedMeter]] = {
     "lpm01a": _lpm01a,
+    "otii": _otii,
+    "joulescope": _joulescope,
 }
 
 

@@ -1,9 +1,11 @@
 """Board registry: one TOML file per board in ``boards/``.
 
 A board file says what a board is (core, clock), how to reach it per mode (UART baud), which
-energy monitor measures it and at what voltage, and, for the virtual lab, the cycle and current
-models the software DUT and simulated meter follow. Keeping this in data lets a lab add a board
-without touching code.
+energy monitor measures it and at what voltage (and whether an IO manager carries its UART in
+energy mode), how to flash it (``[pyocd]`` target and CMSIS pack), how to recognise it on USB
+(``[usb]`` VID:PID of its debug probe / USB-UART), and, for the virtual lab, the cycle and
+current models the software DUT and simulated meter follow. Keeping this in data lets a lab add
+a board without touching code.
 """
 
 from __future__ import annotations
@@ -53,6 +55,10 @@ class Board:
     cycle_model: CycleModel | None = None
     energy_model: EnergyModel | None = None
     path: Path | None = None
+    pyocd_target: str | None = None  # pyOCD target name, e.g. "stm32l4r5zitx"
+    pyocd_pack: Path | None = None  # CMSIS pack providing that target, if not built in
+    usb_ids: tuple[tuple[int, int], ...] = ()  # (VID, PID) of its debug probe / USB-UART
+    needs_io_manager: bool = False  # energy mode reaches the DUT's UART through an IO manager
 
     @property
     def measured_as(self) -> str:
@@ -98,6 +104,11 @@ def _board_from_dict(data: dict, path: Path) -> Board:
     if kind == "virtual" and (cycle is None or energy is None):
         raise ValueError("a virtual board needs [cycle_model] and [energy_model] tables")
     monitor = data["monitor"]
+    io_manager = monitor.get("io_manager", kind == "hardware")
+    if not isinstance(io_manager, bool):
+        raise ValueError("[monitor] io_manager must be true or false")
+    pyocd = data.get("pyocd", {})
+    pack = pyocd.get("pack")
     return Board(
         name=data["name"],
         description=data.get("description", ""),
@@ -120,4 +131,19 @@ def _board_from_dict(data: dict, path: Path) -> Board:
         if energy is not None
         else None,
         path=path,
+        pyocd_target=pyocd.get("target"),
+        pyocd_pack=path.parent / pack if pack else None,
+        usb_ids=_usb_ids(data["usb"]) if "usb" in data else (),
+        needs_io_manager=io_manager,
     )
+
+
+def _usb_ids(usb: dict) -> tuple[tuple[int, int], ...]:
+    """``[usb] vid = 0x0483, pid = 0x374B`` (or ``pid = [..]``) as (VID, PID) pairs."""
+    vid = usb["vid"]
+    pids = usb["pid"] if isinstance(usb["pid"], list) else [usb["pid"]]
+    ids = [vid, *pids]
+    if not pids or not all(type(v) is int and 0 <= v <= 0xFFFF for v in ids):
+        raise ValueError("[usb] vid and pid must be 16-bit integers, e.g. vid = 0x0483, "
+                         "pid = 0x374B (or a list of PIDs)")
+    return tuple((vid, pid) for pid in pids)

@@ -1,9 +1,12 @@
 """The ``tinypower`` command.
 
 ``tinypower measure`` runs one or more MLPerf Tiny modes on a board and prints a result table
-(or JSON records with ``--json``); ``tinypower models fetch`` caches the MLPerf Tiny reference
-models. Errors a user can act on are printed as one message, never a traceback; the exit code
-is 0 only when every requested result is valid.
+(or JSON records with ``--json``); without ``--board`` it measures the board discovery finds, or
+the virtual lab when nothing is attached, and says which. ``tinypower doctor`` lists what is
+attached and what each mode still lacks; ``tinypower flash`` programs firmware through pyOCD;
+``tinypower models fetch`` caches the MLPerf Tiny reference models. Errors a user can act on
+are printed as one message, never a traceback; the exit code of ``measure`` is 0 only when every
+requested result is valid.
 """
 
 from __future__ import annotations
@@ -15,11 +18,15 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from energy_monitor.sim.registry import SIMULATED_METERS
-from tinypower.boards import BoardError, load_board
+from tinypower.boards import Board, BoardError, load_board
+from tinypower.doctor import VIRTUAL_LAB, discover, print_report
+from tinypower.dut.io_manager import KINDS as IO_MANAGER_KINDS
+from tinypower.flash import FlashError, flash
 from tinypower.models import ModelResolutionError, fetch_reference_models, resolve_model
 from tinypower.runner import MODES, RunError, RunOutcome, RunRequest, run
 from tinypower.suites.benchmarks import SUITES, SuiteError, get_suite
@@ -35,8 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     err = Console(stderr=True)
     try:
         return args.func(args, err)
-    except (BoardError, ModelResolutionError, DatasetError, SuiteError, RunError) as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+    except (BoardError, ModelResolutionError, DatasetError, SuiteError, RunError,
+            FlashError) as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         return EXIT_USAGE
 
 
@@ -48,11 +56,15 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     m = sub.add_parser("measure", help="run MLPerf Tiny modes on a board")
-    m.add_argument("--board", default="sim-m4",
-                   help="board name in boards/ or a board TOML path (default: the virtual lab)")
+    m.add_argument("--board",
+                   help="board name in boards/ or a board TOML path (default: the attached "
+                        "board `tinypower doctor` finds, else the virtual lab sim-m4)")
     m.add_argument("--suite", default="kws01", choices=sorted(SUITES))
     m.add_argument("--monitor", choices=sorted(SIMULATED_METERS),
                    help="energy monitor for the virtual lab (default: the board file's)")
+    m.add_argument("--interface", choices=IO_MANAGER_KINDS,
+                   help="IO manager between host and DUT in energy mode (simulated in the "
+                        "virtual lab)")
     m.add_argument("--mode", default="performance,energy",
                    help=f"comma-separated modes from {', '.join(MODES)} "
                         "(default: performance,energy)")
@@ -73,6 +85,25 @@ def _parser() -> argparse.ArgumentParser:
                    help="print one JSON result record per mode on stdout (JSON Lines)")
     m.set_defaults(func=_measure)
 
+    d = sub.add_parser("doctor", help="list attached boards, probes and energy monitors, and "
+                                      "what each mode still needs")
+    d.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    d.add_argument("--otii", type=_host_port, default="127.0.0.1:1905", metavar="HOST:PORT",
+                   help="where to look for an Otii 3 server (default: 127.0.0.1:1905)")
+    d.set_defaults(func=_doctor)
+
+    f = sub.add_parser("flash", help="program firmware (.elf, .hex, .bin) through pyOCD")
+    f.add_argument("image", type=Path, help="firmware image: .elf/.axf, .hex or .bin")
+    f.add_argument("--board", help="board whose [pyocd] target and pack to use (default: the "
+                                   "attached board, unless --target is given)")
+    f.add_argument("--target", help="pyOCD target name (overrides the board file's)")
+    f.add_argument("--pack", type=Path, help="CMSIS pack (.pack) that provides the target")
+    f.add_argument("--probe", help="debug probe ID (any unique part of it) when several are "
+                                   "attached")
+    f.add_argument("--base-address", type=lambda text: int(text, 0),
+                   help="flash address for a .bin image, e.g. 0x08000000")
+    f.set_defaults(func=_flash)
+
     models = sub.add_parser("models", help="manage the MLPerf Tiny reference models")
     msub = models.add_subparsers(dest="models_command", required=True)
     fetch = msub.add_parser("fetch", help="download the reference models into the local cache")
@@ -89,8 +120,24 @@ def _modes(text: str) -> list[str]:
     return modes
 
 
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
+    return host, int(port)
+
+
+def _attached_board(err: Console) -> Board:
+    """The board discovery finds (saying so on stderr), or the virtual lab if there is none."""
+    report = discover(otii_address=None)
+    if report.board_to_measure is None:
+        raise RunError(report.suggestion)
+    err.print(escape(report.suggestion), highlight=False)
+    return load_board(report.board_to_measure)
+
+
 def _measure(args: argparse.Namespace, err: Console) -> int:
-    board = load_board(args.board)
+    board = load_board(args.board) if args.board else _attached_board(err)
     suite = get_suite(args.suite)
     modes = _modes(args.mode)
     model = resolve_model(suite, args.model)
@@ -111,7 +158,7 @@ def _measure(args: argparse.Namespace, err: Console) -> int:
         request = RunRequest(
             board=board, suite=suite, model=model, dataset=dataset, mode=mode,
             runs_dir=args.runs_dir, iterations=args.iterations, warmups=args.warmups,
-            min_window_s=args.min_window_s, monitor=args.monitor,
+            min_window_s=args.min_window_s, monitor=args.monitor, interface=args.interface,
         )
         with Progress(
             TextColumn("{task.description}"), BarColumn(),
@@ -126,7 +173,7 @@ def _measure(args: argparse.Namespace, err: Console) -> int:
             outcome = run(request, progress)
         outcomes.append((request, outcome))
         if outcome.error:
-            err.print(f"[bold red]{mode} failed:[/] {outcome.error}", highlight=False)
+            err.print(f"[bold red]{mode} failed:[/] {escape(outcome.error)}", highlight=False)
             err.print(f"  data kept in {outcome.session.folder}", highlight=False)
     if args.json:
         for request, outcome in outcomes:
@@ -163,12 +210,55 @@ def _print_table(outcomes: list[tuple[RunRequest, RunOutcome]]) -> None:
             [f"{c.rule}: {c.message}" for c in o.result.failures] if o.result else []
         )
         for p in problems:
-            out.print(f"[red]invalid:[/] {p}", highlight=False)
+            out.print(f"[red]invalid:[/] {escape(p)}", highlight=False)
         for c in o.result.warnings if o.result else []:
-            out.print(f"[yellow]warning:[/] {c.rule}: {c.message}", highlight=False)
+            out.print(f"[yellow]warning:[/] {escape(c.rule + ': ' + c.message)}", highlight=False)
         notes += [n for n in o.notes if n not in notes]
     for note in notes:
-        out.print(f"[yellow]note:[/] {note}", highlight=False)
+        out.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+
+
+def _doctor(args: argparse.Namespace, err: Console) -> int:
+    report = discover(otii_address=args.otii)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print_report(report, Console())
+    return EXIT_INVALID if report.problems else 0
+
+
+def _flash_board(args: argparse.Namespace, err: Console) -> tuple[Board | None, str | None]:
+    """The board and probe ID to flash: --board/--probe, nothing when only --target is given,
+    else the one attached board and the probe discovery found on it."""
+    if args.board or args.target:
+        return (load_board(args.board) if args.board else None), args.probe
+    report = discover(otii_address=None)
+    name = report.board_to_measure
+    if name is None or name == VIRTUAL_LAB:
+        raise FlashError("give --board NAME or --target NAME: " + (
+            "several boards are attached" if name is None
+            else "no attached board was recognised (`tinypower doctor` shows what is attached)"))
+    err.print(f"flashing the attached board {name}", highlight=False)
+    probe = next(s.probe_id for s in report.boards if s.name == name)
+    return load_board(name), args.probe or probe
+
+
+def _flash(args: argparse.Namespace, err: Console) -> int:
+    board, probe_id = _flash_board(args, err)
+    target = args.target or (board.pyocd_target if board else None)
+    if target is None:
+        raise FlashError(f"board {board.name} has no [pyocd] target ({board.kind} board): "
+                         "pass --target or --board with a hardware board")
+    pack = args.pack or (board.pyocd_pack if board else None)
+    with Progress(TextColumn(f"flashing {args.image.name}"), BarColumn(),
+                  TextColumn("{task.percentage:>3.0f}%"), console=err, transient=True) as bar:
+        task = bar.add_task("flash", total=1.0)
+        probe = flash(args.image, target, probe_id, pack,
+                      lambda done: bar.update(task, completed=done),
+                      base_address=args.base_address)
+    print(f"flashed {args.image} to {target} through probe {probe.unique_id} "
+          f"({probe.description}); target reset")
+    return 0
 
 
 def _models_fetch(args: argparse.Namespace, err: Console) -> int:

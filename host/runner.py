@@ -33,6 +33,7 @@ from energy_monitor.trace import (
     window_from_events,
 )
 from tinypower.boards import Board
+from tinypower.dut.io_manager import DEFAULT_DUT_BAUD, KINDS, IoManagerClient
 from tinypower.dut.protocol import DutClient, DutError
 from tinypower.dut.transcript import Transcript
 from tinypower.dut.virtual_lab import VirtualLab
@@ -81,6 +82,8 @@ class RunRequest:
     min_window_s: float = MIN_WINDOW_S
     edge_timeout_s: float = 5.0  # wait for a window's edges after the DUT says it is done
     monitor: str | None = None  # energy monitor kind; default the board's
+    # IO manager between host and DUT in energy mode: "arduino", "mlcommons" or None (direct).
+    interface: str | None = None
     # Faults for tests of the virtual lab's failure paths.
     meter_faults: SimFaults | None = None
     corrupt_download_byte: int | None = None
@@ -135,6 +138,10 @@ def run(request: RunRequest, progress: Progress | None = None) -> RunOutcome:
             f"board {request.board.name} is {request.board.kind}: only the virtual lab "
             "(--board sim-m4) can be measured in this version"
         )
+    if request.interface not in (None, *KINDS):
+        raise RunError(
+            f"unknown interface {request.interface!r}; choose from {', '.join(KINDS)}"
+        )
     progress = progress or (lambda *_: None)
     session = Session(
         request.runs_dir, request.board.name, request.suite.name, request.mode,
@@ -146,6 +153,7 @@ def run(request: RunRequest, progress: Progress | None = None) -> RunOutcome:
             "iterations": request.iterations,
             "warmups": request.warmups,
             "min_window_s": request.min_window_s,
+            "interface": request.interface,
         },
     )
     session.add_artifact(f"model:{request.model.name}", request.model.data)
@@ -156,6 +164,12 @@ def run(request: RunRequest, progress: Progress | None = None) -> RunOutcome:
         outcome.notes.append(request.model.note)
     if request.dataset.source == "synthetic":
         outcome.notes.append("synthetic inputs: seeded random tensors of the suite's input size")
+    interface = request.interface if request.mode == "energy" else None
+    if request.interface and not interface:
+        outcome.notes.append(
+            f"the {request.interface} IO manager is in the energy-mode path only: "
+            f"{request.mode} mode talks to the DUT directly"
+        )
     session.set("measured_as", outcome.measured_as)
     with ExitStack() as stack:
         transcript = stack.enter_context(Transcript(session.path("transcript.log")))
@@ -165,13 +179,19 @@ def run(request: RunRequest, progress: Progress | None = None) -> RunOutcome:
                     board=request.board, suite=request.suite, model=request.model.data,
                     macs=request.model.info.macs, mode=_dut_mode(request.mode),
                     monitor=request.monitor, meter_faults=request.meter_faults,
-                    corrupt_download_byte=request.corrupt_download_byte,
+                    corrupt_download_byte=request.corrupt_download_byte, interface=interface,
                 )
             )
-            dut = stack.enter_context(
-                DutClient(lab.dut_url, request.board.uart_baud.get(request.mode, 115200),
-                          transcript)
-            )
+            if interface:
+                dut = stack.enter_context(
+                    IoManagerClient(lab.io_manager_url, interface, transcript=transcript)
+                )
+                _open_interface(dut, request, session)
+            else:
+                dut = stack.enter_context(
+                    DutClient(lab.dut_url, request.board.uart_baud.get(request.mode, 115200),
+                              transcript)
+                )
             _open_dut(dut, request, session)
             if request.mode == "energy":
                 kind = lab.monitor
@@ -204,6 +224,15 @@ def run(request: RunRequest, progress: Progress | None = None) -> RunOutcome:
 
 def _dut_mode(mode: str) -> str:
     return "energy" if mode == "energy" else "performance"
+
+
+def _open_interface(io: IoManagerClient, request: RunRequest, session: Session) -> None:
+    """Reach the IO manager and give it the DUT's energy-mode baud (flash only if it differs)."""
+    board_name = io.sync_board()
+    changed = io.ensure_baud(request.board.uart_baud.get("energy", DEFAULT_DUT_BAUD))
+    session.set("interface", {
+        "kind": io.kind, "name": board_name, "dut_baud": io.line_baud, "baud_changed": changed,
+    })
 
 
 def _open_dut(dut: DutClient, request: RunRequest, session: Session) -> None:

@@ -121,6 +121,8 @@ class DutClient:
     def __init__(self, url: str, baud: int = 115200, transcript: Transcript | None = None) -> None:
         self.url = url
         self.baud = baud
+        # The slowest UART between host and DUT (an IO manager's DUT side): read-back timeouts.
+        self.line_baud = baud
         self.transcript = transcript
         try:
             self._serial = serial.serial_for_url(url, baudrate=baud, timeout=READ_POLL_S)
@@ -164,8 +166,7 @@ class DutClient:
         if timeout_s is None:
             timeout_s = self._default_timeout(runs)
         started = time.monotonic()
-        self._send(cmd + "%")
-        lines = self._collect(cmd, timeout_s)
+        lines = self._exchange(cmd, timeout_s)
         if runs:
             self._s_per_inference = (time.monotonic() - started) / runs
         return lines
@@ -266,12 +267,17 @@ class DutClient:
 
     # -- internals ------------------------------------------------------------------------
 
+    def _exchange(self, cmd: str, timeout_s: float) -> list[str]:
+        """Send one command and return its reply lines; an IO manager client wraps both."""
+        self._send(cmd + "%")
+        return self._collect(cmd, timeout_s)
+
     def _name(self, timeout_s: float) -> str:
         return _match(_NAME, self.command("name", timeout_s), "name").group(1)
 
     def _verify(self, data: bytes) -> None:
         # `db print` prints the whole buffer: give slow UARTs (9600 baud) the time it takes.
-        wire_s = len(data) * DB_PRINT_CHARS_PER_BYTE * UART_BITS_PER_CHAR / self.baud
+        wire_s = len(data) * DB_PRINT_CHARS_PER_BYTE * UART_BITS_PER_CHAR / self.line_baud
         lines = self.command("db print", COMMAND_TIMEOUT_S + 2 * wire_s)
         read_back = bytes.fromhex(
             "".join(m.group(1).replace("-", "") for m in map(_BUFFER.match, lines) if m)

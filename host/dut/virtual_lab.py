@@ -14,18 +14,22 @@ from energy_monitor.sim.faults import SimFaults
 from energy_monitor.sim.load import LoadTimeline, VirtualClock
 from energy_monitor.sim.registry import SimulatedMeter, start_simulated_meter
 from tinypower.boards import Board
+from tinypower.dut.io_manager import DEFAULT_DUT_BAUD
+from tinypower.dut.io_manager_sim import IoManagerSimulator
 from tinypower.dut.software_dut import SoftwareDut
 from tinypower.suites.benchmarks import Suite
 
 
 class VirtualLab:
     """Use as a context manager; ``dut_url`` is the DUT's port, :meth:`connect_meter` gives the
-    real driver of the simulated monitor (``monitor`` kind, default the board's)."""
+    real driver of the simulated monitor (``monitor`` kind, default the board's). With an
+    ``interface`` (``arduino`` or ``mlcommons``) a simulated IO manager sits on the DUT's port
+    and the host opens ``io_manager_url`` instead, as in an energy-mode setup."""
 
     def __init__(
         self, *, board: Board, suite: Suite, model: bytes, macs: int, mode: str,
         monitor: str | None = None, meter_faults: SimFaults | None = None,
-        corrupt_download_byte: int | None = None,
+        corrupt_download_byte: int | None = None, interface: str | None = None,
     ) -> None:
         if board.energy_model is None or board.cycle_model is None:
             raise ValueError(f"board {board.name} has no cycle and energy model to simulate")
@@ -39,9 +43,16 @@ class VirtualLab:
         self._meter_faults = meter_faults
         self._meter: SimulatedMeter | None = None
         self.dut_url = ""
+        self._interface = interface
+        self._dut_baud = board.uart_baud.get("energy", DEFAULT_DUT_BAUD)
+        self.io_manager: IoManagerSimulator | None = None
+        self.io_manager_url = ""
 
     def start(self) -> VirtualLab:
         self.dut_url = self.dut.start()
+        if self._interface is not None:
+            self.io_manager = IoManagerSimulator(self.dut_url, self._interface, self._dut_baud)
+            self.io_manager_url = self.io_manager.start()
         return self
 
     def connect_meter(self, **driver_options: object) -> Meter:
@@ -54,6 +65,8 @@ class VirtualLab:
         return self._meter.default_sample_rate_hz if self._meter else None
 
     def close(self) -> None:
+        if self.io_manager is not None:
+            self.io_manager.close()
         self.dut.close()
         if self._meter:
             self._meter.close()

@@ -41,6 +41,15 @@ def _lpm01a(timeline: LoadTimeline, faults: SimFaults | None) -> SimulatedMeter:
     return SimulatedMeter("lpm01a", sim, 1000.0, 5000.0, lambda **kw: Lpm01a(url, **kw))
 
 
+def _ppk2(timeline: LoadTimeline, faults: SimFaults | None) -> SimulatedMeter:
+    from energy_monitor.ppk2 import Ppk2
+    from energy_monitor.sim.ppk2_sim import Ppk2Simulator
+
+    sim = Ppk2Simulator(timeline, faults)
+    url = sim.start()
+    return SimulatedMeter("ppk2", sim, 100_000.0, 100_000.0, lambda **kw: Ppk2(url, **kw))
+
+
 def _otii(timeline: LoadTimeline, faults: SimFaults | None) -> SimulatedMeter:
     """An Otii server with one Arc; main current at 1 kS/s in the lab, 4 kS/s (the Arc's) max."""
     from energy_monitor.otii import Otii
@@ -67,6 +76,7 @@ def _joulescope(timeline: LoadTimeline, faults: SimFaults | None) -> SimulatedMe
 
 SIMULATED_METERS: dict[str, Callable[[LoadTimeline, SimFaults | None], SimulatedMeter]] = {
     "lpm01a": _lpm01a,
+    "ppk2": _ppk2,
     "otii": _otii,
     "joulescope": _joulescope,
 }

@@ -1,0 +1,387 @@
+"""The real PPK2 driver against the simulator, over a real pty: metadata, the 4-byte sample words,
+calibration, timestamp edges on D0, faults, and one `tinypower measure` run through it."""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+import tty
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from energy_monitor.meter import MeterError
+from energy_monitor.ppk2 import Ppk2, Ppk2Calibration, Ppk2Decoder, parse_metadata
+from energy_monitor.sim.faults import SimFaults
+from energy_monitor.sim.load import LoadTimeline, VirtualClock
+from energy_monitor.sim.ppk2_sim import Ppk2Simulator
+from energy_monitor.trace import SampleDropError, integrate, window_from_events
+
+RATE = 100_000
+VOLTAGE_V = 1.8
+ACTIVE_A = 0.0095
+IDLE_A = 0.0012
+ADC_MULT = 1.8 / 163840
+# A calibration unlike the defaults (GS = 0 as on calibrated units), so every constant counts.
+CUSTOM = {
+    **{f"GS{r}": "0.000000" for r in range(5)},
+    **{f"GI{r}": "1.012000" for r in range(5)},
+    **{f"O{r}": f"{20 + 4 * r}.000000" for r in range(5)},
+    **{f"UG{r}": "0.995000" for r in range(5)},
+    "S2": "0.000002", "I3": "0.000150",
+}
+
+
+class Bench:
+    """A timeline, its simulator and the real driver, wired on a pty."""
+
+    def __init__(
+        self, faults: SimFaults | None = None, *, metadata: dict | None = None,
+        stall_timeout_s: float = 3.0, edges: str = "fall",
+    ) -> None:
+        self.clock = VirtualClock()
+        self.timeline = LoadTimeline(self.clock, IDLE_A)
+        self.sim = Ppk2Simulator(self.timeline, faults, metadata=metadata)
+        self.transcript: list[tuple[str, str]] = []
+        self.meter = Ppk2(self.sim.start(), measured_as="simulated", edges=edges,
+                          stall_timeout_s=stall_timeout_s,
+                          on_command=lambda d, t: self.transcript.append((d, t)))
+
+    def begin(self, folder=None) -> None:
+        self.meter.identify()
+        self.meter.configure(voltage_v=VOLTAGE_V, sample_rate_hz=RATE)
+        self.meter.start(folder)
+
+    def burst(self, seconds: float) -> tuple[float, float]:
+        """A DUT window: a 100 us low pulse, ``seconds`` of inference, another pulse."""
+        with self.timeline.lock:
+            t = self.clock.now()
+            self.timeline.set_current(t, ACTIVE_A)
+            for at in (t + 0.000503, t + 0.000503 + seconds):
+                self.timeline.add_edge(at, "fall")
+                self.timeline.add_edge(at + 0.0001, "rise")
+            self.timeline.set_current(t + 0.001 + seconds, IDLE_A)
+            self.clock.advance(seconds + 0.002)
+        return t + 0.000503, t + 0.000503 + seconds
+
+    def index_of(self, t: float) -> float:
+        """Sample position of virtual time ``t`` on the meter's clock."""
+        return (t - self.sim.acquisition_start_s) * RATE
+
+    def close(self) -> None:
+        self.meter.close()
+        self.sim.close()
+
+
+@pytest.fixture
+def bench() -> Iterator[Bench]:
+    b = Bench()
+    yield b
+    b.close()
+
+
+def test_metadata_block_parses_with_nan_and_defaults() -> None:
+    meta = parse_metadata(
+        "Calibrated: 1\nR0: 1000.5\nR1: 0\nGS2: -nan\nO3: 16\nIA: -nan\nEND\nX: 9"
+    )
+    assert meta["IA"] == "-nan" and "X" not in meta
+    cal = Ppk2Calibration.from_metadata(meta)
+    assert cal.r[0] == 1000.5
+    assert cal.r[1] == 101.65  # R = 0 is ignored, as ppk2-api does
+    assert cal.gs[2] == 1.0 and cal.o[3] == 16.0  # -nan keeps the default
+    assert cal.r[4] == 0.043 and cal.ug == (1.0,) * 5  # missing keys keep the defaults
+    # The formula: range 1, ADC 1000 with default constants.
+    x = 4000 * ADC_MULT / 101.65
+    got = cal.amperes(np.array([1000]), np.array([1]), 3300)
+    assert got[0] == pytest.approx(x * x + x, rel=1e-12)
+
+
+def test_identify_reads_the_block_split_over_reads_with_nan() -> None:
+    b = Bench(metadata={**CUSTOM, "GS4": "-nan", "IA": "-nan", "HW": "9174"})
+    try:
+        ident = b.meter.identify()
+    finally:
+        b.close()
+    assert ident.kind == "ppk2" and ident.firmware == "HW 9174"
+    assert ident.measured_as == "simulated"
+    cal = b.meter.calibration
+    assert cal.gs[4] == 1.0 and cal.gs[3] == 0.0  # -nan fell back to the default
+    assert cal.o == (20.0, 24.0, 28.0, 32.0, 36.0) and cal.ug[2] == 0.995
+    assert cal.s[2] == 2e-6 and cal.i[3] == 1.5e-4
+    assert b.meter.metadata["IA"] == "-nan" and b.meter.metadata["mode"] == "1"
+    assert ("<", "Calibrated: 1") in b.transcript and (">", "GetMetadata (19)") in b.transcript
+
+
+def test_configure_sends_the_instruments_bytes(bench: Bench) -> None:
+    bench.meter.identify()
+    bench.meter.configure(voltage_v=VOLTAGE_V, sample_rate_hz=RATE)
+    time.sleep(0.05)
+    assert bench.sim.commands == [b"\x07", b"\x19", b"\x11\x02", b"\x0d\x07\x08", b"\x0c\x01"]
+    assert bench.sim.mode == 2 and bench.sim.regulator_mv == 1800 and bench.sim.dut_power
+    assert bench.meter.identify() and bench.meter.metadata["VDD"] == "1800"
+    with pytest.raises(MeterError, match="100000 Hz only, not 50000 Hz"):
+        bench.meter.configure(voltage_v=VOLTAGE_V, sample_rate_hz=50_000)
+    with pytest.raises(MeterError, match="800..5000 mV, not 5500 mV"):
+        bench.meter.configure(voltage_v=5.5, sample_rate_hz=RATE)
+
+
+@pytest.mark.parametrize(
+    ("metadata", "ranges"),
+    [({}, [0, 1, 2, 3, 3]), (CUSTOM, [0, 1, 2, 3, 4])],
+    ids=["default-constants", "custom-calibration"],
+)
+def test_conversion_round_trips_in_every_range(tmp_path, metadata, ranges) -> None:
+    currents = [150e-6, 3.1e-3, 41e-3, 0.52, 0.93]
+    b = Bench(metadata=metadata)
+    try:
+        b.begin(tmp_path)
+        with b.timeline.lock:
+            t = b.clock.now()
+            for k, amps in enumerate(currents):
+                b.timeline.set_current(t + 0.01 * k, amps)
+            b.timeline.set_current(t + 0.05, IDLE_A)
+            b.clock.advance(0.06)
+        time.sleep(0.02)
+        trace = b.meter.stop()
+        start = round(b.index_of(t))
+    finally:
+        b.close()
+    words = np.fromfile(tmp_path / "ppk2-raw.bin", dtype="<u4")
+    cal = Ppk2Calibration.from_metadata(b.meter.metadata)
+    for k, amps in enumerate(currents):
+        sl = slice(start + 1000 * k + 2, start + 1000 * (k + 1) - 2)  # whole samples of segment k
+        rng = (words[sl] >> 14) & 7
+        assert set(rng.tolist()) == {ranges[k]}, f"segment {k}: auto-ranging"
+        r = ranges[k]
+        x = (4 * ((words[sl] & 0x3FFF).astype(float)) - cal.o[r]) * ADC_MULT / cal.r[r]
+        one_lsb = cal.ug[r] * (2 * cal.gs[r] * x + cal.gi[r]) * 4 * ADC_MULT / cal.r[r]
+        assert np.all(np.abs(trace.current_a[sl] - amps) <= one_lsb), f"segment {k}"
+    assert np.all(trace.voltage_v == VOLTAGE_V)
+
+
+def test_no_current_while_dut_power_is_off(bench: Bench) -> None:
+    bench.meter.identify()
+    bench.meter.start()  # not configured: the DUT is not powered
+    bench.burst(0.05)
+    bench.meter.wait_for_events(2, 2)
+    trace = bench.meter.stop()
+    assert len(trace.events) == 2 and len(trace) > 5000
+    assert np.all(trace.current_a == 0.0)
+
+
+def test_burst_energy_within_0_1_percent_and_edges_on_the_right_samples(tmp_path) -> None:
+    b = Bench(edges="both")
+    try:
+        b.begin(tmp_path)
+        truth, falls = [], []
+        for k in range(3):
+            time.sleep(0.01)
+            t0, t1 = b.burst(0.4 + 0.1 * k)
+            truth.append(b.timeline.charge_between(t0, t1) * VOLTAGE_V)
+            falls += [t0, t1]
+            b.meter.wait_for_events(4 * (k + 1), 5)
+        with b.timeline.lock:  # a pulse shorter than one sample is still seen
+            short = b.sim.acquisition_start_s + (math.ceil(b.index_of(b.clock.now())) + 5.3) / RATE
+            b.timeline.add_edge(short, "fall")
+            b.timeline.add_edge(short + 0.000003, "rise")
+            b.clock.advance(0.001)
+        b.meter.wait_for_events(14, 5)
+        trace = b.meter.stop()
+        sim_start = b.sim.acquisition_start_s
+    finally:
+        b.close()
+    assert not trace.drops
+    assert [e.polarity for e in trace.events] == ["fall", "rise"] * 7
+    expected = []
+    for t in [*falls, short]:
+        pos = (t - sim_start) * RATE
+        pulse = 0.0001 if t != short else 0.000003
+        expected += [math.floor(pos), math.ceil(pos + pulse * RATE)]
+    assert [e.index for e in trace.events] == expected
+    assert expected[-1] - expected[-2] == 1  # the 3 us pulse marked exactly one sample low
+    fall_events = [e for e in trace.events if e.polarity == "fall"]
+    for k in range(3):
+        w = window_from_events(fall_events[2 * k : 2 * k + 2], trace, 1)
+        assert integrate(trace, w).energy_j == pytest.approx(truth[k], rel=1e-3)
+        assert w.alignment_bound_s == pytest.approx(1e-5)
+    # The raw words and the current column were written while measuring.
+    words = np.fromfile(tmp_path / "ppk2-raw.bin", dtype="<u4")
+    assert len(words) == len(trace)
+    assert np.all(np.diff((words >> 18) & 63) % 64 == 1)
+    current = np.fromfile(tmp_path / "ppk2-current.f64", dtype="<f8")
+    assert np.array_equal(current, trace.current_a)
+    pulses = zip(trace.events[::2], trace.events[1::2], strict=True)
+    low_samples = sum(rise.index - fall.index for fall, rise in pulses)
+    assert np.count_nonzero(((words >> 24) & 1) == 0) == low_samples
+
+
+def test_words_split_across_reads_decode_the_same() -> None:
+    n = 1000
+    k = np.arange(n, dtype=np.uint32)
+    rng = (k // 200).astype(np.uint32)
+    words = (k * 7 % 0x3FFF) | (rng << 14) | ((k % 64) << 18) | (((k // 50) % 2) << 24)
+    data = words.astype("<u4").tobytes()
+    cal = Ppk2Calibration()
+    whole = Ppk2Decoder(cal, 1800, "both").feed(data)
+    split = Ppk2Decoder(cal, 1800, "both")
+    cuts = np.sort(np.random.default_rng(1).choice(len(data), 60, replace=False))
+    parts = [split.feed(p.tobytes()) for p in np.split(np.frombuffer(data, np.uint8), cuts)]
+    assert np.array_equal(np.concatenate([p.current_a for p in parts]), whole.current_a)
+    assert [e for p in parts for e in p.events] == whole.events
+    assert len(whole.events) == 19 and not whole.drops and split.received == n
+    assert whole.current_a[205] == pytest.approx(
+        cal.amperes(np.array([205 * 7]), np.array([1]), 1800)[0])
+
+
+def measure_with(
+    faults: SimFaults, stall_timeout_s: float = 3.0, then_a: float | None = None, edges: int = 2
+):
+    """One 0.3 s burst (then 10 ms at ``then_a``); returns the trace (kept after a failure)
+    and the error."""
+    b = Bench(faults, stall_timeout_s=stall_timeout_s)
+    try:
+        b.begin()
+        time.sleep(0.02)
+        b.burst(0.3)
+        if then_a is not None:
+            with b.timeline.lock:
+                b.timeline.set_current(b.clock.now(), then_a)
+                b.clock.advance(0.01)
+        try:
+            b.meter.wait_for_events(edges, 2)
+            return b.meter.stop(), None
+        except MeterError as exc:
+            return b.meter.trace(), exc
+    finally:
+        b.close()
+
+
+def test_counter_gap_is_a_drop_that_refuses_integration() -> None:
+    trace, error = measure_with(SimFaults(drop_at=20_000, drop_count=7))
+    assert error is None
+    assert [(d.index, d.missing, d.first_possible) for d in trace.drops] == [(20_007, 7, 20_000)]
+    assert np.isnan(trace.current_a[20_000:20_007]).all()
+    assert not np.isnan(trace.current_a[19_999]) and not np.isnan(trace.current_a[20_007])
+    w = window_from_events(trace.events[-2:], trace, 10)
+    assert w.start_index < 20_000 < w.end_index
+    assert w.duration_s == pytest.approx(0.3, abs=2e-5)  # the edges stayed on the meter's clock
+    with pytest.raises(SampleDropError, match="7 samples lost"):
+        integrate(trace, w)
+
+
+def test_garbled_word_is_a_clear_error_and_keeps_data() -> None:
+    trace, error = measure_with(SimFaults(garble_at=3000))
+    assert error is not None and "garbled PPK2 stream at sample 3000" in str(error)
+    assert "range 7" in str(error)
+    assert len(trace) == 3000 and not np.isnan(trace.current_a).any()
+
+
+def test_unplugged_meter_is_a_clear_error_and_keeps_data() -> None:
+    trace, error = measure_with(SimFaults(unplug_after=4000))
+    assert error is not None and "unplugged" in str(error)
+    assert len(trace) == 4000
+
+
+def test_stalled_stream_is_a_clear_error() -> None:
+    trace, error = measure_with(SimFaults(stall_after=2500), stall_timeout_s=0.2)
+    assert error is not None and "stopped streaming" in str(error) and "2500" in str(error)
+    assert len(trace) == 2500
+
+
+def test_current_above_the_range_is_a_clear_error() -> None:
+    trace, error = measure_with(SimFaults(), then_a=1.5)
+    assert error is not None and "current above the PPK2's range" in str(error)
+    assert len(trace) > 0 and np.nanmax(trace.current_a) < 1.0
+
+
+def test_lost_pulse_gives_no_edge() -> None:
+    trace, error = measure_with(SimFaults(lose_event=0), edges=1)
+    assert error is None and len(trace.events) == 1
+
+
+def test_a_ppk2_left_streaming_is_stopped_before_identify() -> None:
+    import serial
+
+    b = Bench()
+    try:
+        with serial.Serial(b.meter.url) as crashed_program:  # started it and went away
+            crashed_program.write(b"\x06")
+        time.sleep(0.1)
+        assert b.sim.streaming
+        assert b.meter.identify().firmware == "HW 9173"
+        assert not b.sim.streaming and b.meter.metadata["R4"] == "0.043000"
+    finally:
+        b.close()
+
+
+def test_uncalibrated_unit_is_refused() -> None:
+    b = Bench(metadata={"Calibrated": "0"})
+    try:
+        with pytest.raises(MeterError, match="'Calibrated: 0'"):
+            b.meter.identify()
+    finally:
+        b.close()
+
+
+def test_reply_without_end_is_not_a_ppk2() -> None:
+    master, slave = os.openpty()
+    tty.setraw(slave)
+
+    def device() -> None:  # answers GetMetadata like something else, half now, half later
+        os.read(master, 1)
+        os.write(master, b"Calibrated: 1\nR0: 10")
+        time.sleep(0.1)
+        os.write(master, b"31.64\nHello from a modem\n")
+
+    thread = threading.Thread(target=device, daemon=True)
+    meter = Ppk2(os.ttyname(slave), command_timeout_s=0.25)
+    thread.start()
+    try:
+        with pytest.raises(MeterError, match="no metadata block ending in END") as info:
+            meter.identify()
+        assert "Hello from a modem" in str(info.value)
+    finally:
+        meter.close()
+        thread.join()
+        os.close(master)
+        os.close(slave)
+
+
+def test_bad_port_is_a_clear_error() -> None:
+    with pytest.raises(MeterError, match="cannot open the PPK2"):
+        Ppk2("/dev/does-not-exist")
+
+
+def test_energy_mode_through_the_runner_scores_within_0_1_percent(tmp_path) -> None:
+    from tinypower.boards import load_board
+    from tinypower.models import resolve_model
+    from tinypower.runner import RunRequest, run
+    from tinypower.suites.benchmarks import get_suite
+    from tinypower.suites.datasets import synthetic_inputs
+
+    board, suite = load_board("sim-m4"), get_suite("kws01")
+    model = resolve_model(suite, "synthetic")
+    outcome = run(RunRequest(
+        board=board, suite=suite, model=model, dataset=synthetic_inputs(suite), mode="energy",
+        runs_dir=tmp_path, monitor="ppk2",
+    ))
+    assert outcome.ok, outcome.error
+    latency_s = board.cycle_model.latency_s(model.info.macs, board.clock_hz)
+    power_w = board.monitor_voltage_v * board.energy_model.active_current_a
+    n = outcome.result.extras["iterations"]
+    # Between the two falling edges the DUT runs N inferences and one timestamp pulse.
+    truth_uj = power_w * (n * latency_s + board.energy_model.timestamp_hold_s) * 1e6
+    windows = outcome.result.windows
+    assert len(windows) == 5 and all(w["duration_s"] >= 10 for w in windows)
+    for w in windows:
+        assert w["energy_uj"] == pytest.approx(truth_uj, rel=1e-3)
+        assert w["alignment_bound_s"] == pytest.approx(1e-5)
+    assert outcome.result.value == pytest.approx(truth_uj / n, rel=1e-3)
+    assert outcome.result.extras["sample_rate_hz"] == RATE
+    folder = outcome.session.folder
+    words = (folder / "ppk2-raw.bin").stat().st_size // 4
+    assert words == (folder / "ppk2-current.f64").stat().st_size // 8 > 5_000_000
+    assert "> [ppk2] AverageStart (06)" in (folder / "transcript.log").read_text()

@@ -1,14 +1,22 @@
-"""Driver for the ST X-NUCLEO-LPM01A (PowerShield) energy monitor, ``ascii_dec`` stream.
+"""Driver for the ST X-NUCLEO-LPM01A (PowerShield) energy monitor, ASCII and binary streams.
 
-The board streams one sample per line, a ``TimeStamp:`` line every 1000 samples and an
-``event NN fal|ris`` line for each edge on its D7 timestamp input, interleaved with
-``PowerShield > `` command replies. One reader thread owns the port: it appends every byte to the
-raw file (flushed each second), sorts lines into samples, edges and replies, checks each
-TimeStamp against the samples received to detect drops, and survives the stream's known quirks
-(NUL bytes, two samples run together on one line). Anything it cannot read marks the stream
-corrupt: the run fails with the line and sample number, and the raw file keeps the evidence.
+At up to 5 kHz the board streams ``ascii_dec``: one sample per line, a ``TimeStamp:`` line every
+1000 samples and an ``event NN fal|ris`` line for each edge on its D7 timestamp input,
+interleaved with ``PowerShield > `` command replies. ASCII cannot go faster without a time limit
+on the acquisition, so above 5 kHz (up to 100 kHz) the driver switches to ``bin_hexa``: two
+bytes per current sample, with metadata frames (timestamps, errors, end, overcurrent) between
+them, decoded a block at a time with numpy. In binary the D7 edges are taken to arrive as
+``F2`` info frames carrying ``event NN fal`` (UNVERIFIED: the manual does not say; the
+simulator does the same).
 
-Reference: ``shared/reference/instruments.md`` §1, ``mlperf-tiny-protocol.md`` §10.
+One reader thread owns the port: it appends every byte to the raw file (flushed each second),
+sorts the stream into samples, edges and replies, checks each timestamp against the samples
+received to detect drops, and survives the ASCII stream's known quirks (NUL bytes, two samples
+run together on one line). Anything it cannot read marks the stream corrupt: the run fails with
+the sample number, and the raw file keeps the evidence.
+
+Reference: ``shared/reference/instruments.md`` §1, ``mlperf-tiny-protocol.md`` §10; the limits
+and choices per format are in ``docs/monitors/lpm01a.md``.
 """
 
 from __future__ import annotations
@@ -25,7 +33,24 @@ from typing import BinaryIO
 import numpy as np
 import serial
 
-from energy_monitor.lpm01a_format import SAMPLE_RE, format_frequency
+from energy_monitor.lpm01a_format import (
+    ASCII_UNLIMITED_MAX_HZ,
+    F_END,
+    F_ERROR,
+    F_INFO,
+    F_OVERCURRENT,
+    F_TIMESTAMP,
+    FREQUENCIES_HZ,
+    OVERCURRENT_A,
+    RANGE_MAX_A,
+    SAMPLE_RE,
+    BinaryDecoder,
+    Frame,
+    Garbled,
+    Item,
+    expected_samples,
+    format_frequency,
+)
 from energy_monitor.meter import MeterError, MeterIdentity
 from energy_monitor.store import SampleStore
 from energy_monitor.trace import Drop, Event, Trace
@@ -36,6 +61,8 @@ SAMPLES_LINE_RE = re.compile(r"(?:\d{4}[+-]\d{2})+")
 TIMESTAMP_RE = re.compile(r"timestamp:\s*(\d+)s\s+(\d+)ms", re.IGNORECASE)
 EVENT_RE = re.compile(r"event\s+(\d+)\s+(ris|fal)", re.IGNORECASE)
 INFO_LINES = ("end", "pwr on", "pwr off", "summary begin", "summary end")
+FORMATS = {"ascii": "ascii_dec", "binary": "bin_hexa"}
+OUTPUTS = ("energy", "current")
 
 
 class Lpm01a:
@@ -44,18 +71,29 @@ class Lpm01a:
     kind = "lpm01a"
 
     def __init__(
-        self, url: str, *, measured_as: str = "hardware", output: str = "energy",
-        command_timeout_s: float = 3.0, stall_timeout_s: float = 3.0,
+        self, url: str, *, measured_as: str = "hardware", output: str = "auto",
+        format: str = "auto", command_timeout_s: float = 3.0, stall_timeout_s: float = 3.0,
         on_command: Callable[[str, str], None] | None = None,
     ) -> None:
-        """``output`` is what each sample holds: ``energy`` (J per sample period, the MLPerf
-        Tiny choice) or ``current`` (A). ``on_command(direction, text)`` sees every command
-        and reply, for the session transcript."""
-        if output not in ("energy", "current"):
-            raise ValueError(f"output must be 'energy' or 'current', not {output!r}")
+        """``format`` is the stream: ``ascii`` (``ascii_dec``, at most 5 kHz), ``binary``
+        (``bin_hexa``, at most 100 kHz, current only) or ``auto`` (binary above 5 kHz).
+        ``output`` is what each sample holds: ``energy`` (J per sample period, the MLPerf Tiny
+        choice; ASCII only), ``current`` (A) or ``auto`` (energy in ASCII, current in binary).
+        ``on_command(direction, text)`` sees every command and reply, for the transcript."""
+        if output not in (*OUTPUTS, "auto"):
+            raise ValueError(f"output must be 'energy', 'current' or 'auto', not {output!r}")
+        if format not in (*FORMATS, "auto"):
+            raise ValueError(f"format must be 'ascii', 'binary' or 'auto', not {format!r}")
+        if (format, output) == ("binary", "energy"):
+            raise ValueError(
+                "the LPM01A's binary format carries current only: use output='current' (the "
+                "trace is the same energy) or format='ascii' (at most 5 kHz)"
+            )
         self.url = url
         self.measured_as = measured_as
-        self.output = output
+        self._output_choice = output
+        self._format_choice = format
+        self.output, self.format = self._resolve(100.0)
         self._on_command = on_command or (lambda direction, text: None)
         self.command_timeout_s = command_timeout_s
         self.stall_timeout_s = stall_timeout_s
@@ -88,22 +126,56 @@ class Lpm01a:
 
     def configure(self, *, voltage_v: float, sample_rate_hz: float) -> None:
         """The MLCommons runner's setup: host control, infinite software-triggered acquisition,
-        falling edges on D7 as events, energy per sample in ASCII, then power the target."""
+        falling edges on D7 as events, the output and format for this rate (energy per sample
+        in ASCII up to 5 kHz, current in binary above), then power the target."""
+        output, fmt = self._resolve(float(sample_rate_hz))
+        self.output, self.format = output, fmt
         self.sample_rate_hz = float(sample_rate_hz)
         self.voltage_v = float(voltage_v)
         for cmd in (
             "htc", "pwr off", "acqtime 0", "trigsrc sw", "trigdelay 0", "eventsrc d7 fal",
-            f"output {self.output}", "format ascii_dec", f"freq {format_frequency(sample_rate_hz)}",
-            f"volt {round(voltage_v * 1000)}m", "pwr on",
+            f"output {output}", f"format {FORMATS[fmt]}",
+            f"freq {format_frequency(sample_rate_hz)}", f"volt {round(voltage_v * 1000)}m",
+            "pwr on",
         ):
             self._command(cmd)
 
+    def _resolve(self, rate_hz: float) -> tuple[str, str]:
+        """(output, format) for a rate; refuses what the instrument would refuse, before any
+        command changes its state."""
+        if rate_hz not in FREQUENCIES_HZ:
+            raise MeterError(
+                f"the LPM01A cannot sample at {rate_hz:g} Hz: pick one of "
+                f"{', '.join(f'{format_frequency(f)}' for f in FREQUENCIES_HZ)} (Hz)"
+            )
+        fmt = self._format_choice
+        if fmt == "auto":
+            fmt = "binary" if rate_hz > ASCII_UNLIMITED_MAX_HZ else "ascii"
+        output = self._output_choice
+        if output == "auto":
+            output = "current" if fmt == "binary" else "energy"
+        if fmt == "ascii" and rate_hz > ASCII_UNLIMITED_MAX_HZ:
+            raise MeterError(
+                f"the LPM01A streams ASCII at most at {ASCII_UNLIMITED_MAX_HZ} Hz without a time "
+                f"limit, not {rate_hz:g} Hz: use format='binary' (current output, up to 100 kHz) "
+                "or a lower rate"
+            )
+        if fmt == "binary" and output == "energy":
+            raise MeterError(
+                f"energy output at {rate_hz:g} Hz needs the binary format, which carries current "
+                f"only: use output='current' (the trace is the same energy) or measure at "
+                f"{ASCII_UNLIMITED_MAX_HZ} Hz or less"
+            )
+        return output, fmt
+
     def start(self, folder: Path | None = None) -> None:
-        """Start acquiring; with a folder, the raw stream (``lpm01a-raw.txt``) and the samples
-        (``lpm01a-samples.f64``) are written there as they arrive."""
+        """Start acquiring; with a folder, the raw stream (``lpm01a-raw.txt`` in ASCII,
+        ``lpm01a-raw.bin`` in binary) and the samples (``lpm01a-samples.f64``) are written
+        there as they arrive."""
+        raw_name = "lpm01a-raw.bin" if self.format == "binary" else "lpm01a-raw.txt"
         with self._lock:
             self._reset_acquisition(folder / "lpm01a-samples.f64" if folder else None)
-            self._raw = (folder / "lpm01a-raw.txt").open("ab") if folder else None
+            self._raw = (folder / raw_name).open("ab") if folder else None
             self._acquiring = True
             self._last_data_at = time.monotonic()
         self._command("start")
@@ -131,6 +203,7 @@ class Lpm01a:
         after the raw file is closed, so the data measured so far stays on disk."""
         try:
             if self._failure is None:
+                self._stopping = True
                 self._command("stop", expect="Acquisition completed")
         finally:
             with self._lock:
@@ -149,9 +222,10 @@ class Lpm01a:
             common = {"events": list(self._events), "drops": list(self._drops)}
         if self.output == "energy":
             return Trace(sample_rate_hz=self.sample_rate_hz, energy_j=samples, **common)
+        # The LPM01A regulates its output: one voltage for every sample, held as a view.
+        voltage = np.broadcast_to(np.float64(self.voltage_v), samples.shape)
         return Trace(
-            sample_rate_hz=self.sample_rate_hz, current_a=samples,
-            voltage_v=np.full(len(samples), self.voltage_v), **common,
+            sample_rate_hz=self.sample_rate_hz, current_a=samples, voltage_v=voltage, **common
         )
 
     def close(self) -> None:
@@ -208,6 +282,8 @@ class Lpm01a:
         self._count = 0  # samples received (the trace also holds NaN for lost ones)
         self._checked_up_to = 0  # samples confirmed by the last TimeStamp
         self._acquiring = False
+        self._stopping = False
+        self._decoder: BinaryDecoder | None = None  # set while the binary stream runs
 
     def _fail(self, reason: str) -> None:
         if self._failure is None:
@@ -230,7 +306,9 @@ class Lpm01a:
         pending = b""
         while not self._closing.is_set():
             try:
-                chunk = self._port.read(65536)
+                chunk = self._port.read(1)  # waits at most the port's timeout
+                if chunk:
+                    chunk += self._port.read(self._port.in_waiting)
             except (serial.SerialException, OSError) as exc:
                 if not self._closing.is_set():
                     self._fail(
@@ -247,17 +325,39 @@ class Lpm01a:
                     if self._last_data_at - self._raw_flushed_at >= 1.0:
                         self._raw.flush()
                         self._raw_flushed_at = self._last_data_at
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for raw_line in lines:
+            pending = self._consume(pending + chunk)
+
+    def _consume(self, data: bytes) -> bytes:
+        """Handle every whole line or binary item in ``data``; return the unfinished rest.
+
+        The binary stream runs from the ``ack start`` line to the end-of-acquisition frame;
+        replies around it are text lines."""
+        while data:
+            if self._decoder is not None:
+                self._handle_items(self._decoder.feed(data))
+                if not self._decoder.ended:
+                    return b""
+                data, self._decoder = self._decoder.remainder, None
+                continue
+            *lines, rest = data.split(b"\n")
+            for i, raw_line in enumerate(lines):
                 self._handle_line(raw_line.replace(b"\x00", b"").decode("ascii", "replace").strip())
+                if self._decoder is not None:  # binary from the byte after this line
+                    data = b"\n".join([*lines[i + 1 :], rest])
+                    break
+            else:
+                return rest
+        return b""
 
     def _handle_line(self, line: str) -> None:
         if not line:
             return
         if line.startswith(PROMPT) or line.startswith("Error detail:"):
             self._on_command("<", line)
-            self._replies.put(line.removeprefix(PROMPT).strip())
+            reply = line.removeprefix(PROMPT).strip()
+            if reply.startswith("ack start") and self.format == "binary":
+                self._decoder = BinaryDecoder()
+            self._replies.put(reply)
             return
         with self._lock:
             if not self._acquiring:
@@ -276,7 +376,8 @@ class Lpm01a:
                     )
                 )
             elif m := TIMESTAMP_RE.match(line):
-                self._check_drops(int(m.group(1)) + int(m.group(2)) / 1000)
+                expected = round((int(m.group(1)) + int(m.group(2)) / 1000) * self.sample_rate_hz)
+                self._check_drops(expected, max(1, round(self.sample_rate_hz / 1000)))
             elif line.lower() in INFO_LINES or line.lower().startswith(("pwr ", "summary")):
                 return
             else:
@@ -286,15 +387,66 @@ class Lpm01a:
                     "is kept but cannot be scored"
                 )
 
-    def _check_drops(self, meter_time_s: float) -> None:
-        """A TimeStamp says how many samples the meter has sent; fewer received = a drop.
+    def _handle_items(self, items: list[Item]) -> None:
+        """Samples, frames and garbage from the binary stream, in stream order."""
+        with self._lock:
+            if not self._acquiring:
+                return  # after a failed stop: the files are closed
+            for item in items:
+                if isinstance(item, np.ndarray):
+                    self._samples.extend_array(item)
+                    self._count += len(item)
+                elif isinstance(item, Garbled):
+                    self._fail(
+                        f"unreadable bytes from the LPM01A after sample {self._count}: "
+                        f"{item.data.hex(' ')}. The stream is corrupt (USB noise, or another "
+                        "program on the port); the run is kept but cannot be scored"
+                    )
+                else:
+                    self._handle_frame(item)
+
+    def _handle_frame(self, frame: Frame) -> None:
+        if frame.kind == F_TIMESTAMP:
+            self._check_drops(*expected_samples(frame.timestamp_ms, self.sample_rate_hz))
+        elif frame.kind == F_INFO and (m := EVENT_RE.fullmatch(frame.text)):
+            index = len(self._samples)
+            self._events.append(
+                Event(
+                    index=index,
+                    time_s=index / self.sample_rate_hz,
+                    polarity="fall" if m.group(2).lower() == "fal" else "rise",
+                )
+            )
+        elif frame.kind == F_ERROR:
+            self._fail(
+                f"the LPM01A reported an error after sample {self._count}: {frame.text!r}. "
+                "The samples received so far are kept; check the transcript for the command "
+                "it refers to"
+            )
+        elif frame.kind == F_OVERCURRENT:
+            self._fail(
+                f"current above the LPM01A's range after sample {self._count}: it measures up "
+                f"to {RANGE_MAX_A * 1e3:g} mA and its protection trips at "
+                f"{OVERCURRENT_A * 1e3:g} mA. Check the DUT's supply wiring (only CN14 VOUT may "
+                "feed it) or use a monitor with a larger range; the samples so far are kept"
+            )
+        elif frame.kind == F_END and not self._stopping:
+            self._fail(
+                f"the LPM01A ended the acquisition by itself after {self._count} samples: "
+                "check its acquisition time (acqtime 0) and that no other program sent stop; "
+                "the samples received so far are kept"
+            )
+        else:
+            self._on_command("<", f"[frame {frame.kind:02X}] {frame.describe()}")
+
+    def _check_drops(self, expected: int, tolerance: int) -> None:
+        """A timestamp says how many samples the meter has sent (``expected``, to within
+        ``tolerance``); fewer received = a drop.
 
         Where in the last block the samples went missing is unknown, so the drop is recorded
-        as possibly anywhere since the previous TimeStamp, and the gap is padded with NaN to
+        as possibly anywhere since the previous timestamp, and the gap is padded with NaN to
         keep later indices on the meter's clock.
         """
-        expected = round(meter_time_s * self.sample_rate_hz)
-        tolerance = max(1, round(self.sample_rate_hz / 1000))  # the TimeStamp has 1 ms steps
         missing = expected - len(self._samples)
         if missing >= tolerance:
             earliest = self._checked_up_to

@@ -1,15 +1,19 @@
 """A simulated ST X-NUCLEO-LPM01A (PowerShield) on a pty, speaking the real instrument's bytes.
 
 It answers the command set the MLPerf Tiny benchmark uses with the ``PowerShield > `` prefix
-(acks, errors with ``Error detail:``), and streams ``ascii_dec`` samples, ``TimeStamp:`` lines
-every 1000 samples and ``event NN fal`` lines for timestamp-pin edges. What it streams is the
-exact integral of a :class:`~energy_monitor.sim.load.LoadTimeline` over each sample period, so
-tests know the ground truth. It reproduces the real stream's quirks (a NUL after a TimeStamp,
-two samples run together on one line) and can inject faults: an unplugged cable, a stall, a
-garbled line, lost samples.
+(acks, errors with ``Error detail:``), validates format x rate x output as the instrument does,
+and streams either ``ascii_dec`` (samples, ``TimeStamp:`` lines every 1000 samples, ``event NN
+fal`` lines for timestamp-pin edges) or ``bin_hexa`` up to 100 kHz (current words built a block
+at a time with numpy, with ``F3`` timestamp frames every 1000 samples, ``F2`` info frames for
+the edges, ``F5`` on overcurrent and ``F4`` at the end). What it streams is the exact integral of
+a :class:`~energy_monitor.sim.load.LoadTimeline` over each sample period, so tests know the
+ground truth. It reproduces the ASCII stream's quirks (a NUL after a TimeStamp, two samples run
+together on one line) and can inject faults in both formats: an unplugged cable, a stall,
+garbage (a garbled line, or an invalid frame), lost samples, a lost edge.
 
 Reference: ``shared/reference/instruments.md`` §1. Behaviour the manual leaves open is marked
-UNVERIFIED there; the choices made here are the ones the MLCommons runner expects.
+UNVERIFIED there and in ``docs/monitors/lpm01a.md``; the choices made here are the ones the
+MLCommons runner expects, and the same ones the driver makes.
 """
 
 from __future__ import annotations
@@ -21,13 +25,33 @@ import threading
 import time
 import tty
 
-from energy_monitor.lpm01a_format import format_frequency, format_sample, parse_number
+import numpy as np
+
+from energy_monitor.lpm01a_format import (
+    ASCII_LIMITED_MAX_S,
+    ASCII_UNLIMITED_MAX_HZ,
+    F_END,
+    F_ERROR,
+    F_INFO,
+    F_OVERCURRENT,
+    F_POWER,
+    F_VOLTAGE,
+    FREQUENCIES_HZ,
+    OVERCURRENT_A,
+    TIMESTAMP_EVERY,
+    encode_currents,
+    format_frequency,
+    format_sample,
+    frame,
+    parse_number,
+    text_frame,
+    timestamp_frame,
+)
 from energy_monitor.sim.faults import SimFaults
 from energy_monitor.sim.load import LoadTimeline
 
 PROMPT = "PowerShield > "
-FREQUENCIES_HZ = (100_000, 50_000, 20_000, 10_000, 5_000, 2_000, 1_000, 500, 200, 100, 50, 20,
-                  10, 5, 2, 1)
+GARBLED_FRAME = b"\xf0\xfa\x47"  # no such frame type, and an odd length that shifts the words
 CONFIG_COMMANDS = {"volt", "freq", "acqtime", "trigsrc", "trigdelay", "eventsrc", "output",
                    "format", "pwr", "lcd", "acqmode", "funcmode", "currthres", "pwrend"}
 FIRMWARE_VERSION = "1.0.6"
@@ -55,6 +79,7 @@ class Lpm01aSimulator:
         self._acq_start_s = 0.0
         self._emitted = 0  # sample periods consumed since start (sent or lost)
         self._event_counter = 0
+        self._announce = False  # binary: send the voltage and power frames first
         self._closed = threading.Event()
         self._master: int | None = None
         self._slave: int | None = None
@@ -66,6 +91,7 @@ class Lpm01aSimulator:
     def start(self) -> str:
         self._master, self._slave = os.openpty()
         tty.setraw(self._slave)
+        os.set_blocking(self._master, False)  # a full pty must not keep close() waiting
         self._thread = threading.Thread(target=self._serve, name="lpm01a-sim", daemon=True)
         self._thread.start()
         return os.ttyname(self._slave)
@@ -87,7 +113,9 @@ class Lpm01aSimulator:
         self.close()
 
     def _write(self, text: str) -> None:
-        data = text.encode("ascii")
+        self._write_bytes(text.encode("ascii"))
+
+    def _write_bytes(self, data: bytes) -> None:
         while data and not self._closed.is_set():
             try:
                 n = os.write(self._master, data)
@@ -102,6 +130,11 @@ class Lpm01aSimulator:
         self._write(f"{PROMPT}{text}\r\n")
 
     def _error(self, cmd: str, detail: str) -> None:
+        if self._acquiring and self.format == "bin_hexa":
+            # Text would corrupt the binary stream: the error travels in an F1 frame
+            # (our reading of the manual, UNVERIFIED).
+            self._write_bytes(text_frame(F_ERROR, f"error {cmd}: {detail}"))
+            return
         self._write(f"{PROMPT}error {cmd}\r\nError detail: {detail}\r\n")
 
     def _serve(self) -> None:
@@ -203,8 +236,6 @@ class Lpm01aSimulator:
     def _cmd_format(self, args: list[str]) -> None:
         if args[0] not in ("ascii_dec", "bin_hexa"):
             raise ValueError("format must be ascii_dec or bin_hexa")
-        if args[0] == "bin_hexa":
-            raise ValueError("bin_hexa is not simulated yet: use ascii_dec")
         self.format = args[0]
 
     def _cmd_pwr(self, args: list[str]) -> str | None:
@@ -216,25 +247,45 @@ class Lpm01aSimulator:
         return None
 
     def _cmd_start(self, args: list[str]) -> None:
-        limit = {10_000: 1.0, 20_000: 0.5}.get(int(self.freq_hz))
-        if self.freq_hz > 20_000 or (
-            limit is not None and (self.acqtime_s == 0 or self.acqtime_s > limit)
+        if self.format == "bin_hexa" and self.output == "energy":
+            # The manual documents no binary energy format: our choice (UNVERIFIED).
+            raise ValueError("output energy is not available in bin_hexa: send output current")
+        limit = ASCII_LIMITED_MAX_S.get(int(self.freq_hz))
+        if self.format == "ascii_dec" and self.freq_hz > ASCII_UNLIMITED_MAX_HZ and (
+            limit is None or self.acqtime_s == 0 or self.acqtime_s > limit
         ):
             raise ValueError(
-                f"{format_frequency(self.freq_hz)}Hz in ascii_dec is limited: use at most 5k for "
-                "an unlimited acquisition"
+                f"{format_frequency(self.freq_hz)}Hz in ascii_dec is limited: use at most "
+                f"{format_frequency(ASCII_UNLIMITED_MAX_HZ)} for an unlimited acquisition, "
+                "or bin_hexa"
             )
         with self.timeline.lock:
             self._acq_start_s = self.timeline.clock.now()
         self._emitted = 0
+        self._announce = self.format == "bin_hexa"
         self._acquiring = True
 
     def _cmd_stop(self, args: list[str]) -> None:
         if self._acquiring:
             self._stream()
-            self._acquiring = False
-            self._write("end\r\n")
+        if self._acquiring:
+            self._end()
         self._write(f"{PROMPT}Acquisition completed\r\n")
+
+    def _end(self) -> None:
+        self._acquiring = False
+        if self.format == "bin_hexa":
+            self._write_bytes(frame(F_END))
+        else:
+            self._write("end\r\n")
+
+    def _unplug(self, data: bytes) -> None:
+        """Send what came before the fault, then close the port as a pulled cable does."""
+        self._write_bytes(data)
+        time.sleep(0.2)  # let the driver read what was sent before the cable is pulled
+        os.close(self._master)
+        self._master = None
+        self._closed.set()
 
     # -- streaming ------------------------------------------------------------------------
 
@@ -263,37 +314,95 @@ class Lpm01aSimulator:
             if e.polarity == self.event_polarity:
                 k = int((e.time_s - self._acq_start_s) * self.freq_hz)
                 edge_at.setdefault(k, []).append("fal" if e.polarity == "fall" else "ris")
+        send = self._send_binary if self.format == "bin_hexa" else self._send_ascii
+        if not send(charges * scale, edge_at):
+            return  # unplugged
+        self._emitted += count
+        if self._acquiring and self.acqtime_s and (
+            self._emitted >= round(self.acqtime_s * self.freq_hz)
+        ):
+            self._end()
+            self._write(f"{PROMPT}Acquisition completed\r\n")
+
+    def _event_label(self, polarity: str) -> str | None:
+        """The next edge's text, or ``None`` when the fault loses it."""
+        counter = self._event_counter
+        self._event_counter += 1
+        if counter == self.faults.lose_event:
+            return None
+        return f"event {counter % 100:02d} {polarity}"
+
+    def _send_ascii(self, values: np.ndarray, edge_at: dict[int, list[str]]) -> bool:
+        f = self.faults
+        count = len(values)
         out: list[str] = []
         for i in range(count):
             k = self._emitted + i
             if k == f.unplug_after:
-                self._write("".join(out))
-                time.sleep(0.2)  # let the driver read what was sent before the cable is pulled
-                os.close(self._master)
-                self._master = None
-                self._closed.set()
-                return
+                self._unplug("".join(out).encode("ascii"))
+                return False
             for pol in edge_at.get(k, ()):
-                if self._event_counter != f.lose_event:
-                    out.append(f"event {self._event_counter % 100:02d} {pol}\r\n")
-                self._event_counter += 1
+                if label := self._event_label(pol):
+                    out.append(f"{label}\r\n")
             if k == f.garble_at:
                 out.append("#\x7f?G@rbl3d\r\n")
             lost = f.drop_at is not None and f.drop_at <= k < f.drop_at + f.drop_count
             if not lost:
-                sample = format_sample(charges[i] * scale)
-                run_on = i + 1 < count and (k + 1) % 1000 and k + 1 not in edge_at
+                sample = format_sample(values[i])
+                run_on = i + 1 < count and (k + 1) % TIMESTAMP_EVERY and k + 1 not in edge_at
                 if f.quirks and k % 997 == 996 and run_on:
                     out.append(sample)  # the next sample runs on without a line break
                 else:
                     out.append(sample + "\r\n")
-            if (k + 1) % 1000 == 0:
+            if (k + 1) % TIMESTAMP_EVERY == 0:
                 ms = round((k + 1) / self.freq_hz * 1000)
                 out.append(f"TimeStamp: {ms // 1000:03d}s {ms % 1000:03d}ms, buff 00%\r\n")
                 if f.quirks:
                     out.append("\x00")
-        self._emitted += count
         self._write("".join(out))
-        if self.acqtime_s and self._emitted >= round(self.acqtime_s * self.freq_hz):
-            self._acquiring = False
-            self._write(f"end\r\n{PROMPT}Acquisition completed\r\n")
+        return True
+
+    def _send_binary(self, currents: np.ndarray, edge_at: dict[int, list[str]]) -> bool:
+        """One block of ``bin_hexa``: the samples as words, frames spliced in between."""
+        f = self.faults
+        first, last = self._emitted, self._emitted + len(currents)
+        inserts: dict[int, list[bytes]] = {}  # frames sent before sample k
+        for k in range(-(-(first + 1) // TIMESTAMP_EVERY) * TIMESTAMP_EVERY, last + 1,
+                       TIMESTAMP_EVERY):
+            inserts.setdefault(k, []).append(timestamp_frame(round(k * 1000 / self.freq_hz)))
+        for k in sorted(edge_at):
+            for pol in edge_at[k]:
+                if label := self._event_label(pol):
+                    inserts.setdefault(k, []).append(text_frame(F_INFO, label))
+        if f.garble_at is not None and first <= f.garble_at < last:
+            inserts.setdefault(f.garble_at, []).append(GARBLED_FRAME)
+        over = np.flatnonzero(currents > OVERCURRENT_A)
+        overcurrent = first + int(over[0]) if len(over) else None
+        unplug = f.unplug_after
+        if unplug is not None and not first <= unplug < last:
+            unplug = None
+        stop = min(k for k in (overcurrent, unplug, last) if k is not None)
+        keep = np.ones(len(currents), dtype=bool)
+        if f.drop_at is not None:
+            keep[max(f.drop_at - first, 0) : max(f.drop_at + f.drop_count - first, 0)] = False
+        words = encode_currents(currents).astype(">u2")
+        pieces: list[bytes] = []
+        if self._announce:
+            self._announce = False
+            pieces += [frame(F_VOLTAGE, round(self.voltage_v * 1000).to_bytes(2, "big")),
+                       frame(F_POWER, bytes((int(self.powered),)))]
+        a = first
+        for k in sorted(k for k in inserts if k < stop or k == stop == last):
+            pieces.append(words[a - first : k - first][keep[a - first : k - first]].tobytes())
+            pieces.extend(inserts[k])
+            a = k
+        pieces.append(words[a - first : stop - first][keep[a - first : stop - first]].tobytes())
+        if stop == unplug:
+            self._unplug(b"".join(pieces))
+            return False
+        self._write_bytes(b"".join(pieces))
+        if stop == overcurrent:  # the protection cuts the target and ends the acquisition
+            self.powered = False
+            self._write_bytes(frame(F_OVERCURRENT))
+            self._end()
+        return True

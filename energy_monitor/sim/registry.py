@@ -38,7 +38,7 @@ def _lpm01a(timeline: LoadTimeline, faults: SimFaults | None) -> SimulatedMeter:
 
     sim = Lpm01aSimulator(timeline, faults=faults)
     url = sim.start()
-    return SimulatedMeter("lpm01a", sim, 1000.0, 5000.0, lambda **kw: Lpm01a(url, **kw))
+    return SimulatedMeter("lpm01a", sim, 1000.0, 100_000.0, lambda **kw: Lpm01a(url, **kw))
 
 
 def _ppk2(timeline: LoadTimeline, faults: SimFaults | None) -> SimulatedMeter:

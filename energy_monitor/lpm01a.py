@@ -57,6 +57,7 @@ from energy_monitor.trace import Drop, Event, Trace
 
 BAUD = 3_686_400
 PROMPT = "PowerShield >"
+MIN_FIRMWARE = (1, 0, 6)
 SAMPLES_LINE_RE = re.compile(r"(?:\d{4}[+-]\d{2})+")
 TIMESTAMP_RE = re.compile(r"timestamp:\s*(\d+)s\s+(\d+)ms", re.IGNORECASE)
 EVENT_RE = re.compile(r"event\s+(\d+)\s+(ris|fal)", re.IGNORECASE)
@@ -120,8 +121,23 @@ class Lpm01a:
     # -- Meter protocol -------------------------------------------------------------------
 
     def identify(self) -> MeterIdentity:
+        """Serial and firmware; firmware older than 1.0.6 is refused (its ``pwr off`` fails,
+        ``eembc/energyrunner#8``, and the MLPerf Tiny runners require 1.0.6)."""
         serial_no = self._command("powershield").removeprefix("powershield").strip()
         version = self._command("version").removeprefix("version").strip(" :")
+        m = re.fullmatch(r"(\d+)\.(\d+)\.(\d+)\S*", version)
+        if not m:
+            raise MeterError(
+                f"the LPM01A answered 'version' with {version!r}, not a firmware version: check "
+                f"that {self.url} is an X-NUCLEO-LPM01A (PowerShield) and not another device"
+            )
+        if tuple(int(g) for g in m.groups()) < MIN_FIRMWARE:
+            raise MeterError(
+                f"LPM01A firmware {version} is older than "
+                f"{'.'.join(map(str, MIN_FIRMWARE))}, which the benchmark needs ('pwr off' "
+                "fails on older firmware): update it with STM32CubeProgrammer from ST's "
+                "X-NUCLEO-LPM01A firmware package"
+            )
         return MeterIdentity("lpm01a", "X-NUCLEO-LPM01A", serial_no, version, self.measured_as)
 
     def configure(self, *, voltage_v: float, sample_rate_hz: float) -> None:

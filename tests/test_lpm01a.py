@@ -497,3 +497,19 @@ def test_full_energy_run_at_100k_through_the_runner(tmp_path) -> None:
         assert w["energy_uj"] == pytest.approx(truth_uj, rel=1e-3)
         assert w["alignment_bound_s"] == pytest.approx(1 / FAST_HZ)
     assert outcome.session.path("lpm01a-raw.bin").stat().st_size > 2 * 50 * FAST_HZ
+
+
+@pytest.mark.parametrize(
+    ("firmware", "message"),
+    [("1.0.0", "older than 1.0.6"), ("garbage!", "not a firmware version")],
+)
+def test_wrong_firmware_version_is_refused(firmware: str, message: str) -> None:
+    clock = VirtualClock()
+    sim = Lpm01aSimulator(LoadTimeline(clock, IDLE_A), firmware=firmware)
+    meter = Lpm01a(sim.start())
+    try:
+        with pytest.raises(MeterError, match=message):
+            meter.identify()
+    finally:
+        meter.close()
+        sim.close()

@@ -62,10 +62,11 @@ class Lpm01aSimulator:
 
     def __init__(
         self, timeline: LoadTimeline, *, serial: str = "SIM-LPM01A-0001",
-        faults: SimFaults | None = None,
+        faults: SimFaults | None = None, firmware: str = FIRMWARE_VERSION,
     ) -> None:
         self.timeline = timeline
         self.serial = serial
+        self.firmware = firmware
         self.faults = faults or SimFaults()
         self.voltage_v = 3.3
         self.freq_hz = 100.0
@@ -186,7 +187,7 @@ class Lpm01aSimulator:
         return self.serial
 
     def _cmd_version(self, args: list[str]) -> str:
-        return f"version: {FIRMWARE_VERSION}"
+        return f"version: {self.firmware}"
 
     def _cmd_status(self, args: list[str]) -> str:
         return "ok"

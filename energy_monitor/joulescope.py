@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ import numpy as np
 
 from energy_monitor.meter import MeterError, MeterIdentity
 from energy_monitor.store import SampleStore
+from energy_monitor.stream import EdgeWaiting, StreamHealth
 from energy_monitor.trace import Drop, Event, Trace
 
 MODELS = {"js220": 1_000_000, "js110": 2_000_000}  # model -> top output rate (its native rate)
@@ -93,7 +93,7 @@ class _Column:
         return head
 
 
-class Joulescope:
+class Joulescope(EdgeWaiting):
     """A Joulescope JS220/JS110 opened through ``pyjoulescope_driver`` (or a stand-in)."""
 
     kind = "joulescope"
@@ -114,11 +114,13 @@ class Joulescope:
         self.measured_as = measured_as
         self.edge = edge
         self.gpi_vref = gpi_vref
-        self.stall_timeout_s = stall_timeout_s
         self._on_command = on_command or (lambda direction, text: None)
         factory = driver_factory or _vendor_driver_factory()
         self._lock = threading.Lock()
-        self._failure: str | None = None
+        self._health = StreamHealth(
+            "the Joulescope", stall_timeout_s,
+            "Check the USB cable and hub (a JS220 needs a USB 2.0 high-speed port)",
+        )
         self.path = ""
         try:
             self._drv = factory()
@@ -189,25 +191,11 @@ class Joulescope:
         with self._lock:
             self._reset_acquisition(folder)
             self._acquiring = True
-            self._last_data_at = time.monotonic()
+            self._health.data_arrived()
         for stream in STREAMS:
             self._subscribe(f"{self.path}/s/{stream}/!data", self._on_data)
         for stream in STREAMS:
             self._call("publish", f"{self.path}/s/{stream}/ctrl", 1)
-
-    def events(self) -> list[Event]:
-        with self._lock:
-            return list(self._events)
-
-    def wait_for_events(self, count: int, timeout_s: float) -> list[Event]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            self._raise_if_failed()
-            with self._lock:
-                if len(self._events) >= count:
-                    return list(self._events)
-            time.sleep(0.005)
-        return self.events()
 
     def sample_count(self) -> int:
         with self._lock:
@@ -301,8 +289,7 @@ class Joulescope:
         try:
             self._call(name, *args)
         except MeterError as exc:
-            if self._failure is None:
-                self._fail(str(exc))
+            self._health.fail(str(exc))
 
     def _subscribe(self, topic: str, fn: Callable[[str, Any], None]) -> None:
         self._call("subscribe", topic, "pub", fn)
@@ -313,25 +300,25 @@ class Joulescope:
         if str(value) == self.path:
             with self._lock:
                 count = len(self._current)
-            self._fail(
+            self._health.fail(
                 f"lost the Joulescope {self.path} after {count} samples: it was unplugged or "
                 "reset. Reconnect it and measure again; the samples received so far are kept"
             )
 
     def _on_error(self, topic: str, value: object) -> None:
-        self._fail(f"the Joulescope {self.path} reported an error: {value}")
+        self._health.fail(f"the Joulescope {self.path} reported an error: {value}")
 
     def _on_data(self, topic: str, value: dict[str, Any]) -> None:
         stream = topic[len(self.path) + 3:].removesuffix("/!data")
         with self._lock:
-            if not self._acquiring or self._failure is not None or stream not in STREAMS:
+            if not self._acquiring or self._health.failure is not None or stream not in STREAMS:
                 return
-            self._last_data_at = time.monotonic()
+            self._health.data_arrived()
             try:
                 self._accept(stream, value)
                 self._merge(final=False)
             except MeterError as exc:
-                self._failure = str(exc)
+                self._health.fail(str(exc))
 
     # -- merging the three streams --------------------------------------------------------
 
@@ -347,7 +334,6 @@ class Joulescope:
         self._gpi_gaps: list[tuple[int, int]] = []
         self._level: int | None = None  # GPI0 level of the last merged sample
         self._acquiring = False
-        self._last_data_at = time.monotonic()
 
     def _accept(self, stream: str, msg: dict[str, Any]) -> None:
         rate = msg["sample_rate"] / msg["decimate_factor"]
@@ -402,7 +388,7 @@ class Joulescope:
         col.uncertain = 7 if stream == "gpi/0" else 0
         lag = max(c.end for c in self._columns.values()) - min(
             c.end for c in self._columns.values())
-        if lag > max(self.sample_rate_hz * self.stall_timeout_s, 1000):
+        if lag > max(self.sample_rate_hz * self._health.stall_timeout_s, 1000):
             behind = min(self._columns, key=lambda s: self._columns[s].end)
             raise MeterError(
                 f"the Joulescope's {behind} stream stopped while the others go on ({lag} "
@@ -459,21 +445,7 @@ class Joulescope:
 
     # -- failures -------------------------------------------------------------------------
 
-    def _fail(self, reason: str) -> None:
-        with self._lock:
-            if self._failure is None:
-                self._failure = reason
-
     def _raise_if_failed(self) -> None:
         with self._lock:
-            failure = self._failure
-            quiet = time.monotonic() - self._last_data_at if self._acquiring else 0.0
-            count = len(self._current)
-        if failure is None and quiet > self.stall_timeout_s:
-            self._fail(
-                f"the Joulescope stopped streaming: no data for {quiet:.1f} s after {count} "
-                "samples. Check the USB cable and hub (a JS220 needs a USB 2.0 high-speed "
-                "port); the samples received so far are kept"
-            )
-        if self._failure is not None:
-            raise MeterError(self._failure)
+            acquiring, count = self._acquiring, len(self._current)
+        self._health.check(acquiring, count)

@@ -28,7 +28,6 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import serial
@@ -53,6 +52,7 @@ from energy_monitor.lpm01a_format import (
 )
 from energy_monitor.meter import MeterError, MeterIdentity
 from energy_monitor.store import SampleStore
+from energy_monitor.stream import EdgeWaiting, RawLog, StreamHealth
 from energy_monitor.trace import Drop, Event, Trace
 
 BAUD = 3_686_400
@@ -66,7 +66,7 @@ FORMATS = {"ascii": "ascii_dec", "binary": "bin_hexa"}
 OUTPUTS = ("energy", "current")
 
 
-class Lpm01a:
+class Lpm01a(EdgeWaiting):
     """An LPM01A reached through any pyserial URL (``/dev/ttyACM0``, a pty, ``socket://``)."""
 
     kind = "lpm01a"
@@ -97,7 +97,9 @@ class Lpm01a:
         self.output, self.format = self._resolve(100.0)
         self._on_command = on_command or (lambda direction, text: None)
         self.command_timeout_s = command_timeout_s
-        self.stall_timeout_s = stall_timeout_s
+        self._health = StreamHealth(
+            "the LPM01A", stall_timeout_s, "Check the USB cable and the board's power"
+        )
         try:
             self._port = serial.serial_for_url(url, baudrate=BAUD, timeout=0.05)
         except (serial.SerialException, OSError) as exc:
@@ -110,10 +112,7 @@ class Lpm01a:
         self._replies: queue.Queue[str] = queue.Queue()
         self._lock = threading.Lock()
         self._reset_acquisition(None)
-        self._raw: BinaryIO | None = None
-        self._raw_flushed_at = 0.0
-        self._failure: str | None = None
-        self._last_data_at = time.monotonic()
+        self._raw = RawLog(None)
         self._closing = threading.Event()
         self._reader = threading.Thread(target=self._read_loop, name="lpm01a-reader", daemon=True)
         self._reader.start()
@@ -191,24 +190,10 @@ class Lpm01a:
         raw_name = "lpm01a-raw.bin" if self.format == "binary" else "lpm01a-raw.txt"
         with self._lock:
             self._reset_acquisition(folder / "lpm01a-samples.f64" if folder else None)
-            self._raw = (folder / raw_name).open("ab") if folder else None
+            self._raw = RawLog(folder / raw_name if folder else None)
             self._acquiring = True
-            self._last_data_at = time.monotonic()
+            self._health.data_arrived()
         self._command("start")
-
-    def events(self) -> list[Event]:
-        with self._lock:
-            return list(self._events)
-
-    def wait_for_events(self, count: int, timeout_s: float) -> list[Event]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            self._raise_if_failed()
-            with self._lock:
-                if len(self._events) >= count:
-                    return list(self._events)
-            time.sleep(0.005)
-        return self.events()
 
     def sample_count(self) -> int:
         with self._lock:
@@ -218,16 +203,14 @@ class Lpm01a:
         """Stop and return the trace. A corrupt or broken stream raises :class:`MeterError`
         after the raw file is closed, so the data measured so far stays on disk."""
         try:
-            if self._failure is None:
+            if self._health.failure is None:
                 self._stopping = True
                 self._command("stop", expect="Acquisition completed")
         finally:
             with self._lock:
                 self._acquiring = False
                 self._samples.close()
-                if self._raw:
-                    self._raw.close()
-                    self._raw = None
+                self._raw.close()
         self._raise_if_failed()
         return self.trace()
 
@@ -245,7 +228,7 @@ class Lpm01a:
         )
 
     def close(self) -> None:
-        if not self._closing.is_set() and self._failure is None:
+        if not self._closing.is_set() and self._health.failure is None:
             with contextlib.suppress(MeterError):  # closing anyway; the port may be gone
                 self._command("hrc")
         self._closing.set()
@@ -301,22 +284,8 @@ class Lpm01a:
         self._stopping = False
         self._decoder: BinaryDecoder | None = None  # set while the binary stream runs
 
-    def _fail(self, reason: str) -> None:
-        if self._failure is None:
-            self._failure = reason
-
     def _raise_if_failed(self) -> None:
-        if self._failure is not None:
-            raise MeterError(self._failure)
-        with self._lock:
-            stalled = self._acquiring and time.monotonic() - self._last_data_at
-        if stalled and stalled > self.stall_timeout_s:
-            self._fail(
-                f"the LPM01A stopped streaming: no data for {stalled:.1f} s after "
-                f"{self._count} samples. Check the USB cable and the board's power; the samples "
-                "received so far are kept"
-            )
-            raise MeterError(self._failure)
+        self._health.check(self._acquiring, self._count)
 
     def _read_loop(self) -> None:
         pending = b""
@@ -327,20 +296,16 @@ class Lpm01a:
                     chunk += self._port.read(self._port.in_waiting)
             except (serial.SerialException, OSError) as exc:
                 if not self._closing.is_set():
-                    self._fail(
+                    self._health.fail(
                         f"lost the LPM01A at {self.url} after {self._count} samples ({exc}): "
                         "was it unplugged? The samples received so far are kept"
                     )
                 return
             if not chunk:
                 continue
+            self._health.data_arrived()
             with self._lock:
-                self._last_data_at = time.monotonic()
-                if self._raw:
-                    self._raw.write(chunk)
-                    if self._last_data_at - self._raw_flushed_at >= 1.0:
-                        self._raw.flush()
-                        self._raw_flushed_at = self._last_data_at
+                self._raw.write(chunk)
             pending = self._consume(pending + chunk)
 
     def _consume(self, data: bytes) -> bytes:
@@ -397,7 +362,7 @@ class Lpm01a:
             elif line.lower() in INFO_LINES or line.lower().startswith(("pwr ", "summary")):
                 return
             else:
-                self._fail(
+                self._health.fail(
                     f"unreadable line from the LPM01A after sample {self._count}: {line[:40]!r}. "
                     "The stream is corrupt (USB noise, or another program on the port); the run "
                     "is kept but cannot be scored"
@@ -413,7 +378,7 @@ class Lpm01a:
                     self._samples.extend_array(item)
                     self._count += len(item)
                 elif isinstance(item, Garbled):
-                    self._fail(
+                    self._health.fail(
                         f"unreadable bytes from the LPM01A after sample {self._count}: "
                         f"{item.data.hex(' ')}. The stream is corrupt (USB noise, or another "
                         "program on the port); the run is kept but cannot be scored"
@@ -434,20 +399,20 @@ class Lpm01a:
                 )
             )
         elif frame.kind == F_ERROR:
-            self._fail(
+            self._health.fail(
                 f"the LPM01A reported an error after sample {self._count}: {frame.text!r}. "
                 "The samples received so far are kept; check the transcript for the command "
                 "it refers to"
             )
         elif frame.kind == F_OVERCURRENT:
-            self._fail(
+            self._health.fail(
                 f"current above the LPM01A's range after sample {self._count}: it measures up "
                 f"to {RANGE_MAX_A * 1e3:g} mA and its protection trips at "
                 f"{OVERCURRENT_A * 1e3:g} mA. Check the DUT's supply wiring (only CN14 VOUT may "
                 "feed it) or use a monitor with a larger range; the samples so far are kept"
             )
         elif frame.kind == F_END and not self._stopping:
-            self._fail(
+            self._health.fail(
                 f"the LPM01A ended the acquisition by itself after {self._count} samples: "
                 "check its acquisition time (acqtime 0) and that no other program sent stop; "
                 "the samples received so far are kept"

@@ -35,12 +35,12 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 
 from energy_monitor.meter import MeterError, MeterIdentity
 from energy_monitor.store import SampleStore
+from energy_monitor.stream import RawLog, StreamHealth
 from energy_monitor.trace import Drop, Event, Trace
 
 DEFAULT_PORT = 1905
@@ -107,16 +107,14 @@ class Otii:
         self.measured_as = measured_as
         self.pin_channel = f"i{gpi}"
         self.timeout_s = timeout_s
-        self.stall_timeout_s = stall_timeout_s
         self.poll_interval_s = poll_interval_s
         self._on_command = on_command or (lambda direction, text: None)
         self.sample_rate_hz = 4000.0  # the Arc's main-current rate until configured
         self.voltage_v = 3.3
         self._pending = bytearray()
         self._trans_id = 0
-        self._failure: str | None = None
-        self._raw: BinaryIO | None = None
-        self._raw_flushed_at = 0.0
+        self._health = StreamHealth("the Otii", stall_timeout_s, "")  # stalls: see _poll
+        self._raw = RawLog(None)
         self._logged_in_by_us = False
         self._reserved_licence: object = None
         self._project_id: object = None
@@ -184,7 +182,7 @@ class Otii:
         self._raise_if_failed()
         self._close_files()
         self._reset_acquisition(folder / "otii-samples.f64" if folder else None)
-        self._raw = (folder / "otii-raw.jsonl").open("ab") if folder else None
+        self._raw = RawLog(folder / "otii-raw.jsonl" if folder else None)
         project = self._request("otii_get_active_project").get("project_id", -1)
         if project == -1:
             project = self._request("otii_create_project").get("project_id", -1)
@@ -232,10 +230,10 @@ class Otii:
             if self._recording and self._sock is not None:
                 try:
                     self._request("project_stop_recording", {"project_id": self._project_id})
-                    if self._failure is None:
+                    if self._health.failure is None:
                         self._drain()
                 except MeterError as exc:
-                    self._fail(str(exc))
+                    self._health.fail(str(exc))
         finally:
             self._recording = False
             self._close_files()
@@ -296,14 +294,14 @@ class Otii:
         """One request and its reply. ``quiet`` keeps it out of the transcript (data polls);
         ``shown`` is what the transcript gets instead of the request (a login's password)."""
         if self._sock is None:
-            raise MeterError(self._failure or "the connection to the Otii server is closed")
+            raise MeterError(self._health.failure or "the connection to the Otii server is closed")
         self._trans_id += 1
         trans_id = str(self._trans_id)
         message = {"type": "request", "cmd": cmd, "data": data or {}, "trans_id": trans_id}
         line = json.dumps(message, separators=(",", ":"))
         if not quiet:
             self._on_command(">", shown or line)
-        self._write_raw(line.encode("utf-8") + b"\r\n")
+        self._raw.write(line.encode("utf-8") + b"\r\n")
         try:
             self._sock.sendall(line.encode("utf-8") + b"\r\n")
         except OSError as exc:
@@ -375,7 +373,7 @@ class Otii:
             self._pending += chunk
         line = bytes(self._pending[: end + 1])
         del self._pending[: end + 1]
-        self._write_raw(line)
+        self._raw.write(line)
         return line.decode("utf-8", "replace").strip()
 
     def _lost(self, why: object) -> str:
@@ -387,7 +385,7 @@ class Otii:
 
     def _broken(self, reason: str) -> MeterError:
         """The connection can no longer be trusted: close it and remember why."""
-        self._fail(reason)
+        self._health.fail(reason)
         if self._sock is not None:
             self._sock.close()
             self._sock = None
@@ -490,30 +488,14 @@ class Otii:
 
     def _close_files(self) -> None:
         self._samples.close()
-        if self._raw:
-            self._raw.close()
-            self._raw = None
-
-    def _write_raw(self, data: bytes) -> None:
-        if self._raw is None:
-            return
-        self._raw.write(data)
-        now = time.monotonic()
-        if now - self._raw_flushed_at >= 1.0:
-            self._raw.flush()
-            self._raw_flushed_at = now
-
-    def _fail(self, reason: str) -> None:
-        if self._failure is None:
-            self._failure = reason
+        self._raw.close()
 
     def _raise_if_failed(self) -> None:
-        if self._failure is not None:
-            raise MeterError(self._failure)
+        self._health.check(False, self._count)  # stalls are found by _poll, which fetches
 
     def _poll_quietly(self) -> None:
         """Poll if recording; a failure is kept for the next wait or stop to raise."""
-        if self._recording and self._failure is None:
+        if self._recording and self._health.failure is None:
             with contextlib.suppress(MeterError):
                 self._poll()
 
@@ -523,19 +505,19 @@ class Otii:
         try:
             self._fetch()
         except MeterError as exc:
-            self._fail(str(exc))
+            self._health.fail(str(exc))
             raise
         now = time.monotonic()
         if self._mc_index > before:
             self._last_progress_at = now
-        elif now - self._last_progress_at > self.stall_timeout_s:
-            self._fail(
+        elif now - self._last_progress_at > self._health.stall_timeout_s:
+            self._health.fail(
                 f"the Otii recording stopped advancing: no new main-current samples for "
                 f"{now - self._last_progress_at:.1f} s after {self._count} samples. Check the "
                 "Arc's USB cable and that the recording still runs in the Otii application; the "
                 "samples received so far are kept"
             )
-            raise MeterError(self._failure)
+            raise MeterError(self._health.failure)
 
     def _count_of(self, channel: str) -> int:
         count = self._request("recording_get_channel_data_count", self._rec(channel), quiet=True)

@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import serial
@@ -31,6 +30,7 @@ import serial.tools.list_ports
 
 from energy_monitor.meter import MeterError, MeterIdentity
 from energy_monitor.store import SampleStore
+from energy_monitor.stream import EdgeWaiting, RawLog, StreamHealth
 from energy_monitor.trace import Drop, Event, Trace
 
 SAMPLE_RATE_HZ = 100_000.0  # the only rate the PPK2 streams at
@@ -208,7 +208,7 @@ class Ppk2Decoder:
         return events
 
 
-class Ppk2:
+class Ppk2(EdgeWaiting):
     """A PPK2 reached through any pyserial URL (``/dev/ttyACM0``, ``COM5``, a pty, ``socket://``).
 
     It supplies the DUT from its regulator (source-meter mode) and measures the current it
@@ -230,7 +230,9 @@ class Ppk2:
         self.measured_as = measured_as
         self.edges = edges
         self.command_timeout_s = command_timeout_s
-        self.stall_timeout_s = stall_timeout_s
+        self._health = StreamHealth(
+            "the PPK2", stall_timeout_s, "Check the USB cable and that the PPK2 is switched on"
+        )
         self._on_command = on_command or (lambda direction, text: None)
         try:
             self._port = serial.serial_for_url(url, baudrate=115200, timeout=READ_TIMEOUT_S)
@@ -246,11 +248,8 @@ class Ppk2:
         self.calibration: Ppk2Calibration | None = None
         self._lock = threading.Lock()
         self._text = bytearray()  # bytes outside an acquisition: the metadata reply
-        self._raw: BinaryIO | None = None
-        self._raw_flushed_at = 0.0
-        self._failure: str | None = None
+        self._raw = RawLog(None)
         self._streaming = False  # AverageStart sent and not yet stopped
-        self._last_data_at = time.monotonic()
         self._reset_acquisition(None)
         self._closing = threading.Event()
         self._reader = threading.Thread(target=self._read_loop, name="ppk2-reader", daemon=True)
@@ -295,36 +294,22 @@ class Ppk2:
             self.identify()
         with self._lock:
             self._reset_acquisition(folder / "ppk2-current.f64" if folder else None)
-            self._raw = (folder / "ppk2-raw.bin").open("ab") if folder else None
+            self._raw = RawLog(folder / "ppk2-raw.bin" if folder else None)
             self._acquiring = True
-            self._last_data_at = time.monotonic()
+            self._health.data_arrived()
         self._send(AVERAGE_START, "AverageStart")
         self._streaming = True
         deadline = time.monotonic() + self.command_timeout_s
         while self.sample_count() == 0:
             self._raise_if_failed()
             if time.monotonic() > deadline:
-                self._fail(
+                self._health.fail(
                     f"the PPK2 at {self.url} sent no sample within {self.command_timeout_s:g} s "
                     "of AverageStart: check it is a PPK2 with current firmware and that no "
                     "other program holds it"
                 )
-                raise MeterError(self._failure)
+                raise MeterError(self._health.failure)
             time.sleep(0.002)
-
-    def events(self) -> list[Event]:
-        with self._lock:
-            return list(self._events)
-
-    def wait_for_events(self, count: int, timeout_s: float) -> list[Event]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            self._raise_if_failed()
-            with self._lock:
-                if len(self._events) >= count:
-                    return list(self._events)
-            time.sleep(0.005)
-        return self.events()
 
     def sample_count(self) -> int:
         with self._lock:
@@ -337,15 +322,13 @@ class Ppk2:
             self._raise_if_failed()  # marks a stalled stream as failed
         try:
             self._stop_stream()
-            if self._failure is None:
+            if self._health.failure is None:
                 self._settle()
         finally:
             with self._lock:
                 self._acquiring = False
                 self._samples.close()
-                if self._raw:
-                    self._raw.close()
-                    self._raw = None
+                self._raw.close()
         self._raise_if_failed()
         self._on_command("<", f"({self._decoder.received} samples streamed)")
         return self.trace()
@@ -376,8 +359,8 @@ class Ppk2:
         try:
             self._port.write(data)
         except (serial.SerialException, OSError) as exc:
-            self._fail(f"lost the PPK2 at {self.url} ({exc}): was it unplugged?")
-            raise MeterError(self._failure) from exc
+            self._health.fail(f"lost the PPK2 at {self.url} ({exc}): was it unplugged?")
+            raise MeterError(self._health.failure) from exc
 
     def _stop_stream(self) -> None:
         """AverageStop, best effort: also after a failure the PPK2 should stop sending."""
@@ -439,31 +422,16 @@ class Ppk2:
         self._drops: list[Drop] = []
         self._acquiring = False
 
-    def _fail(self, reason: str) -> None:
-        if self._failure is None:
-            self._failure = reason
-
     def _raise_if_failed(self) -> None:
-        if self._failure is not None:
-            raise MeterError(self._failure)
         with self._lock:
-            stalled = self._acquiring and time.monotonic() - self._last_data_at
             received = self._decoder.received
-        if stalled and stalled > self.stall_timeout_s:
-            self._fail(
-                f"the PPK2 stopped streaming: no data for {stalled:.1f} s after {received} "
-                "samples. Check the USB cable and that the PPK2 is switched on; the samples "
-                "received so far are kept"
-            )
-            raise MeterError(self._failure)
+        self._health.check(self._acquiring, received)
 
     def _settle(self) -> None:
         """Wait until the bytes sent before an AverageStop have arrived."""
         deadline = time.monotonic() + STOP_MAX_S
-        while time.monotonic() < deadline and self._failure is None:
-            with self._lock:
-                quiet = time.monotonic() - self._last_data_at
-            if quiet >= STOP_QUIET_S:
+        while time.monotonic() < deadline and self._health.failure is None:
+            if self._health.quiet_s() >= STOP_QUIET_S:
                 return
             time.sleep(0.01)
 
@@ -473,7 +441,7 @@ class Ppk2:
                 chunk = self._port.read(READ_SIZE)
             except (serial.SerialException, OSError) as exc:
                 if not self._closing.is_set():
-                    self._fail(
+                    self._health.fail(
                         f"lost the PPK2 at {self.url} after {self._decoder.received} samples "
                         f"({exc}): was it unplugged? The samples received so far are kept"
                     )
@@ -482,25 +450,21 @@ class Ppk2:
                 self._take(chunk)
 
     def _take(self, chunk: bytes) -> None:
+        self._health.data_arrived()
         with self._lock:
-            self._last_data_at = time.monotonic()
             if not self._acquiring:
                 self._text += chunk
                 del self._text[:-65536]
                 return
-            if self._raw:
-                self._raw.write(chunk)
-                if self._last_data_at - self._raw_flushed_at >= 1.0:
-                    self._raw.flush()
-                    self._raw_flushed_at = self._last_data_at
-            if self._failure is not None:
+            self._raw.write(chunk)
+            if self._health.failure is not None:
                 return  # a broken stream: keep the bytes as evidence, decode no further
             block = self._decoder.feed(chunk)
             self._samples.extend_array(block.current_a)
             self._drops.extend(block.drops)
             self._events.extend(block.events)
             if block.error:
-                self._fail(block.error)
+                self._health.fail(block.error)
 
 
 def _usb_serial(url: str) -> str:

@@ -18,12 +18,7 @@ MLCommons runner expects, and the same ones the driver makes.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import select
 import threading
-import time
-import tty
 
 import numpy as np
 
@@ -49,6 +44,7 @@ from energy_monitor.lpm01a_format import (
 )
 from energy_monitor.sim.faults import SimFaults
 from energy_monitor.sim.load import LoadTimeline
+from energy_monitor.sim.pty_port import PtyPort
 
 PROMPT = "PowerShield > "
 GARBLED_FRAME = b"\xf0\xfa\x47"  # no such frame type, and an odd length that shifts the words
@@ -81,31 +77,25 @@ class Lpm01aSimulator:
         self._emitted = 0  # sample periods consumed since start (sent or lost)
         self._event_counter = 0
         self._announce = False  # binary: send the voltage and power frames first
-        self._closed = threading.Event()
-        self._master: int | None = None
-        self._slave: int | None = None
+        self._port: PtyPort | None = None
         self._thread: threading.Thread | None = None
         self._inbuf = b""
 
     # -- plumbing -------------------------------------------------------------------------
 
     def start(self) -> str:
-        self._master, self._slave = os.openpty()
-        tty.setraw(self._slave)
-        os.set_blocking(self._master, False)  # a full pty must not keep close() waiting
+        self._port = PtyPort()
         self._thread = threading.Thread(target=self._serve, name="lpm01a-sim", daemon=True)
         self._thread.start()
-        return os.ttyname(self._slave)
+        return self._port.path
 
     def close(self) -> None:
-        self._closed.set()
+        if self._port is not None:
+            self._port.closed.set()
         if self._thread is not None:
             self._thread.join(timeout=2)
-        for fd in (self._master, self._slave):
-            if fd is not None:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        self._master = self._slave = None
+        if self._port is not None:
+            self._port.close()
 
     def __enter__(self) -> Lpm01aSimulator:
         return self
@@ -117,15 +107,7 @@ class Lpm01aSimulator:
         self._write_bytes(text.encode("ascii"))
 
     def _write_bytes(self, data: bytes) -> None:
-        while data and not self._closed.is_set():
-            try:
-                n = os.write(self._master, data)
-            except BlockingIOError:
-                select.select([], [self._master], [], 0.05)
-                continue
-            except OSError:
-                return
-            data = data[n:]
+        self._port.write(data)
 
     def _reply(self, text: str) -> None:
         self._write(f"{PROMPT}{text}\r\n")
@@ -139,13 +121,8 @@ class Lpm01aSimulator:
         self._write(f"{PROMPT}error {cmd}\r\nError detail: {detail}\r\n")
 
     def _serve(self) -> None:
-        while not self._closed.is_set():
-            ready, _, _ = select.select([self._master], [], [], 0.01)
-            if ready:
-                try:
-                    chunk = os.read(self._master, 4096)
-                except OSError:
-                    return
+        while (chunk := self._port.read(0.01)) is not None:
+            if chunk:
                 self._inbuf += chunk
                 while b"\n" in self._inbuf:
                     line, self._inbuf = self._inbuf.split(b"\n", 1)
@@ -283,10 +260,7 @@ class Lpm01aSimulator:
     def _unplug(self, data: bytes) -> None:
         """Send what came before the fault, then close the port as a pulled cable does."""
         self._write_bytes(data)
-        time.sleep(0.2)  # let the driver read what was sent before the cable is pulled
-        os.close(self._master)
-        self._master = None
-        self._closed.set()
+        self._port.unplug()
 
     # -- streaming ------------------------------------------------------------------------
 

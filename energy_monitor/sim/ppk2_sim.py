@@ -16,18 +16,15 @@ maximum; how the firmware reports it is not documented, so a saturated top range
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import select
 import threading
 import time
-import tty
 
 import numpy as np
 
 from energy_monitor.sim.faults import SimFaults
 from energy_monitor.sim.load import LoadTimeline, PinEdge
+from energy_monitor.sim.pty_port import PtyPort
 
 RATE_HZ = 100_000
 PERIOD_S = 1.0 / RATE_HZ
@@ -79,30 +76,24 @@ class Ppk2Simulator:
         self._carry = b""  # bytes of a word held back for the next write (quirks)
         self._more = False  # a backlog is due: do not sleep between batches
         self._inbuf = b""
-        self._closed = threading.Event()
-        self._master: int | None = None
-        self._slave: int | None = None
+        self._port: PtyPort | None = None
         self._thread: threading.Thread | None = None
 
     # -- plumbing -------------------------------------------------------------------------
 
     def start(self) -> str:
-        self._master, self._slave = os.openpty()
-        tty.setraw(self._slave)
-        os.set_blocking(self._master, False)
+        self._port = PtyPort()
         self._thread = threading.Thread(target=self._serve, name="ppk2-sim", daemon=True)
         self._thread.start()
-        return os.ttyname(self._slave)
+        return self._port.path
 
     def close(self) -> None:
-        self._closed.set()
+        if self._port is not None:
+            self._port.closed.set()
         if self._thread is not None:
             self._thread.join(timeout=2)
-        for fd in (self._master, self._slave):
-            if fd is not None:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        self._master = self._slave = None
+        if self._port is not None:
+            self._port.close()
 
     def __enter__(self) -> Ppk2Simulator:
         return self
@@ -111,23 +102,10 @@ class Ppk2Simulator:
         self.close()
 
     def _write(self, data: bytes) -> None:
-        while data and not self._closed.is_set():
-            try:
-                n = os.write(self._master, data)
-            except BlockingIOError:
-                select.select([], [self._master], [], 0.05)
-                continue
-            except (OSError, TypeError):  # closed under us
-                return
-            data = data[n:]
+        self._port.write(data)
 
     def _serve(self) -> None:
-        while not self._closed.is_set():
-            try:
-                ready, _, _ = select.select([self._master], [], [], 0 if self._more else 0.005)
-                chunk = os.read(self._master, 4096) if ready else b""
-            except (OSError, TypeError, ValueError):
-                return
+        while (chunk := self._port.read(0 if self._more else 0.005)) is not None:
             self._inbuf += chunk
             self._parse()
             if self.streaming:
@@ -268,11 +246,7 @@ class Ppk2Simulator:
         data = words.astype("<u4").tobytes()
         if f.unplug_after is not None and k0 + count >= f.unplug_after:
             self._write(self._carry + data)
-            time.sleep(0.2)  # let the driver read what was sent before the cable is pulled
-            with contextlib.suppress(OSError):
-                os.close(self._master)
-            self._master = None
-            self._closed.set()
+            self._port.unplug()
             return False
         if f.quirks:  # the host sees the stream cut mid-word: hold two bytes back
             data, self._carry = self._carry + data[:-2], data[-2:]

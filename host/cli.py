@@ -24,6 +24,7 @@ from rich.table import Table
 
 from energy_monitor.sim.registry import SIMULATED_METERS
 from tinypower.boards import Board, BoardError, load_board
+from tinypower.codegen import BUILD_ERRORS, TOOLCHAINS, build
 from tinypower.doctor import VIRTUAL_LAB, discover, print_report
 from tinypower.dut.io_manager import KINDS as IO_MANAGER_KINDS
 from tinypower.flash import FlashError, flash
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     err = Console(stderr=True)
     try:
         return args.func(args, err)
-    except (BoardError, ModelResolutionError, DatasetError, SuiteError, RunError,
+    except (*BUILD_ERRORS, BoardError, ModelResolutionError, DatasetError, SuiteError, RunError,
             FlashError) as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         return EXIT_USAGE
@@ -103,6 +104,14 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--base-address", type=lambda text: int(text, 0),
                    help="flash address for a .bin image, e.g. 0x08000000")
     f.set_defaults(func=_flash)
+
+    b = sub.add_parser("build", help="generate C for a .tflite model and compile it for a board")
+    b.add_argument("--model", required=True, type=Path, help="the .tflite file")
+    b.add_argument("--board", required=True, help="board name in boards/ or a board TOML path")
+    b.add_argument("--out", type=Path, default=Path("build"), help="output folder (default: build)")
+    b.add_argument("--toolchain", choices=TOOLCHAINS, default="arm",
+                   help="arm: arm-none-eabi-gcc for the board (default); host: gcc, for tests")
+    b.set_defaults(func=_build)
 
     models = sub.add_parser("models", help="manage the MLPerf Tiny reference models")
     msub = models.add_subparsers(dest="models_command", required=True)
@@ -258,6 +267,11 @@ def _flash(args: argparse.Namespace, err: Console) -> int:
                       base_address=args.base_address)
     print(f"flashed {args.image} to {target} through probe {probe.unique_id} "
           f"({probe.description}); target reset")
+    return 0
+
+
+def _build(args: argparse.Namespace, err: Console) -> int:
+    print(build(args.model, load_board(args.board), args.out, toolchain=args.toolchain).table())
     return 0
 
 

@@ -8,6 +8,11 @@ prepare-time parameters (Q31 multipliers and shifts, activation clamps, padding,
 scaling) in Python with TFLite's exact formulas, then calls the C kernel for each op. The
 firmware's code generator will emit the same parameters as constants, so what the host
 checks here is what the board runs.
+
+The prepare step (``prepare``) is kernel-neutral: it turns each operator into the name of a
+``tp_nn`` function and its arguments (scalars, parameter structs, tensor references). The
+ctypes runner here binds those arguments to numpy buffers; the code generator
+(``tinypower.codegen``) prints the very same arguments as C constants, so the two cannot drift.
 """
 
 from __future__ import annotations
@@ -20,7 +25,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +35,7 @@ SOURCE_DIR = Path(__file__).resolve().parents[1] / "firmware" / "nn"
 CFLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-O2", "-shared", "-fPIC")
 
 _OP_NAMES = {code: name for name, code in vars(S.BuiltinOperator).items() if name[0] != "_"}
+_TYPE_NAMES = {code: name for name, code in vars(S.TensorType).items() if name[0] != "_"}
 _DTYPES = {
     S.TensorType.INT8: np.dtype(np.int8),
     S.TensorType.INT32: np.dtype(np.int32),
@@ -138,6 +143,14 @@ class SoftmaxParams(ctypes.Structure):
                 ("diff_min", ctypes.c_int32)]
 
 
+# The C typedef name of each parameter struct, as the prepared arguments name them.
+_STRUCTS: dict[str, type[ctypes.Structure]] = {
+    "tp_shape4_t": Shape4, "tp_requant_t": Requant, "tp_conv_params_t": ConvParams,
+    "tp_fc_params_t": FcParams, "tp_pool_params_t": PoolParams, "tp_add_params_t": AddParams,
+    "tp_broadcast_t": Broadcast, "tp_softmax_params_t": SoftmaxParams,
+}
+
+
 def _signatures() -> dict[str, list[type]]:
     ptr, i32, size = ctypes.c_void_p, ctypes.c_int32, ctypes.c_size_t
     conv = [ctypes.POINTER(ConvParams), ctypes.POINTER(Shape4), ptr, ctypes.POINTER(Shape4),
@@ -234,7 +247,404 @@ def softmax_params(beta: float, input_scale: float) -> tuple[int, int, int]:
     return multiplier, left_shift, -radius
 
 
-# ---- the graph runner ---------------------------------------------------------------------
+# ---- the prepared graph: what the ctypes runner and the C code generator both consume ------
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One tensor of the main subgraph: shape, type, quantisation, and data if constant."""
+
+    index: int
+    name: str
+    shape: tuple[int, ...]
+    type_name: str  # the schema's name, e.g. "INT8"
+    dtype: np.dtype | None  # None: a type the kernels do not handle
+    scales: tuple[float, ...]
+    zero_points: tuple[int, ...]
+    data: np.ndarray | None  # constant contents in native byte order; None for activations
+
+    @property
+    def scale(self) -> float:
+        return self.scales[0] if self.scales else 0.0
+
+    @property
+    def zero_point(self) -> int:
+        return self.zero_points[0] if self.zero_points else 0
+
+    @property
+    def size(self) -> int:
+        """Number of elements."""
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * (self.dtype.itemsize if self.dtype is not None else 0)
+
+
+@dataclass(frozen=True)
+class TensorArg:
+    """A kernel argument pointing at a tensor's data."""
+
+    index: int
+
+
+@dataclass(frozen=True)
+class Int32Array:
+    """A kernel argument (or struct field) pointing at int32 values computed at prepare time."""
+
+    values: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Struct:
+    """A parameter struct of ``tp_nn.h``, passed by pointer; fields in declaration order.
+
+    A field value is an int, a tuple of ints (a C array member), an Int32Array (a pointer
+    member) or a nested Struct (a member by value).
+    """
+
+    ctype: str  # the C typedef name, e.g. "tp_conv_params_t"
+    fields: tuple[tuple[str, object], ...]
+
+
+# A kernel argument: int or float scalars, None (NULL, an omitted optional tensor), or the above.
+KernelArg = int | float | None | TensorArg | Int32Array | Struct
+
+
+@dataclass(frozen=True)
+class PreparedOp:
+    """One operator with everything TFLite's Prepare computes: the kernel call to make."""
+
+    index: int  # position in the model's execution order
+    name: str  # the TFLite builtin, e.g. "CONV_2D"
+    kernel: str  # the tp_nn function, e.g. "tp_conv2d_s8"
+    args: tuple[KernelArg, ...]
+    reads: tuple[int, ...]  # tensor indices the operator reads (its flatbuffer inputs)
+    writes: tuple[int, ...]  # tensor indices it writes
+
+
+@dataclass(frozen=True)
+class PreparedGraph:
+    """A model's main subgraph, every operator prepared, in execution order."""
+
+    tensors: tuple[TensorInfo, ...]
+    ops: tuple[PreparedOp, ...]
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+
+
+def prepare(model: bytes) -> PreparedGraph:
+    """Read a .tflite model and prepare every operator of its main subgraph.
+
+    Raises KernelModelError naming the operator (position and builtin) when the kernels do not
+    implement it, or its tensor types, shapes or quantisation.
+    """
+    try:
+        parsed = S.ModelT.InitFromPackedBuf(model, 0)
+    except Exception as exc:  # the generated reader raises assorted errors on bad bytes
+        raise KernelModelError(f"not a readable TFLite model ({exc})") from exc
+    if not parsed.subgraphs:
+        raise KernelModelError("the TFLite model has no subgraphs")
+    graph = parsed.subgraphs[0]
+    tensors = tuple(_tensor_info(i, t, parsed.buffers[t.buffer])
+                    for i, t in enumerate(graph.tensors or []))
+    for kind, indices in (("input", graph.inputs), ("output", graph.outputs)):
+        for i in indices if indices is not None else []:
+            if tensors[i].dtype is None:
+                raise KernelModelError(
+                    f"model {kind} {tensors[i].name!r} has type {tensors[i].type_name}, "
+                    "which the firmware kernels do not handle"
+                )
+    preparer = _Preparer(tensors)
+    ops = []
+    for index, op in enumerate(graph.operators or []):
+        name = _op_name(parsed.operatorCodes[op.opcodeIndex])
+        method = getattr(preparer, f"prepare_{name.lower()}", None)
+        if method is None:
+            raise KernelModelError(
+                f"operator {index} is {name}, which the firmware kernels do not implement"
+            )
+        try:
+            kernel, args = method(op, op.builtinOptions)
+        except KernelModelError as exc:
+            raise KernelModelError(f"operator {index} ({name}): {exc}") from exc
+        reads = tuple(int(i) for i in op.inputs if i >= 0)
+        ops.append(PreparedOp(index, name, kernel, tuple(args), reads,
+                              tuple(int(i) for i in op.outputs)))
+    return PreparedGraph(tensors, tuple(ops), tuple(int(i) for i in graph.inputs),
+                         tuple(int(i) for i in graph.outputs))
+
+
+def _op_name(code: S.OperatorCodeT) -> str:
+    # TFLite takes the larger of the 8-bit deprecated field and the 32-bit one.
+    builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+    return _OP_NAMES.get(builtin, f"BUILTIN_{builtin}")
+
+
+def _tensor_info(index: int, tensor: S.TensorT, buffer: S.BufferT) -> TensorInfo:
+    name = tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)
+    dtype = _DTYPES.get(tensor.type)
+    shape = () if tensor.shape is None else tuple(int(d) for d in tensor.shape)
+    data = None
+    if buffer.data is not None and len(buffer.data) and dtype is not None:
+        raw = np.frombuffer(bytes(buffer.data), dtype.newbyteorder("<"))
+        data = raw.astype(dtype).reshape(shape)
+    elif buffer.offset > 1:
+        raise KernelModelError(f"tensor {name!r} is stored outside the flatbuffer")
+    q = tensor.quantization
+    scales: tuple[float, ...] = ()
+    zero_points: tuple[int, ...] = ()
+    if q is not None and q.scale is not None and len(q.scale):
+        scales = tuple(float(s) for s in q.scale)
+        zero_points = tuple(int(z) for z in q.zeroPoint) if q.zeroPoint is not None and len(
+            q.zeroPoint) else (0,)
+    type_name = _TYPE_NAMES.get(tensor.type, f"type {tensor.type}")
+    return TensorInfo(index, name, shape, type_name, dtype, scales, zero_points, data)
+
+
+class _Preparer:
+    """TFLite's Prepare step per operator: checks, then the kernel name and its arguments."""
+
+    def __init__(self, tensors: tuple[TensorInfo, ...]) -> None:
+        self._tensors = tensors
+
+    # -- tensors --
+
+    def _typed(self, index: int) -> TensorInfo:
+        tensor = self._tensors[index]
+        if tensor.dtype is None:
+            raise KernelModelError(
+                f"tensor {tensor.name!r} has type {tensor.type_name}, which the kernels do "
+                "not handle"
+            )
+        return tensor
+
+    def _int8(self, index: int) -> TensorInfo:
+        tensor = self._typed(index)
+        if tensor.dtype != np.int8:
+            raise KernelModelError(f"implemented for int8 tensors, got {tensor.type_name} "
+                                   f"tensor {tensor.name!r}")
+        if not tensor.scale > 0:
+            raise KernelModelError(f"int8 tensor {tensor.name!r} has no positive scale")
+        return tensor
+
+    def _bias(self, op: S.OperatorT) -> TensorArg | None:
+        if len(op.inputs) <= 2 or op.inputs[2] < 0:
+            return None
+        bias = self._typed(op.inputs[2])
+        if bias.dtype != np.int32:
+            raise KernelModelError(f"needs an int32 bias, got {bias.type_name}")
+        return TensorArg(bias.index)
+
+    def _requant(self, op: S.OperatorT, activation: int) -> Struct:
+        """Output stage of CONV/DWCONV/FC: PopulateConvolutionQuantizationParams' multipliers,
+        one per filter scale (a single scale is per-tensor quantisation)."""
+        x, w, y = (self._tensors[i] for i in (op.inputs[0], op.inputs[1], op.outputs[0]))
+        pairs = [quantize_multiplier(x.scale * s / y.scale) for s in w.scales]
+        per_channel = len(pairs) > 1
+        if per_channel and len(pairs) != y.shape[-1]:
+            raise KernelModelError("filter scales do not match the output channels")
+        low, high = activation_range(activation, y.scale, y.zero_point)
+        return Struct("tp_requant_t", (
+            ("multiplier", Int32Array(tuple(m for m, _ in pairs))),
+            ("shift", Int32Array(tuple(s for _, s in pairs))),
+            ("per_channel", int(per_channel)),
+            ("output_offset", y.zero_point),
+            ("act_min", low),
+            ("act_max", high),
+        ))
+
+    # -- operators: each returns (kernel name, arguments) --
+
+    def prepare_conv_2d(self, op: S.OperatorT, options: S.Conv2DOptionsT | None) -> _Call:
+        return self._conv(op, options or S.Conv2DOptionsT(), depthwise=False)
+
+    def prepare_depthwise_conv_2d(
+        self, op: S.OperatorT, options: S.DepthwiseConv2DOptionsT | None
+    ) -> _Call:
+        return self._conv(op, options or S.DepthwiseConv2DOptionsT(), depthwise=True)
+
+    def _conv(
+        self,
+        op: S.OperatorT,
+        options: S.Conv2DOptionsT | S.DepthwiseConv2DOptionsT,
+        depthwise: bool,
+    ) -> _Call:
+        x, w, y = (self._int8(i) for i in (op.inputs[0], op.inputs[1], op.outputs[0]))
+        bias = self._bias(op)
+        if len(x.shape) != 4 or len(w.shape) != 4 or len(y.shape) != 4:
+            raise KernelModelError("needs 4-D input, filter and output")
+        geometry = []
+        for size, k, stride, dilation, out in (
+            (x.shape[1], w.shape[1], options.strideH, options.dilationHFactor, y.shape[1]),
+            (x.shape[2], w.shape[2], options.strideW, options.dilationWFactor, y.shape[2]),
+        ):
+            expected, pad = padding(options.padding, size, k, stride, dilation)
+            if expected != out:
+                raise KernelModelError(f"output size {out} does not match {expected}")
+            geometry.append(pad)
+        if depthwise:
+            if y.shape[3] % x.shape[3]:
+                raise KernelModelError("output channels not a multiple of input channels")
+            multiplier = y.shape[3] // x.shape[3]
+        else:
+            if x.shape[3] % w.shape[3] or y.shape[3] % (x.shape[3] // w.shape[3]):
+                raise KernelModelError("channels do not divide into groups")
+            multiplier = 1
+        # Filter zero points are not read: TFLite's int8 conv kernels ignore them (int8 filters
+        # are meant to be symmetric), and so do ours (checked against tflite-micro).
+        params = Struct("tp_conv_params_t", (
+            ("stride_h", options.strideH), ("stride_w", options.strideW),
+            ("dilation_h", options.dilationHFactor), ("dilation_w", options.dilationWFactor),
+            ("pad_h", geometry[0]), ("pad_w", geometry[1]),
+            ("depth_multiplier", multiplier),
+            ("input_offset", -x.zero_point),
+            ("out", self._requant(op, options.fusedActivationFunction)),
+        ))
+        kernel = "tp_depthwise_conv2d_s8" if depthwise else "tp_conv2d_s8"
+        return kernel, (params, _shape4(x), TensorArg(x.index), _shape4(w), TensorArg(w.index),
+                        bias, _shape4(y), TensorArg(y.index))
+
+    def prepare_fully_connected(
+        self, op: S.OperatorT, options: S.FullyConnectedOptionsT | None
+    ) -> _Call:
+        options = options or S.FullyConnectedOptionsT()
+        if options.weightsFormat != S.FullyConnectedOptionsWeightsFormat.DEFAULT:
+            raise KernelModelError("shuffled weights are not supported")
+        x, w, y = (self._int8(i) for i in (op.inputs[0], op.inputs[1], op.outputs[0]))
+        bias = self._bias(op)
+        output_depth, accum_depth = y.shape[-1], w.shape[-1]
+        batches = y.size // output_depth
+        if x.size != batches * accum_depth or w.shape[0] != output_depth:
+            raise KernelModelError("input or output size does not match the weights")
+        params = Struct("tp_fc_params_t", (
+            ("input_offset", -x.zero_point),
+            ("filter_offset", -w.zero_point),
+            ("out", self._requant(op, options.fusedActivationFunction)),
+        ))
+        return "tp_fully_connected_s8", (params, batches, accum_depth, output_depth,
+                                         TensorArg(x.index), TensorArg(w.index), bias,
+                                         TensorArg(y.index))
+
+    def prepare_average_pool_2d(self, op: S.OperatorT, options: S.Pool2DOptionsT | None) -> _Call:
+        options = options or S.Pool2DOptionsT()
+        x, y = self._int8(op.inputs[0]), self._int8(op.outputs[0])
+        if len(x.shape) != 4 or len(y.shape) != 4:
+            raise KernelModelError("needs 4-D input and output")
+        pads = []
+        for size, k, stride, out in ((x.shape[1], options.filterHeight, options.strideH,
+                                      y.shape[1]),
+                                     (x.shape[2], options.filterWidth, options.strideW,
+                                      y.shape[2])):
+            expected, pad = padding(options.padding, size, k, stride, 1)
+            if expected != out:
+                raise KernelModelError(f"output size {out} is not {expected}")
+            pads.append(pad)
+        low, high = activation_range(options.fusedActivationFunction, y.scale, y.zero_point)
+        params = Struct("tp_pool_params_t", (
+            ("stride_h", options.strideH), ("stride_w", options.strideW),
+            ("filter_h", options.filterHeight), ("filter_w", options.filterWidth),
+            ("pad_h", pads[0]), ("pad_w", pads[1]),
+            ("act_min", low), ("act_max", high),
+        ))
+        return "tp_average_pool2d_s8", (params, _shape4(x), TensorArg(x.index), _shape4(y),
+                                        TensorArg(y.index))
+
+    def prepare_add(self, op: S.OperatorT, options: S.AddOptionsT | None) -> _Call:
+        options = options or S.AddOptionsT()
+        a, b, y = (self._int8(i) for i in (op.inputs[0], op.inputs[1], op.outputs[0]))
+        # TFLite's add Prepare for 8-bit outputs: rescale both inputs to twice the larger
+        # input scale with 20 bits of headroom; every multiplier must be below one.
+        left_shift = 20
+        twice_max = 2 * max(a.scale, b.scale)
+        reals = (a.scale / twice_max, b.scale / twice_max,
+                 twice_max / ((1 << left_shift) * y.scale))
+        if not all(0.0 < r < 1.0 for r in reals):
+            raise KernelModelError(f"scales give multipliers {reals} outside (0, 1)")
+        (m1, s1), (m2, s2), (mo, so) = (quantize_multiplier(r) for r in reals)
+        low, high = activation_range(options.fusedActivationFunction, y.scale, y.zero_point)
+        params = Struct("tp_add_params_t", (
+            ("input1_offset", -a.zero_point), ("input2_offset", -b.zero_point),
+            ("output_offset", y.zero_point), ("left_shift", left_shift),
+            ("input1_multiplier", m1), ("input1_shift", s1),
+            ("input2_multiplier", m2), ("input2_shift", s2),
+            ("output_multiplier", mo), ("output_shift", so),
+            ("act_min", low), ("act_max", high),
+        ))
+        operands = (TensorArg(a.index), TensorArg(b.index), TensorArg(y.index))
+        if a.shape == b.shape:
+            return "tp_add_s8", (params, y.size, *operands)
+        return "tp_add_broadcast_s8", (params, _broadcast(a.shape, b.shape, y.shape), *operands)
+
+    def prepare_softmax(self, op: S.OperatorT, options: S.SoftmaxOptionsT | None) -> _Call:
+        beta = (options or S.SoftmaxOptionsT()).beta
+        x, y = self._int8(op.inputs[0]), self._int8(op.outputs[0])
+        if y.zero_point != -128 or abs(y.scale - 1 / 256) > 0.001 / 256:
+            raise KernelModelError("int8 SOFTMAX needs output scale 1/256 and zero point -128")
+        multiplier, left_shift, diff_min = softmax_params(beta, x.scale)
+        params = Struct("tp_softmax_params_t", (
+            ("input_multiplier", multiplier), ("input_left_shift", left_shift),
+            ("diff_min", diff_min),
+        ))
+        depth = x.shape[-1]
+        return "tp_softmax_s8", (params, x.size // depth, depth, TensorArg(x.index),
+                                 TensorArg(y.index))
+
+    def prepare_reshape(self, op: S.OperatorT, _options: object) -> _Call:
+        x, y = self._typed(op.inputs[0]), self._typed(op.outputs[0])
+        if x.nbytes != y.nbytes or x.dtype != y.dtype:
+            raise KernelModelError("input and output differ in size or type")
+        return "tp_reshape", (TensorArg(x.index), TensorArg(y.index), x.nbytes)
+
+    def prepare_quantize(self, op: S.OperatorT, _options: object) -> _Call:
+        x, y = self._typed(op.inputs[0]), self._int8(op.outputs[0])
+        if x.dtype == np.float32:
+            return "tp_quantize_f32_s8", (y.scale, y.zero_point, x.size, TensorArg(x.index),
+                                          TensorArg(y.index))
+        if x.dtype == np.int8:
+            multiplier, shift = quantize_multiplier(x.scale / y.scale)
+            return "tp_requantize_s8", (x.zero_point, multiplier, shift, y.zero_point, x.size,
+                                        TensorArg(x.index), TensorArg(y.index))
+        raise KernelModelError(f"QUANTIZE from {x.type_name} is not supported")
+
+    def prepare_dequantize(self, op: S.OperatorT, _options: object) -> _Call:
+        x, y = self._int8(op.inputs[0]), self._typed(op.outputs[0])
+        if y.dtype != np.float32:
+            raise KernelModelError(f"DEQUANTIZE to {y.type_name} is not supported")
+        return "tp_dequantize_s8_f32", (x.scale, x.zero_point, x.size, TensorArg(x.index),
+                                        TensorArg(y.index))
+
+
+_Call = tuple[str, tuple[KernelArg, ...]]
+
+
+def _shape4(tensor: TensorInfo) -> Struct:
+    return Struct("tp_shape4_t", tuple(zip("nhwc", tensor.shape, strict=True)))
+
+
+def _broadcast(a: tuple[int, ...], b: tuple[int, ...], out: tuple[int, ...]) -> Struct:
+    """Output dims and per-input element strides (0 where an input is broadcast)."""
+    ndim = len(out)
+    if ndim > _MAX_DIMS or len(a) > ndim or len(b) > ndim:
+        raise KernelModelError(f"broadcast of {a} and {b} to {out} is not supported")
+    strides = {}
+    for field, shape in (("stride1", a), ("stride2", b)):
+        full = (1,) * (ndim - len(shape)) + tuple(shape)
+        running = np.cumprod((1,) + full[:0:-1])[::-1]
+        for d in range(ndim):
+            if full[d] not in (1, out[d]):
+                raise KernelModelError(f"cannot broadcast {shape} to {out}")
+        strides[field] = _padded([0 if full[d] == 1 else int(running[d]) for d in range(ndim)])
+    return Struct("tp_broadcast_t", (("ndim", ndim), ("dims", _padded(list(out))),
+                                     ("stride1", strides["stride1"]),
+                                     ("stride2", strides["stride2"])))
+
+
+def _padded(values: list[int]) -> tuple[int, ...]:
+    return tuple(int(v) for v in values) + (0,) * (_MAX_DIMS - len(values))
+
+
+# ---- the ctypes runner --------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -248,55 +658,20 @@ class TensorSpec:
     zero_point: int
 
 
-class _Step:
-    """One prepared operator: a kernel and its arguments.
-
-    Structs are passed with ``ctypes.byref``, which keeps them alive; ``keep`` holds the numpy
-    arrays whose addresses sit inside those structs (per-channel multipliers and shifts).
-    """
-
-    def __init__(self, kernel: Callable[..., None], args: tuple, keep: object = None) -> None:
-        self.kernel, self.args, self.keep = kernel, args, keep
-
-    def __call__(self) -> None:
-        self.kernel(*self.args)
-
-
-def _op_name(code: S.OperatorCodeT) -> str:
-    # TFLite takes the larger of the 8-bit deprecated field and the 32-bit one.
-    builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
-    return _OP_NAMES.get(builtin, f"BUILTIN_{builtin}")
-
-
-def _ptr(array: np.ndarray | None) -> int | None:
-    return None if array is None else array.ctypes.data
-
-
 class KernelInterpreter:
     """Runs a .tflite model's main subgraph op by op through the firmware's C kernels."""
 
     def __init__(self, model: bytes) -> None:
         self._lib = load_kernels()
-        try:
-            parsed = S.ModelT.InitFromPackedBuf(model, 0)
-        except Exception as exc:  # the generated reader raises assorted errors on bad bytes
-            raise KernelModelError(f"not a readable TFLite model ({exc})") from exc
-        if not parsed.subgraphs:
-            raise KernelModelError("the TFLite model has no subgraphs")
-        graph = parsed.subgraphs[0]
-        self._graph = graph
-        self._tensors = [self._allocate(t, parsed.buffers[t.buffer]) for t in graph.tensors]
-        self._steps: list[_Step] = []
-        for index, op in enumerate(graph.operators or []):
-            name = _op_name(parsed.operatorCodes[op.opcodeIndex])
-            prepare = getattr(self, f"_prepare_{name.lower()}", None)
-            if prepare is None:
-                raise KernelModelError(
-                    f"operator {index} is {name}, which the firmware kernels do not implement"
-                )
-            self._steps.append(prepare(op, op.builtinOptions))
-        self.inputs = [self._spec(i) for i in graph.inputs]
-        self.outputs = [self._spec(i) for i in graph.outputs]
+        self.graph = prepare(model)
+        self._tensors = [self._allocate(t) for t in self.graph.tensors]
+        self._keep: list[object] = []  # arrays whose addresses sit inside argument structs
+        self._steps = [
+            (getattr(self._lib, op.kernel), tuple(self._bind(a) for a in op.args))
+            for op in self.graph.ops
+        ]
+        self.inputs = [self._spec(i) for i in self.graph.inputs]
+        self.outputs = [self._spec(i) for i in self.graph.outputs]
 
     @classmethod
     def from_file(cls, path: Path) -> KernelInterpreter:
@@ -307,7 +682,7 @@ class KernelInterpreter:
         """Run one inference; inputs in the model's order, outputs returned as copies."""
         if len(inputs) != len(self.inputs):
             raise ValueError(f"the model takes {len(self.inputs)} inputs, got {len(inputs)}")
-        for spec, index, value in zip(self.inputs, self._graph.inputs, inputs, strict=True):
+        for spec, index, value in zip(self.inputs, self.graph.inputs, inputs, strict=True):
             value = np.asarray(value)
             if value.dtype != spec.dtype or value.size != math.prod(spec.shape):
                 raise ValueError(
@@ -315,254 +690,35 @@ class KernelInterpreter:
                     f"(shape {spec.shape}), got {value.size} {value.dtype}"
                 )
             self._tensors[index][...] = value.reshape(spec.shape)
-        for step in self._steps:
-            step()
-        return [self._tensors[i].copy() for i in self._graph.outputs]
+        for kernel, args in self._steps:
+            kernel(*args)
+        return [self._tensors[i].copy() for i in self.graph.outputs]
 
-    # -- tensors --
-
-    def _allocate(self, tensor: S.TensorT, buffer: S.BufferT) -> np.ndarray:
-        dtype = _DTYPES.get(tensor.type)
-        if dtype is None:
-            raise KernelModelError(f"tensor {tensor.name!r} has unsupported type {tensor.type}")
-        shape = () if tensor.shape is None else tuple(int(d) for d in tensor.shape)
-        if buffer.data is not None and len(buffer.data):
-            data = np.frombuffer(bytes(buffer.data), dtype.newbyteorder("<"))
-            return data.astype(dtype).reshape(shape)
-        if buffer.offset > 1:
-            raise KernelModelError(f"tensor {tensor.name!r} is stored outside the flatbuffer")
-        return np.zeros(shape, dtype)
-
-    def _quant(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        q = self._graph.tensors[index].quantization
-        if q is None or q.scale is None or not len(q.scale):
-            return np.array([0.0]), np.array([0])
-        zero_points = q.zeroPoint if q.zeroPoint is not None and len(q.zeroPoint) else [0]
-        return np.asarray(q.scale, np.float64), np.asarray(zero_points, np.int64)
-
-    def _scale_zp(self, index: int) -> tuple[float, int]:
-        scales, zero_points = self._quant(index)
-        return float(scales[0]), int(zero_points[0])
+    @staticmethod
+    def _allocate(tensor: TensorInfo) -> np.ndarray | None:
+        if tensor.dtype is None:  # never an operand of a prepared op, nor an input or output
+            return None
+        if tensor.data is not None:
+            return tensor.data.copy()
+        return np.zeros(tensor.shape, tensor.dtype)
 
     def _spec(self, index: int) -> TensorSpec:
-        tensor = self._tensors[index]
-        name = self._graph.tensors[index].name
-        return TensorSpec(
-            name.decode() if isinstance(name, bytes) else str(name),
-            tensor.shape, tensor.dtype, *self._scale_zp(index),
-        )
+        t = self.graph.tensors[index]
+        return TensorSpec(t.name, t.shape, t.dtype, t.scale, t.zero_point)
 
-    def _int8(self, index: int, op: str) -> np.ndarray:
-        tensor = self._tensors[index]
-        if tensor.dtype != np.int8:
-            raise KernelModelError(f"{op} is implemented for int8 tensors, got {tensor.dtype}")
-        if not self._quant(index)[0][0] > 0:
-            raise KernelModelError(f"{op} has an int8 tensor without a positive scale")
-        return tensor
+    def _bind(self, arg: KernelArg) -> object:
+        """A prepared argument as ctypes passes it: pointers for tensors, arrays and structs."""
+        if isinstance(arg, TensorArg):
+            return self._tensors[arg.index].ctypes.data
+        if isinstance(arg, Int32Array):
+            array = np.array(arg.values, np.int32)
+            self._keep.append(array)
+            return array.ctypes.data
+        if isinstance(arg, Struct):
+            return ctypes.byref(self._struct(arg))  # byref keeps the struct alive
+        return arg
 
-    def _requant(self, op: S.OperatorT, activation: int) -> tuple[Requant, list[np.ndarray]]:
-        """Output stage of CONV/DWCONV/FC: PopulateConvolutionQuantizationParams' multipliers,
-        one per filter scale (a single scale is per-tensor quantisation)."""
-        input_scale, _ = self._scale_zp(op.inputs[0])
-        filter_scales, _ = self._quant(op.inputs[1])
-        output_scale, output_zp = self._scale_zp(op.outputs[0])
-        pairs = [quantize_multiplier(input_scale * float(s) / output_scale) for s in filter_scales]
-        per_channel = len(pairs) > 1
-        if per_channel and len(pairs) != self._tensors[op.outputs[0]].shape[-1]:
-            raise KernelModelError("filter scales do not match the output channels")
-        multipliers = np.array([m for m, _ in pairs], np.int32)
-        shifts = np.array([s for _, s in pairs], np.int32)
-        low, high = activation_range(activation, output_scale, output_zp)
-        requant = Requant(multipliers.ctypes.data, shifts.ctypes.data, int(per_channel),
-                          output_zp, low, high)
-        return requant, [multipliers, shifts]
-
-    # -- operators: each returns the call that computes it --
-
-    def _prepare_conv_2d(self, op: S.OperatorT, options: S.Conv2DOptionsT | None) -> _Step:
-        return self._conv(op, options or S.Conv2DOptionsT(), depthwise=False)
-
-    def _prepare_depthwise_conv_2d(
-        self, op: S.OperatorT, options: S.DepthwiseConv2DOptionsT | None
-    ) -> _Step:
-        return self._conv(op, options or S.DepthwiseConv2DOptionsT(), depthwise=True)
-
-    def _conv(
-        self,
-        op: S.OperatorT,
-        options: S.Conv2DOptionsT | S.DepthwiseConv2DOptionsT,
-        depthwise: bool,
-    ) -> _Step:
-        name = "DEPTHWISE_CONV_2D" if depthwise else "CONV_2D"
-        x, w = self._int8(op.inputs[0], name), self._int8(op.inputs[1], name)
-        y = self._int8(op.outputs[0], name)
-        bias = self._tensors[op.inputs[2]] if len(op.inputs) > 2 and op.inputs[2] >= 0 else None
-        if bias is not None and bias.dtype != np.int32:
-            raise KernelModelError(f"{name} needs an int32 bias, got {bias.dtype}")
-        if x.ndim != 4 or w.ndim != 4 or y.ndim != 4:
-            raise KernelModelError(f"{name} needs 4-D input, filter and output")
-        geometry = []
-        for size, k, stride, dilation, out in (
-            (x.shape[1], w.shape[1], options.strideH, options.dilationHFactor, y.shape[1]),
-            (x.shape[2], w.shape[2], options.strideW, options.dilationWFactor, y.shape[2]),
-        ):
-            expected, pad = padding(options.padding, size, k, stride, dilation)
-            if expected != out:
-                raise KernelModelError(f"{name} output size {out} does not match {expected}")
-            geometry.append(pad)
-        if depthwise:
-            if y.shape[3] % x.shape[3]:
-                raise KernelModelError("DEPTHWISE_CONV_2D output channels not a multiple of input")
-            multiplier = y.shape[3] // x.shape[3]
-        else:
-            if x.shape[3] % w.shape[3] or y.shape[3] % (x.shape[3] // w.shape[3]):
-                raise KernelModelError("CONV_2D channels do not divide into groups")
-            multiplier = 1
-        _, input_zp = self._scale_zp(op.inputs[0])
-        # Filter zero points are not read: TFLite's int8 conv kernels ignore them (int8 filters
-        # are meant to be symmetric), and so do ours (checked against tflite-micro).
-        requant, keep = self._requant(op, options.fusedActivationFunction)
-        params = ConvParams(options.strideH, options.strideW, options.dilationHFactor,
-                            options.dilationWFactor, geometry[0], geometry[1], multiplier,
-                            -input_zp, requant)
-        shapes = [Shape4(*a.shape) for a in (x, w, y)]
-        kernel = self._lib.tp_depthwise_conv2d_s8 if depthwise else self._lib.tp_conv2d_s8
-        args = (ctypes.byref(params), ctypes.byref(shapes[0]), _ptr(x), ctypes.byref(shapes[1]),
-                _ptr(w), _ptr(bias), ctypes.byref(shapes[2]), _ptr(y))
-        return _Step(kernel, args, keep)
-
-    def _prepare_fully_connected(
-        self, op: S.OperatorT, options: S.FullyConnectedOptionsT | None
-    ) -> _Step:
-        options = options or S.FullyConnectedOptionsT()
-        if options.weightsFormat != S.FullyConnectedOptionsWeightsFormat.DEFAULT:
-            raise KernelModelError("FULLY_CONNECTED with shuffled weights is not supported")
-        x, w, y = (self._int8(i, "FULLY_CONNECTED") for i in (*op.inputs[:2], op.outputs[0]))
-        bias = self._tensors[op.inputs[2]] if len(op.inputs) > 2 and op.inputs[2] >= 0 else None
-        if bias is not None and bias.dtype != np.int32:
-            raise KernelModelError(f"FULLY_CONNECTED needs an int32 bias, got {bias.dtype}")
-        output_depth, accum_depth = y.shape[-1], w.shape[-1]
-        batches = y.size // output_depth
-        if x.size != batches * accum_depth or w.shape[0] != output_depth:
-            raise KernelModelError("FULLY_CONNECTED input or output size does not match weights")
-        _, input_zp = self._scale_zp(op.inputs[0])
-        _, filter_zp = self._scale_zp(op.inputs[1])
-        requant, keep = self._requant(op, options.fusedActivationFunction)
-        params = FcParams(-input_zp, -filter_zp, requant)
-        kernel = self._lib.tp_fully_connected_s8
-        args = (ctypes.byref(params), batches, accum_depth, output_depth, _ptr(x), _ptr(w),
-                _ptr(bias), _ptr(y))
-        return _Step(kernel, args, keep)
-
-    def _prepare_average_pool_2d(
-        self, op: S.OperatorT, options: S.Pool2DOptionsT | None
-    ) -> _Step:
-        options = options or S.Pool2DOptionsT()
-        x = self._int8(op.inputs[0], "AVERAGE_POOL_2D")
-        y = self._int8(op.outputs[0], "AVERAGE_POOL_2D")
-        pads = []
-        for size, k, stride, out in ((x.shape[1], options.filterHeight, options.strideH,
-                                      y.shape[1]),
-                                     (x.shape[2], options.filterWidth, options.strideW,
-                                      y.shape[2])):
-            expected, pad = padding(options.padding, size, k, stride, 1)
-            if expected != out:
-                raise KernelModelError(f"AVERAGE_POOL_2D output size {out} is not {expected}")
-            pads.append(pad)
-        low, high = activation_range(options.fusedActivationFunction,
-                                     *self._scale_zp(op.outputs[0]))
-        params = PoolParams(options.strideH, options.strideW, options.filterHeight,
-                            options.filterWidth, pads[0], pads[1], low, high)
-        shapes = [Shape4(*x.shape), Shape4(*y.shape)]
-        kernel = self._lib.tp_average_pool2d_s8
-        args = (ctypes.byref(params), ctypes.byref(shapes[0]), _ptr(x), ctypes.byref(shapes[1]),
-                _ptr(y))
-        return _Step(kernel, args)
-
-    def _prepare_add(self, op: S.OperatorT, options: S.AddOptionsT | None) -> _Step:
-        options = options or S.AddOptionsT()
-        a, b = self._int8(op.inputs[0], "ADD"), self._int8(op.inputs[1], "ADD")
-        y = self._int8(op.outputs[0], "ADD")
-        (scale1, zp1), (scale2, zp2) = self._scale_zp(op.inputs[0]), self._scale_zp(op.inputs[1])
-        output_scale, output_zp = self._scale_zp(op.outputs[0])
-        # TFLite's add Prepare for 8-bit outputs: rescale both inputs to twice the larger
-        # input scale with 20 bits of headroom; every multiplier must be below one.
-        left_shift = 20
-        twice_max = 2 * max(scale1, scale2)
-        reals = (scale1 / twice_max, scale2 / twice_max,
-                 twice_max / ((1 << left_shift) * output_scale))
-        if not all(0.0 < r < 1.0 for r in reals):
-            raise KernelModelError(f"ADD scales give multipliers {reals} outside (0, 1)")
-        (m1, s1), (m2, s2), (mo, so) = (quantize_multiplier(r) for r in reals)
-        low, high = activation_range(options.fusedActivationFunction, output_scale, output_zp)
-        params = AddParams(-zp1, -zp2, output_zp, left_shift, m1, s1, m2, s2, mo, so, low, high)
-        if a.shape == b.shape:
-            kernel, args = self._lib.tp_add_s8, (ctypes.byref(params), y.size, _ptr(a), _ptr(b),
-                                                 _ptr(y))
-        else:
-            broadcast = _broadcast(a.shape, b.shape, y.shape)
-            kernel = self._lib.tp_add_broadcast_s8
-            args = (ctypes.byref(params), ctypes.byref(broadcast), _ptr(a), _ptr(b), _ptr(y))
-        return _Step(kernel, args)
-
-    def _prepare_softmax(
-        self, op: S.OperatorT, options: S.SoftmaxOptionsT | None
-    ) -> _Step:
-        beta = (options or S.SoftmaxOptionsT()).beta
-        x, y = self._int8(op.inputs[0], "SOFTMAX"), self._int8(op.outputs[0], "SOFTMAX")
-        output_scale, output_zp = self._scale_zp(op.outputs[0])
-        if output_zp != -128 or abs(output_scale - 1 / 256) > 0.001 / 256:
-            raise KernelModelError("int8 SOFTMAX needs output scale 1/256 and zero point -128")
-        params = SoftmaxParams(*softmax_params(beta, self._scale_zp(op.inputs[0])[0]))
-        depth = x.shape[-1]
-        kernel = self._lib.tp_softmax_s8
-        args = (ctypes.byref(params), x.size // depth, depth, _ptr(x), _ptr(y))
-        return _Step(kernel, args)
-
-    def _prepare_reshape(self, op: S.OperatorT, _options: object) -> _Step:
-        x, y = self._tensors[op.inputs[0]], self._tensors[op.outputs[0]]
-        if x.nbytes != y.nbytes or x.dtype != y.dtype:
-            raise KernelModelError("RESHAPE input and output differ in size or type")
-        kernel, args = self._lib.tp_reshape, (_ptr(x), _ptr(y), x.nbytes)
-        return _Step(kernel, args)
-
-    def _prepare_quantize(self, op: S.OperatorT, _options: object) -> _Step:
-        x, y = self._tensors[op.inputs[0]], self._int8(op.outputs[0], "QUANTIZE")
-        input_scale, input_zp = self._scale_zp(op.inputs[0])
-        output_scale, output_zp = self._scale_zp(op.outputs[0])
-        if x.dtype == np.float32:
-            kernel = self._lib.tp_quantize_f32_s8
-            args: tuple = (output_scale, output_zp, x.size, _ptr(x), _ptr(y))
-        elif x.dtype == np.int8:
-            multiplier, shift = quantize_multiplier(input_scale / output_scale)
-            kernel = self._lib.tp_requantize_s8
-            args = (input_zp, multiplier, shift, output_zp, x.size, _ptr(x), _ptr(y))
-        else:
-            raise KernelModelError(f"QUANTIZE from {x.dtype} is not supported")
-        return _Step(kernel, args)
-
-    def _prepare_dequantize(self, op: S.OperatorT, _options: object) -> _Step:
-        x, y = self._int8(op.inputs[0], "DEQUANTIZE"), self._tensors[op.outputs[0]]
-        if y.dtype != np.float32:
-            raise KernelModelError(f"DEQUANTIZE to {y.dtype} is not supported")
-        kernel = self._lib.tp_dequantize_s8_f32
-        args = (*self._scale_zp(op.inputs[0]), x.size, _ptr(x), _ptr(y))
-        return _Step(kernel, args)
-
-
-def _broadcast(a: tuple[int, ...], b: tuple[int, ...], out: tuple[int, ...]) -> Broadcast:
-    """Output dims and per-input element strides (0 where an input is broadcast)."""
-    ndim = len(out)
-    if ndim > _MAX_DIMS or len(a) > ndim or len(b) > ndim:
-        raise KernelModelError(f"ADD broadcast of {a} and {b} to {out} is not supported")
-    result = Broadcast(ndim=ndim)
-    for field, shape in (("stride1", a), ("stride2", b)):
-        full = (1,) * (ndim - len(shape)) + tuple(shape)
-        strides = np.cumprod((1,) + full[:0:-1])[::-1]
-        for d in range(ndim):
-            if full[d] not in (1, out[d]):
-                raise KernelModelError(f"ADD cannot broadcast {shape} to {out}")
-            getattr(result, field)[d] = 0 if full[d] == 1 else int(strides[d])
-    for d, size in enumerate(out):
-        result.dims[d] = size
-    return result
+    def _struct(self, struct: Struct) -> ctypes.Structure:
+        values = {name: self._struct(v) if isinstance(v, Struct) else self._bind(v)
+                  for name, v in struct.fields}
+        return _STRUCTS[struct.ctype](**values)

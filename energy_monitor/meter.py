@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from energy_monitor.series import CounterSeries, PowerSeries
 from energy_monitor.trace import Event, Trace
 
 # How a number was measured; results carry it so a simulated number is never passed off as real.
@@ -58,5 +59,26 @@ class Meter(Protocol):
 
     def trace(self) -> Trace:
         """What has been measured so far, also after a failure (to keep it)."""
+
+    def close(self) -> None: ...
+
+
+class SeriesMeter(Protocol):
+    """A meter whose readings carry their own time: AC analyzers (PTDaemon, SCPI), PDUs,
+    BMCs, on-chip counters (NVML, RAPL) and fleet telemetry.
+
+    These meters do not see the workload's edges; the window comes from the workload (LoadGen's
+    power_begin/power_end, a training log's run_start/run_stop) on a clock whose skew to the
+    meter's the caller measures and states as the alignment bound. Reading times are UTC epoch
+    seconds.
+    """
+
+    def identify(self) -> MeterIdentity: ...
+
+    def start(self, folder: Path | None = None) -> None:
+        """Start reading; with a folder, readings are appended there while measuring."""
+
+    def stop(self) -> PowerSeries | CounterSeries:
+        """Stop reading and return everything read since ``start``."""
 
     def close(self) -> None: ...

@@ -33,10 +33,13 @@ from energy_monitor.trace import (
     window_from_events,
 )
 from tinypower.boards import Board
+from tinypower.dut.emulated_lab import EmulatedLab
 from tinypower.dut.io_manager import DEFAULT_DUT_BAUD, KINDS, IoManagerClient
 from tinypower.dut.protocol import DutClient, DutError
 from tinypower.dut.transcript import Transcript
 from tinypower.dut.virtual_lab import VirtualLab
+from tinypower.emulator import EmulatorError
+from tinypower.firmware import FirmwareBuildError
 from tinypower.models import ResolvedModel
 from tinypower.report.plot import plot_trace
 from tinypower.results.mlperf_text import results_text
@@ -133,10 +136,11 @@ def run(request: RunRequest, progress: Progress | None = None) -> RunOutcome:
     """Measure one mode; never raises for a measurement failure (the outcome says it)."""
     if request.mode not in MODES:
         raise RunError(f"unknown mode {request.mode!r}; choose from {', '.join(MODES)}")
-    if request.board.kind != "virtual":
+    if request.board.kind not in ("virtual", "emulated"):
         raise RunError(
             f"board {request.board.name} is {request.board.kind}: only the virtual lab "
-            "(--board sim-m4) can be measured in this version"
+            "(--board sim-m4) and the emulated board (--board qemu-an386) can be measured in "
+            "this version"
         )
     if request.interface not in (None, *KINDS):
         raise RunError(
@@ -171,17 +175,13 @@ def run(request: RunRequest, progress: Progress | None = None) -> RunOutcome:
             f"{request.mode} mode talks to the DUT directly"
         )
     session.set("measured_as", outcome.measured_as)
+    lab: VirtualLab | EmulatedLab | None = None
     with ExitStack() as stack:
         transcript = stack.enter_context(Transcript(session.path("transcript.log")))
         try:
-            lab = stack.enter_context(
-                VirtualLab(
-                    board=request.board, suite=request.suite, model=request.model.data,
-                    macs=request.model.info.macs, mode=_dut_mode(request.mode),
-                    monitor=request.monitor, meter_faults=request.meter_faults,
-                    corrupt_download_byte=request.corrupt_download_byte, interface=interface,
-                )
-            )
+            lab = stack.enter_context(_lab(request, interface))
+            if isinstance(lab, EmulatedLab):
+                session.set("emulator", _emulator_record(lab))
             if interface:
                 dut = stack.enter_context(
                     IoManagerClient(lab.io_manager_url, interface, transcript=transcript)
@@ -193,6 +193,8 @@ def run(request: RunRequest, progress: Progress | None = None) -> RunOutcome:
                               transcript)
                 )
             _open_dut(dut, request, session)
+            if isinstance(lab, EmulatedLab):
+                _select_firmware_mode(dut, request)
             if request.mode == "energy":
                 kind = lab.monitor
                 meter = lab.connect_meter(
@@ -212,8 +214,12 @@ def run(request: RunRequest, progress: Progress | None = None) -> RunOutcome:
                 outcome.result = _measure_performance(dut, request, session, progress)
             else:
                 outcome.result = _measure_accuracy(dut, request, outcome, progress)
-        except (DutError, MeterError, TraceError, RunError, DatasetError, SuiteError) as exc:
-            outcome.error = str(exc)
+            if isinstance(lab, EmulatedLab) and (why := lab.failure()):
+                raise RunError(why)
+        except (DutError, MeterError, TraceError, RunError, DatasetError, SuiteError,
+                FirmwareBuildError, EmulatorError) as exc:
+            why = lab.failure() if isinstance(lab, EmulatedLab) else None
+            outcome.error = str(exc) if not why or why in str(exc) else f"{exc} ({why})"
         except KeyboardInterrupt:
             outcome.error = "interrupted by the user (Ctrl-C)"
             _finish(outcome, request)
@@ -224,6 +230,45 @@ def run(request: RunRequest, progress: Progress | None = None) -> RunOutcome:
 
 def _dut_mode(mode: str) -> str:
     return "energy" if mode == "energy" else "performance"
+
+
+def _lab(request: RunRequest, interface: str | None) -> VirtualLab | EmulatedLab:
+    """The software DUT (virtual board) or the firmware under QEMU (emulated board)."""
+    if request.board.kind == "emulated":
+        if interface:
+            raise RunError(
+                f"the emulated board {request.board.name} talks to its firmware directly: "
+                "drop the IO manager (--interface)"
+            )
+        return EmulatedLab(
+            board=request.board, suite=request.suite, model=request.model.data,
+            monitor=request.monitor, meter_faults=request.meter_faults,
+        )
+    return VirtualLab(
+        board=request.board, suite=request.suite, model=request.model.data,
+        macs=request.model.info.macs, mode=_dut_mode(request.mode),
+        monitor=request.monitor, meter_faults=request.meter_faults,
+        corrupt_download_byte=request.corrupt_download_byte, interface=interface,
+    )
+
+
+def _emulator_record(lab: EmulatedLab) -> dict:
+    assert lab.firmware is not None and lab.emulator is not None
+    return {
+        "firmware": str(lab.firmware.elf), "firmware_sha256": lab.firmware.sha256,
+        "firmware_cached": lab.firmware.cached, "command": lab.emulator.command(),
+        "icount_shift": lab.config.icount_shift, "timer_hz": lab.config.timer_hz,
+    }
+
+
+def _select_firmware_mode(dut: DutClient, request: RunRequest) -> None:
+    """One firmware serves every mode: switch its timestamps (``mode energy|performance``)."""
+    mode = _dut_mode(request.mode)
+    if f"m-mode-[{mode}]" not in dut.command(f"mode {mode}"):
+        raise RunError(
+            f"the firmware did not switch to {mode} mode: rebuild it from firmware/harness "
+            "(the `mode` command is tinypower's extension)"
+        )
 
 
 def _open_interface(io: IoManagerClient, request: RunRequest, session: Session) -> None:

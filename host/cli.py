@@ -25,12 +25,19 @@ from rich.table import Table
 from energy_monitor.sim.registry import SIMULATED_METERS
 from tinypower.boards import Board, BoardError, load_board
 from tinypower.codegen import BUILD_ERRORS, TOOLCHAINS, build
-from tinypower.doctor import VIRTUAL_LAB, discover, print_report
+from tinypower.doctor import VIRTUAL_LAB, bench_ports, discover, print_report
+from tinypower.dut.hardware_bench import BenchPorts
 from tinypower.dut.io_manager import KINDS as IO_MANAGER_KINDS
+from tinypower.firmware import FirmwareBuildError, build_firmware
 from tinypower.flash import FlashError, flash
-from tinypower.models import ModelResolutionError, fetch_reference_models, resolve_model
+from tinypower.models import (
+    ModelResolutionError,
+    ResolvedModel,
+    fetch_reference_models,
+    resolve_model,
+)
 from tinypower.runner import MODES, RunError, RunOutcome, RunRequest, run
-from tinypower.suites.benchmarks import SUITES, SuiteError, get_suite
+from tinypower.suites.benchmarks import SUITES, Suite, SuiteError, get_suite
 from tinypower.suites.datasets import DatasetError, load_dataset, synthetic_inputs
 
 EXIT_INVALID = 1  # a run failed or a rule was broken
@@ -44,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args, err)
     except (*BUILD_ERRORS, BoardError, ModelResolutionError, DatasetError, SuiteError, RunError,
-            FlashError) as exc:
+            FlashError, FirmwareBuildError) as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         return EXIT_USAGE
 
@@ -66,6 +73,16 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--interface", choices=IO_MANAGER_KINDS,
                    help="IO manager between host and DUT in energy mode (simulated in the "
                         "virtual lab)")
+    m.add_argument("--port", help="a hardware board's serial port or pyserial URL (default: "
+                                  "what `tinypower doctor` finds)")
+    m.add_argument("--monitor-port",
+                   help="the energy monitor's serial port, host:port (Otii) or serial number "
+                        "(Joulescope) (default: what discovery finds)")
+    m.add_argument("--interface-port", help="the IO manager's serial port (default: what "
+                                            "discovery finds)")
+    m.add_argument("--flash", action="store_true",
+                   help="build tinypower's benchmark firmware for the board and model and flash "
+                        "it through pyOCD before measuring (hardware boards)")
     m.add_argument("--mode", default="performance,energy",
                    help=f"comma-separated modes from {', '.join(MODES)} "
                         "(default: performance,energy)")
@@ -136,20 +153,50 @@ def _host_port(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _attached_board(err: Console) -> Board:
-    """The board discovery finds (saying so on stderr), or the virtual lab if there is none."""
+def _board_and_ports(
+    args: argparse.Namespace, err: Console
+) -> tuple[Board, BenchPorts, str | None]:
+    """The board (--board, else the one discovery finds, else the virtual lab, saying which on
+    stderr), where its UART, monitor and IO manager are (options over discovery), and the
+    debug probe discovery saw on it."""
+    given = BenchPorts(args.port, args.monitor_port, args.interface_port)
+    board = load_board(args.board) if args.board else None
+    complete = board and given.dut and given.monitor and (
+        given.interface or not board.needs_io_manager)
+    if board is not None and (board.kind != "hardware" or complete and not args.flash):
+        return board, given, None
     report = discover(otii_address=None)
-    if report.board_to_measure is None:
-        raise RunError(report.suggestion)
-    err.print(escape(report.suggestion), highlight=False)
-    return load_board(report.board_to_measure)
+    if board is None:
+        if report.board_to_measure is None:
+            raise RunError(report.suggestion)
+        err.print(escape(report.suggestion), highlight=False)
+        board = load_board(report.board_to_measure)
+    found, probe = bench_ports(report, board)
+    return board, BenchPorts(given.dut or found.dut, given.monitor or found.monitor,
+                             given.interface or found.interface), probe
+
+
+def _flash_benchmark_firmware(
+    board: Board, suite: Suite, model: ResolvedModel, probe_id: str | None, err: Console
+) -> None:
+    """--flash: build the benchmark firmware for this board and model, and program it."""
+    if board.kind != "hardware" or board.pyocd_target is None:
+        raise FlashError(f"--flash programs hardware boards with a [pyocd] target; "
+                         f"{board.name} is {board.kind}")
+    firmware = build_firmware(board, suite, model.data)
+    err.print(f"flashing {firmware.elf} ({'cached' if firmware.cached else 'built'})",
+              highlight=False)
+    probe = flash(firmware.elf, board.pyocd_target, probe_id, board.pyocd_pack)
+    err.print(f"flashed through probe {probe.unique_id}; target reset", highlight=False)
 
 
 def _measure(args: argparse.Namespace, err: Console) -> int:
-    board = load_board(args.board) if args.board else _attached_board(err)
+    board, ports, probe_id = _board_and_ports(args, err)
     suite = get_suite(args.suite)
     modes = _modes(args.mode)
     model = resolve_model(suite, args.model)
+    if args.flash:
+        _flash_benchmark_firmware(board, suite, model, probe_id, err)
     if args.iterations is not None and args.iterations < 1:
         raise RunError("--iterations must be at least 1")
     err.print(
@@ -168,6 +215,7 @@ def _measure(args: argparse.Namespace, err: Console) -> int:
             board=board, suite=suite, model=model, dataset=dataset, mode=mode,
             runs_dir=args.runs_dir, iterations=args.iterations, warmups=args.warmups,
             min_window_s=args.min_window_s, monitor=args.monitor, interface=args.interface,
+            ports=ports, tinypower_firmware=args.flash,
         )
         with Progress(
             TextColumn("{task.description}"), BarColumn(),

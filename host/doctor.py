@@ -28,6 +28,7 @@ from serial.tools import list_ports
 from serial.tools.list_ports_common import ListPortInfo
 
 from tinypower.boards import Board, BoardError, available_boards, load_board
+from tinypower.dut.hardware_bench import BenchPorts
 from tinypower.flash import FlashError, ProbeInfo, check_target, list_probes
 from tinypower.runner import MODES
 
@@ -279,6 +280,21 @@ def _match_boards(devices: list[Device], probes: dict[str, ProbeInfo],
         device.boards = [b.name for b in matches]
         if matches:
             device.role = BOARD
+
+
+def bench_ports(report: DoctorReport, board: Board) -> tuple[BenchPorts, str | None]:
+    """Where discovery found ``board``'s UART, its kind of monitor and an IO manager, and the
+    debug probe on the board; what was not found stays None (the runner says what to pass)."""
+    own = [d for d in report.devices if board.name in d.boards]
+    uart = next((d.address for d in own if d.source == "serial"), None)
+    probe = next((d.probe_id for d in own if d.probe_id), None)
+    monitor = next((d for d in report.devices
+                    if d.role == MONITOR and d.monitor_kind == board.monitor_kind), None)
+    # A USB-only monitor (Joulescope) is opened by its driver, not by a port path.
+    monitor_address = monitor.address if monitor and monitor.source != "usb" else None
+    io = next((d.address for d in report.devices
+               if d.role == IO_MANAGER and d.source == "serial"), None)
+    return BenchPorts(uart, monitor_address, io), probe
 
 
 def _board_status(board: Board, devices: list[Device]) -> BoardStatus:

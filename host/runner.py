@@ -34,6 +34,7 @@ from energy_monitor.trace import (
 )
 from tinypower.boards import Board
 from tinypower.dut.emulated_lab import EmulatedLab
+from tinypower.dut.hardware_bench import BenchError, BenchPorts, HardwareBench
 from tinypower.dut.io_manager import DEFAULT_DUT_BAUD, KINDS, IoManagerClient
 from tinypower.dut.protocol import DutClient, DutError
 from tinypower.dut.transcript import Transcript
@@ -87,6 +88,12 @@ class RunRequest:
     monitor: str | None = None  # energy monitor kind; default the board's
     # IO manager between host and DUT in energy mode: "arduino", "mlcommons" or None (direct).
     interface: str | None = None
+    # Where a hardware board's UART, energy monitor and IO manager are (from the command line
+    # or discovery); unused by the virtual lab and the emulated board.
+    ports: BenchPorts | None = None
+    # The DUT runs tinypower's firmware (firmware/harness), which switches between energy and
+    # performance timestamps with its `mode` command; the emulated board always does.
+    tinypower_firmware: bool = False
     # Faults for tests of the virtual lab's failure paths.
     meter_faults: SimFaults | None = None
     corrupt_download_byte: int | None = None
@@ -136,12 +143,6 @@ def run(request: RunRequest, progress: Progress | None = None) -> RunOutcome:
     """Measure one mode; never raises for a measurement failure (the outcome says it)."""
     if request.mode not in MODES:
         raise RunError(f"unknown mode {request.mode!r}; choose from {', '.join(MODES)}")
-    if request.board.kind not in ("virtual", "emulated"):
-        raise RunError(
-            f"board {request.board.name} is {request.board.kind}: only the virtual lab "
-            "(--board sim-m4) and the emulated board (--board qemu-an386) can be measured in "
-            "this version"
-        )
     if request.interface not in (None, *KINDS):
         raise RunError(
             f"unknown interface {request.interface!r}; choose from {', '.join(KINDS)}"
@@ -175,7 +176,7 @@ def run(request: RunRequest, progress: Progress | None = None) -> RunOutcome:
             f"{request.mode} mode talks to the DUT directly"
         )
     session.set("measured_as", outcome.measured_as)
-    lab: VirtualLab | EmulatedLab | None = None
+    lab: VirtualLab | EmulatedLab | HardwareBench | None = None
     with ExitStack() as stack:
         transcript = stack.enter_context(Transcript(session.path("transcript.log")))
         try:
@@ -193,7 +194,7 @@ def run(request: RunRequest, progress: Progress | None = None) -> RunOutcome:
                               transcript)
                 )
             _open_dut(dut, request, session)
-            if isinstance(lab, EmulatedLab):
+            if isinstance(lab, EmulatedLab) or request.tinypower_firmware:
                 _select_firmware_mode(dut, request)
             if request.mode == "energy":
                 kind = lab.monitor
@@ -217,7 +218,7 @@ def run(request: RunRequest, progress: Progress | None = None) -> RunOutcome:
             if isinstance(lab, EmulatedLab) and (why := lab.failure()):
                 raise RunError(why)
         except (DutError, MeterError, TraceError, RunError, DatasetError, SuiteError,
-                FirmwareBuildError, EmulatorError) as exc:
+                FirmwareBuildError, EmulatorError, BenchError) as exc:
             why = lab.failure() if isinstance(lab, EmulatedLab) else None
             outcome.error = str(exc) if not why or why in str(exc) else f"{exc} ({why})"
         except KeyboardInterrupt:
@@ -232,8 +233,21 @@ def _dut_mode(mode: str) -> str:
     return "energy" if mode == "energy" else "performance"
 
 
-def _lab(request: RunRequest, interface: str | None) -> VirtualLab | EmulatedLab:
-    """The software DUT (virtual board) or the firmware under QEMU (emulated board)."""
+def _lab(
+    request: RunRequest, interface: str | None
+) -> VirtualLab | EmulatedLab | HardwareBench:
+    """The software DUT (virtual board), the firmware under QEMU (emulated board) or the
+    user's bench (hardware board)."""
+    if request.board.kind == "hardware":
+        if interface is None and request.mode == "energy" and request.board.needs_io_manager:
+            raise RunError(
+                f"energy mode on {request.board.name} reaches its UART through an IO manager "
+                "(the DUT is isolated and powered by the monitor): pass --interface "
+                f"{' or '.join(KINDS)} and its --interface-port"
+            )
+        return HardwareBench(board=request.board, mode=request.mode,
+                             ports=request.ports or BenchPorts(), monitor=request.monitor,
+                             interface=interface)
     if request.board.kind == "emulated":
         if interface:
             raise RunError(

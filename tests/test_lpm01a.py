@@ -177,8 +177,10 @@ def test_raw_stream_and_samples_are_written_while_measuring(bench: Bench, tmp_pa
 
 def measure_with(
     faults: SimFaults, stall_timeout_s: float = 3.0, rate_hz: float = 1000,
-    edge_timeout_s: float = 2.0,
+    edge_timeout_s: float = 15.0,
 ):
+    """Stream one 5 s window; the edge wait returns as soon as both edges arrive, and is long
+    so that 500,000 samples at 100 kS/s get through on a loaded 2-core machine."""
     b = Bench(faults, stall_timeout_s, output="auto")
     try:
         b.meter.configure(voltage_v=VOLTAGE_V, sample_rate_hz=rate_hz)

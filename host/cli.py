@@ -36,6 +36,8 @@ from tinypower.models import (
     fetch_reference_models,
     resolve_model,
 )
+from tinypower.report.commands import add_commands as add_report_commands
+from tinypower.results.commands import add_commands as add_results_commands
 from tinypower.runner import MODES, RunError, RunOutcome, RunRequest, run
 from tinypower.suites.benchmarks import SUITES, Suite, SuiteError, get_suite
 from tinypower.suites.datasets import DatasetError, load_dataset, synthetic_inputs
@@ -134,6 +136,8 @@ def _parser() -> argparse.ArgumentParser:
     msub = models.add_subparsers(dest="models_command", required=True)
     fetch = msub.add_parser("fetch", help="download the reference models into the local cache")
     fetch.set_defaults(func=_models_fetch)
+    add_results_commands(sub)
+    add_report_commands(sub)
     return parser
 
 

@@ -13,6 +13,7 @@ what was measured and says how the run ended.
 from __future__ import annotations
 
 import math
+import sqlite3
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -43,7 +44,9 @@ from tinypower.emulator import EmulatorError
 from tinypower.firmware import FirmwareBuildError
 from tinypower.models import ResolvedModel
 from tinypower.report.plot import plot_trace
+from tinypower.results.db import DEFAULT_DB, StoreError, add_session
 from tinypower.results.mlperf_text import results_text
+from tinypower.results.record import RecordError
 from tinypower.results.session import Session
 from tinypower.rules.tiny import (
     ACCURACY_TARGETS,
@@ -544,4 +547,10 @@ def _finish(outcome: RunOutcome, request: RunRequest) -> None:
         session.finish("invalid", "; ".join(c.message for c in outcome.result.failures))
     else:
         session.finish("complete")
+    try:
+        # Every session measured in a runs folder is indexed in its store.
+        add_session(request.runs_dir / DEFAULT_DB.name, session.folder)
+    except (RecordError, StoreError, sqlite3.Error) as exc:
+        # The session folder holds everything; the store is an index that can be rebuilt.
+        outcome.notes.append(f"not added to the result store: {exc}")
 

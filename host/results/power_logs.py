@@ -68,22 +68,48 @@ def loadgen_window(log: dict[str, object], path: Path) -> tuple[datetime, dateti
     return begin, end
 
 
-def score_run_dir(run_dir: Path, joules_per_query: bool = False) -> PowerScore:
-    """Score one ``run_1`` or ``ranging`` folder."""
+def score_run_dir(
+    run_dir: Path, joules_per_query: bool = False, positive_only: bool = False,
+    time_lines_only: bool = False,
+) -> PowerScore:
+    """Score one ``run_1`` or ``ranging`` folder.
+
+    ``joules_per_query`` (v2.1 units), ``positive_only`` (v3.1+) and ``time_lines_only``
+    (v4.1+) select the checker era's rules; see :func:`era_rules`.
+    """
     detail = run_dir / "mlperf_log_detail.txt"
     log = read_mlperf_log(detail)
     begin, end = loadgen_window(log, detail)
     scenario = str(log.get("effective_scenario", ""))
     count = log.get("result_query_count")
     return score_power(
-        scenario, read_spl(run_dir / "spl.txt"), begin, end,
-        int(count) if count is not None else None, joules_per_query,
+        scenario, read_spl(run_dir / "spl.txt", time_lines_only), begin, end,
+        int(count) if count is not None else None, joules_per_query, positive_only,
     )
 
 
-def score_power_folder(folder: Path, joules_per_query: bool = False) -> dict:
+def era_rules(version: tuple[int, int] | None) -> dict[str, bool]:
+    """The checker's per-round choices for an MLPerf Inference round ``(major, minor)``.
+
+    J/query up to v2.1 (mJ/query from v3.0), only samples > 0 W from v3.1, only ``Time`` lines
+    from v4.1 (``published-logs.md`` section 5). An unknown round gets the current rules.
+    """
+    v = version or (99, 0)
+    return {
+        "joules_per_query": v < (3, 0),
+        "positive_only": v >= (3, 1),
+        "time_lines_only": v >= (4, 1),
+    }
+
+
+def score_power_folder(
+    folder: Path, joules_per_query: bool = False, positive_only: bool = False,
+    time_lines_only: bool = False,
+) -> dict:
     """Testing score, ranging score and the ranging check of a ``<Scenario>`` folder."""
-    testing = score_run_dir(folder / "run_1", joules_per_query)
-    ranging = score_run_dir(folder / "ranging", joules_per_query)
+    era = {"joules_per_query": joules_per_query, "positive_only": positive_only,
+           "time_lines_only": time_lines_only}
+    testing = score_run_dir(folder / "run_1", **era)
+    ranging = score_run_dir(folder / "ranging", **era)
     ok, message = ranging_check(testing.average_power_w, ranging.average_power_w)
     return {"testing": testing, "ranging": ranging, "ranging_ok": ok, "ranging_message": message}

@@ -412,3 +412,166 @@ def score_published(folder: Path) -> TinyResult:
         raise LogFormatError(f"{folder}: not an MLPerf Tiny energy or performance result folder")
     result.extras["source"] = source
     return result
+
+
+# --------------------------------------------------------------------------------------------
+# What results.txt prints per window (a claim to check against the raw files)
+
+_EEMBC_WINDOW = re.compile(
+    r"Energy data for window (\d+) at time ([\d.]+) for ([\d.]+) sec\.:\s*\n"
+    r".*?Energy\s+:\s+([\d.]+) uJ\s*\n"
+    r".*?Power\s+:\s+([\d.]+) uW\s*\n"
+    r".*?Energy/Inf\.\s+:\s+([\d.]+) uJ/inf"
+)
+_MLCOMMONS_TRIAL = re.compile(
+    r"Energy data for trial (\d+)\s*\n"
+    r"\s*Elapsed time\s*:\s*([\d.e+-]+)\s*\n"
+    r"\s*Inferences\s*:\s*(\d+)\s*\n"
+    r"\s*Power\s*:\s*([\d.]+) mW\.?\s*\n"
+    r"\s*Total Energy\s*:\s*([\d.]+) uJ\s*\n"
+    r"\s*Energy/Inf\s*:\s*([\d.]+) uJ/inf"
+)
+_PERF_WINDOW = re.compile(
+    r"Performance results for window (\d+):?\s*\n"
+    r".*?# Inferences\s*:\s*(\d+)\s*\n"
+    r".*?Runtime\s*:?\s*([\d.]+) sec\.\s*\n"
+    r".*?Throughput\s*:?\s*([\d.]+) inf\./sec"
+)
+_TOP1 = re.compile(r"Top[- ]1(?::|%\s*=)\s*([\d.]+)")
+
+
+@dataclass(frozen=True)
+class PrintedWindow:
+    """One window as ``results.txt`` prints it, values kept as text to compare at print precision.
+
+    Energy windows fill ``energy_uj``/``power``/``per_inference_uj`` (``power`` in uW for the
+    EEMBC runner, mW for the MLCommons runner); performance windows fill ``inferences``,
+    ``runtime_s`` and ``throughput``.
+    """
+
+    label: str
+    duration_s: str = ""
+    energy_uj: str = ""
+    power: str = ""
+    per_inference_uj: str = ""
+    inferences: str = ""
+    runtime_s: str = ""
+    throughput: str = ""
+
+
+def printed_energy_windows(folder: Path) -> list[PrintedWindow]:
+    """The energy windows (EEMBC) or trials (MLCommons) ``results.txt`` prints, in order."""
+    path = _find(folder, "results.txt")
+    if path is None:
+        return []
+    text = path.read_text(errors="replace")
+    windows = [
+        PrintedWindow(label=m[0], duration_s=m[2], energy_uj=m[3], power=m[4],
+                      per_inference_uj=m[5])
+        for m in _EEMBC_WINDOW.findall(text)
+    ]
+    return windows or [
+        PrintedWindow(label=m[0], duration_s=m[1], inferences=m[2], power=m[3],
+                      energy_uj=m[4], per_inference_uj=m[5])
+        for m in _MLCOMMONS_TRIAL.findall(text)
+    ]
+
+
+def printed_performance_windows(folder: Path) -> list[PrintedWindow]:
+    """The performance windows ``results.txt`` prints, in order."""
+    path = _find(folder, "results.txt")
+    if path is None:
+        return []
+    return [
+        PrintedWindow(label=m[0], inferences=m[1], runtime_s=m[2], throughput=m[3])
+        for m in _PERF_WINDOW.findall(path.read_text(errors="replace"))
+    ]
+
+
+def score_eembc_summary(folder: Path) -> TinyResult:
+    """Re-derive an EEMBC energy median from its printed windows when no trace was published.
+
+    Early EEMBC runs kept only ``results.txt`` and ``log.txt``: each window's energy is
+    printed, N is in the log, so the median of energy/N is checkable even though the window
+    energies themselves are not. Windows with their printed duration go through the same
+    :func:`score_energy` as everything else.
+    """
+    windows = printed_energy_windows(folder)
+    if not windows:
+        raise LogFormatError(f"{folder}: results.txt prints no energy windows to re-derive from")
+    counts = _eembc_inference_counts(_require(folder, "log.txt"))
+    if len(counts) == 1:
+        counts = counts * len(windows)
+    if len(counts) != len(windows):
+        raise LogFormatError(
+            f"{folder}: results.txt prints {len(windows)} windows but log.txt ran "
+            f"{len(counts)} infer commands"
+        )
+    energies = []
+    for w, n in zip(windows, counts, strict=True):
+        energy_j = float(w.energy_uj) * 1e-6
+        power_w = float(w.power) * 1e-6
+        duration_s = energy_j / power_w if power_w > 0 else float(w.duration_s)
+        window = Window(start_s=0.0, end_s=duration_s, work_count=n, source="eembc-printed",
+                        alignment_bound_s=float("nan"), label=w.label)
+        energies.append(WindowEnergy(window, energy_j, round(duration_s * 1000), duration_s))
+    result = score_energy(energies)
+    result.extras["source"] = "eembc-summary"
+    return result
+
+
+@dataclass
+class AccuracyRun:
+    """Per-file outputs and labels of an EEMBC accuracy log."""
+
+    files: list[str]
+    outputs: list[list[float]]
+    labels: list[int]
+
+
+_BLOAD_FILE = re.compile(r'Command "bload .*?([^"\\/]+\.bin)')
+_RESULTS = re.compile(r"m-results-\[([^\]]*)\]")
+_LABEL = re.compile(r"_(\d+)\.bin$")
+
+
+def read_eembc_accuracy(folder: Path) -> AccuracyRun:
+    """Pair each ``bload ... <file>.bin`` command with the next ``m-results-[...]``.
+
+    The label is the file name's trailing ``_<class>.bin`` (``tst_000000_Stop_7.bin`` -> 7).
+    A file without a result, or a result without a file, is an error: the top-1 would be over
+    a different set of files than the log claims.
+    """
+    log = _require(folder, "log.txt")
+    files: list[str] = []
+    outputs: list[list[float]] = []
+    pending: str | None = None
+    for lineno, line in enumerate(log.read_text(errors="replace").splitlines(), 1):
+        if (load := _BLOAD_FILE.search(line)) is not None:
+            if pending is not None:
+                raise LogFormatError(f"{log}:{lineno}: {pending} was loaded but never inferred")
+            pending = load.group(1)
+        elif (res := _RESULTS.search(line)) is not None and pending is not None:
+            try:
+                outputs.append([float(v) for v in res.group(1).split(",")])
+            except ValueError:
+                raise LogFormatError(f"{log}:{lineno}: unreadable m-results line") from None
+            files.append(pending)
+            pending = None
+    if not files:
+        raise LogFormatError(f"{log}: no bload/m-results pairs: not an accuracy log")
+    labels = []
+    for name in files:
+        label = _LABEL.search(name)
+        if label is None:
+            raise LogFormatError(f"{log}: {name} has no trailing _<class>.bin label")
+        labels.append(int(label.group(1)))
+    return AccuracyRun(files=files, outputs=outputs, labels=labels)
+
+
+def published_top1(folder: Path) -> float | None:
+    """The top-1 percentage an accuracy ``results.txt`` prints, if any."""
+    path = _find(folder, "results.txt")
+    if path is None:
+        return None
+    match = _TOP1.search(path.read_text(errors="replace"))
+    return float(match.group(1)) if match else None

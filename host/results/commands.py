@@ -1,0 +1,155 @@
+"""CLI handlers for ``tinypower results``, ``tinypower rescore`` and ``tinypower check``.
+
+Registered by :func:`add_commands` from ``tinypower.cli``. Each handler takes the parsed
+arguments and the stderr console, prints its table (or JSON on stdout) and returns the exit
+code; a problem the user can fix is printed as one message, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from tinypower.results.compliance import MIN_POWER_RUN_S, check_tree
+from tinypower.results.db import COLUMNS, DEFAULT_DB, StoreError, query, write_csv
+from tinypower.results.record import RecordError
+from tinypower.results.rescore import RescoreError, rescore_tree
+from tinypower.rules.tiny import MIN_WINDOW_S
+
+EXIT_FAIL = 1
+EXIT_USAGE = 2
+_STATUS_STYLE = {"match": "green", "mismatch": "red", "flagged": "bold red",
+                 "unsupported": "yellow", "pass": "green", "warn": "yellow", "fail": "bold red"}
+_ERRORS = (StoreError, RecordError, RescoreError, OSError)
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register ``results``, ``rescore`` and ``check`` on the ``tinypower`` subparsers."""
+    r = sub.add_parser("results", help="list, filter and export stored results")
+    r.add_argument("--db", type=Path, default=DEFAULT_DB,
+                   help=f"result store (default: {DEFAULT_DB})")
+    r.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                   help="keep records where KEY=VALUE (also >=, <=, >, <, !=); repeatable; "
+                        f"keys: {', '.join(c for c in COLUMNS if c not in ('extras',))}")
+    out = r.add_mutually_exclusive_group()
+    out.add_argument("--csv", type=Path, metavar="FILE", help="write the records to a CSV file")
+    out.add_argument("--json", action="store_true", help="print one JSON record per line")
+    r.set_defaults(func=results_command)
+
+    s = sub.add_parser("rescore", help="re-derive published MLPerf scores (or a session's) "
+                                       "from their raw logs")
+    s.add_argument("path", type=Path, help="a result folder, a session folder or a whole "
+                                           "results tree")
+    s.add_argument("--published-table", type=Path, metavar="FILE",
+                   help="markdown table with folder/published/unit columns for folders that "
+                        "carry no published value (default: the nearest CASES.md above PATH)")
+    s.add_argument("--json", action="store_true", help="print one JSON object per case")
+    s.set_defaults(func=rescore_command)
+
+    c = sub.add_parser("check", help="check a session or result folder against the MLPerf "
+                                     "Tiny and power rules")
+    c.add_argument("path", type=Path, help="a session folder, a result folder or a tree")
+    c.add_argument("--min-window-s", type=float, default=MIN_WINDOW_S,
+                   help="minimum window length for sessions (default: 10, the MLPerf rule)")
+    c.add_argument("--min-run-s", type=float, default=MIN_POWER_RUN_S,
+                   help="minimum power testing run (default: 600, the MLPerf rule)")
+    c.add_argument("--published-table", type=Path, metavar="FILE",
+                   help="published values for folders that carry none (default: CASES.md)")
+    c.add_argument("--json", action="store_true", help="print one JSON object per case")
+    c.set_defaults(func=check_command)
+
+
+def _fail(err: Console, exc: Exception) -> int:
+    err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+    return EXIT_USAGE
+
+
+def _fmt(value: float | None, digits: int = 7) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{digits}g}"
+
+
+def results_command(args: argparse.Namespace, err: Console) -> int:
+    try:
+        records = query(args.db, args.filter)
+        if args.csv:
+            write_csv(records, args.csv)
+            err.print(f"{len(records)} record(s) written to {args.csv}", highlight=False)
+            return 0
+    except _ERRORS as exc:
+        return _fail(err, exc)
+    if args.json:
+        for r in records:
+            print(json.dumps(r.to_dict()))
+        return 0
+    table = Table(title=f"tinypower results ({len(records)} in {args.db})")
+    for col in ("system", "scale", "benchmark", "mode", "value", "power", "measured", "valid"):
+        table.add_column(col)
+    for r in records:
+        table.add_row(
+            r.system, r.scale, r.benchmark, r.scenario, f"{_fmt(r.value)} {r.unit}",
+            f"{_fmt(r.power_w, 4)} W", r.measured_as.upper(),
+            "[green]yes[/]" if r.valid else f"[red]no[/] {escape(', '.join(r.failed_rules))}",
+        )
+    Console().print(table)
+    return 0
+
+
+def rescore_command(args: argparse.Namespace, err: Console) -> int:
+    try:
+        cases = list(rescore_tree(args.path, args.published_table))
+    except _ERRORS as exc:
+        return _fail(err, exc)
+    if args.json:
+        for case in cases:
+            print(json.dumps(case.to_json()))
+    else:
+        table = Table(title=f"rescored {len(cases)} case(s) under {args.path}")
+        for col in ("case", "kind", "published", "derived", "unit", "status", "reason"):
+            table.add_column(col, overflow="fold")
+        for case in cases:
+            style = _STATUS_STYLE[case.status]
+            table.add_row(
+                escape(_short(case.path, args.path)), case.kind, _fmt(case.published, 10),
+                _fmt(case.derived, 10), case.unit, f"[{style}]{case.status}[/]",
+                escape(case.reasons[0] if case.reasons else ""),
+            )
+        Console().print(table)
+    return 0 if all(c.status == "match" for c in cases) else EXIT_FAIL
+
+
+def check_command(args: argparse.Namespace, err: Console) -> int:
+    try:
+        results = check_tree(args.path, args.min_window_s, args.published_table, args.min_run_s)
+    except _ERRORS as exc:
+        return _fail(err, exc)
+    if not results:
+        return _fail(err, RescoreError(f"no session or result folders under {args.path}"))
+    if args.json:
+        for case in results:
+            print(json.dumps(case.to_json()))
+    else:
+        out = Console()
+        for case in results:
+            table = Table(title=f"{escape(str(case.path))} ({case.kind})")
+            for col in ("rule", "verdict", "evidence"):
+                table.add_column(col, overflow="fold")
+            for c in case.checks:
+                style = _STATUS_STYLE[c.verdict]
+                table.add_row(c.rule, f"[{style}]{c.verdict}[/]", escape(c.evidence))
+            out.print(table)
+    return EXIT_FAIL if any(c.failed for c in results) else 0
+
+
+def _short(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root)) or path.name
+    except ValueError:
+        return str(path)

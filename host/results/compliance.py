@@ -1,0 +1,351 @@
+"""Compliance checks: does a run (ours or published) follow the MLPerf Tiny and power rules?
+
+Why: a score is defensible only with the rules it was measured under shown to hold. Each check
+here is a rule with a verdict (``pass``, ``warn`` or ``fail``) and the evidence behind it, so a
+reader can see *why* a run passes, not only that it does.
+
+- MLPerf Tiny: five windows, each at least 10 s of DUT time, every window bounded by timestamp
+  edges, no lost samples, accuracy at or above the suite's closed-division target, and the
+  stored/published value re-derived from the raw files (:mod:`tinypower.results.rescore`).
+  Our sessions must follow the rules (fail); published runs the EEMBC runner let through with
+  short windows get a warning, as ``published-logs.md`` section 3 advises.
+- MLPerf power: run duration (600 s), testing vs ranging power (at most 5% below), the
+  analyzer's uncertainty checking and warnings inside the testing window, client/server clock
+  skew, LoadGen's validity, and the sha1 the power client and server recorded for each log.
+Sessions additionally have their files checked against the sha256 ``session.json`` recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tinypower.results.power_logs import (
+    SPL_TIME_FORMAT,
+    PowerLogError,
+    loadgen_window,
+    read_mlperf_log,
+    score_power_folder,
+)
+from tinypower.results.rescore import (
+    CaseResult,
+    _clock_skew_s,
+    _path_facts,
+    _version,
+    case_kind,
+    era_rules,
+    find_cases,
+    find_published_table,
+    read_published_table,
+    rescore_case,
+)
+from tinypower.results.tiny_logs import (
+    LogFormatError,
+    _eembc_inference_counts,
+    _find,
+    _load_results_json,
+    published_top1,
+)
+from tinypower.rules.tiny import ACCURACY_TARGETS, MIN_WINDOW_S, REQUIRED_WINDOWS
+
+VERDICTS = ("pass", "warn", "fail")
+MIN_POWER_RUN_S = 600.0  # mlperf.conf min_duration for every scenario
+MAX_CLOCK_SKEW_S = 0.8  # the power checker's TIME_DELTA_TOLERANCE
+UNCERTAINTY_MARGIN_S = 0.8
+_PTD_LINE = re.compile(r"^(\d\d-\d\d-\d{4} \d\d:\d\d:\d\d\.\d+): (.*)$")
+_UNCERTAINTY_HIGH = re.compile(r"WARNING: Uncertainty ([\d.]+)%, which is above")
+
+
+@dataclass(frozen=True)
+class ComplianceCheck:
+    """One rule's verdict on one run, with the evidence a reader needs to agree."""
+
+    rule: str
+    verdict: str  # pass | warn | fail
+    evidence: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"rule": self.rule, "verdict": self.verdict, "evidence": self.evidence}
+
+
+@dataclass
+class CaseChecks:
+    path: Path
+    kind: str
+    checks: list[ComplianceCheck]
+
+    @property
+    def failed(self) -> bool:
+        return any(c.verdict == "fail" for c in self.checks)
+
+    def to_json(self) -> dict:
+        return {"path": str(self.path), "kind": self.kind, "failed": self.failed,
+                "checks": [c.to_json() for c in self.checks]}
+
+
+def _check(rule: str, ok: bool, evidence: str, otherwise: str = "fail") -> ComplianceCheck:
+    return ComplianceCheck(rule, "pass" if ok else otherwise, evidence)
+
+
+def _rescore_check(case: CaseResult) -> ComplianceCheck:
+    verdict = {"match": "pass", "unsupported": "warn"}.get(case.status, "fail")
+    return ComplianceCheck("rescore", verdict, f"{case.status}: " + "; ".join(case.reasons))
+
+
+def _window_checks(durations_s: list[float], min_window_s: float, short: str,
+                   what: str) -> list[ComplianceCheck]:
+    checks = [_check("tiny.window_count", len(durations_s) == REQUIRED_WINDOWS,
+                     f"{len(durations_s)} {what} window(s), {REQUIRED_WINDOWS} required")]
+    for i, d in enumerate(durations_s):
+        checks.append(_check(f"tiny.window_length[{i}]", d >= min_window_s,
+                             f"window {i}: {d:.3f} s of DUT time, at least {min_window_s:g} s "
+                             "required", short))
+    return checks
+
+
+# --------------------------------------------------------------------------------------------
+# Our sessions
+
+
+def check_session(folder: Path, min_window_s: float = MIN_WINDOW_S) -> list[ComplianceCheck]:
+    """The rules on a ``tinypower measure`` session folder."""
+    try:
+        session = json.loads((folder / "session.json").read_text())
+        results = json.loads((folder / "results.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        return [ComplianceCheck("session.readable", "fail", f"{folder}: {exc}")]
+    status = session.get("status", "")
+    checks = [_check("session.complete", status == "complete",
+                     f"status {status!r}" + (f": {session['reason']}" if session.get("reason")
+                                             else ""))]
+    recorded = session.get("files") or {}
+    changed = [n for n, h in recorded.items()
+               if not (folder / n).is_file()
+               or hashlib.sha256((folder / n).read_bytes()).hexdigest() != h]
+    checks.append(_check(
+        "session.checksums", bool(recorded) and not changed,
+        f"{len(recorded)} file(s) hashed in session.json"
+        + (f"; changed or missing: {', '.join(changed)}" if changed else ", all unchanged"),
+    ))
+    measured_as = session.get("measured_as", "")
+    checks.append(_check("measured_as", measured_as == "hardware",
+                         f"measured_as: {measured_as}" + ("" if measured_as == "hardware" else
+                                                          ": not a hardware measurement"),
+                         "warn"))
+    mode = session.get("mode")
+    windows = results.get("windows") or []
+    stored_checks = {c["rule"]: c for c in results.get("checks") or []}
+    if mode in ("energy", "performance"):
+        key = "duration_s" if mode == "energy" else "elapsed_s"
+        checks += _window_checks([w[key] for w in windows], min_window_s, "fail", mode)
+    if mode == "energy":
+        edges = [c for r, c in stored_checks.items() if r.startswith("tiny.window[")]
+        missing = [c["message"] for c in edges if not c["passed"]]
+        checks.append(_check("tiny.timestamps", len(edges) == REQUIRED_WINDOWS and not missing,
+                             "; ".join(missing) or f"{len(edges)} windows bounded by two "
+                             "timestamp edges each"))
+        drops = stored_checks.get("tiny.sample_drops")
+        if drops:
+            checks.append(_check("tiny.sample_drops", drops["passed"], drops["message"]))
+    if mode == "accuracy":
+        target = stored_checks.get("tiny.accuracy_target")
+        if target:
+            checks.append(_check("tiny.accuracy_target", target["passed"], target["message"]))
+        else:
+            checks.append(ComplianceCheck(
+                "tiny.accuracy_target", "warn",
+                "not comparable with the target: unlabelled, incomplete or synthetic dataset"))
+    checks.append(_rescore_check(rescore_case(folder)))
+    return checks
+
+
+# --------------------------------------------------------------------------------------------
+# Published MLPerf Tiny folders
+
+
+def _suite(folder: Path) -> str:
+    return str(_path_facts(folder).get("benchmark", ""))
+
+
+def check_tiny(folder: Path, kind: str, case: CaseResult) -> list[ComplianceCheck]:
+    """The Tiny rules on a published folder, from its raw files where they exist."""
+    checks: list[ComplianceCheck] = []
+    short = "warn"  # the EEMBC runner only printed the 10 s rule; results exist without it
+    try:
+        if kind == "tiny_energy_eembc":
+            ts_path = _find(folder, "trace1-timestamps.json")
+            timestamps = json.loads(ts_path.read_text()) if ts_path else []
+            log = _find(folder, "log.txt")
+            n_windows = len(_eembc_inference_counts(log)) if log else REQUIRED_WINDOWS
+            checks.append(_check(
+                "tiny.timestamps", len(timestamps) == 2 * n_windows + 1,
+                f"{len(timestamps)} timestamps in trace1-timestamps.json, 2W+1 = "
+                f"{2 * n_windows + 1} for W = {n_windows} windows"))
+        elif kind == "tiny_energy_newrunner":
+            trials = [e for e in _load_results_json(folder / "results.json")
+                      if e.get("mode") == "e"]
+            events = [len(t.get("power", {}).get("timestamps", [])) for t in trials]
+            checks.append(_check("tiny.timestamps", all(n >= 2 for n in events),
+                                 f"timestamp events per trial: {events} (at least 2 each)"))
+        if kind != "tiny_accuracy":
+            durations = case.facts.get("window_durations_s")
+            if durations is None:
+                checks.append(ComplianceCheck("tiny.windows", "fail",
+                                              "no window could be re-derived from the files"))
+            else:
+                checks += _window_checks(durations, MIN_WINDOW_S, short,
+                                         "energy" if "energy" in kind else "performance")
+        else:
+            suite = _suite(folder)
+            top1 = case.derived if case.derived is not None else published_top1(folder)
+            target = ACCURACY_TARGETS.get(suite)
+            if target is None or top1 is None:
+                checks.append(ComplianceCheck("tiny.accuracy_target", "warn",
+                                              f"no top-1 target known for {suite!r}"))
+            else:
+                checks.append(_check("tiny.accuracy_target", top1 >= target,
+                                     f"{suite} top-1 {top1:.1f}% (re-derived from log.txt), "
+                                     f"target {target}%"))
+    except (OSError, json.JSONDecodeError, LogFormatError, TypeError, IndexError) as exc:
+        checks.append(ComplianceCheck("tiny.readable", "fail", str(exc)))
+    checks.append(_rescore_check(case))
+    return checks
+
+
+# --------------------------------------------------------------------------------------------
+# MLPerf power folders
+
+
+def _ptd_checks(folder: Path, begin: datetime, end: datetime) -> list[ComplianceCheck]:
+    path = folder / "power" / "ptd_logs.txt"
+    if not path.is_file():
+        return [ComplianceCheck("power.uncertainty", "warn",
+                                "no power/ptd_logs.txt: no PTDaemon record of per-sample "
+                                "uncertainty to check")]
+    text = path.read_text(errors="replace")
+    activated = re.search(r"Uncertainty checking for \S+ is activated", text)
+    checks = [_check("power.uncertainty_checking", activated is not None,
+                     activated.group(0) if activated else
+                     "ptd_logs.txt never says uncertainty checking is activated", "warn")]
+    too_high = []
+    for line in text.splitlines():
+        m = _PTD_LINE.match(line.strip())
+        if not m or not (u := _UNCERTAINTY_HIGH.search(m.group(2))):
+            continue
+        t = datetime.strptime(m.group(1), SPL_TIME_FORMAT)
+        if abs((t - begin).total_seconds()) <= UNCERTAINTY_MARGIN_S or (
+                begin <= t <= end) or abs((t - end).total_seconds()) <= UNCERTAINTY_MARGIN_S:
+            too_high.append(f"{m.group(1)} {u.group(1)}%")
+    checks.append(_check("power.uncertainty", not too_high,
+                         "no sample above 1.00% uncertainty inside the testing window"
+                         if not too_high else
+                         f"{len(too_high)} sample(s) above 1.00% inside the window: "
+                         + ", ".join(too_high[:5])))
+    return checks
+
+
+def _checksum_check(folder: Path) -> ComplianceCheck:
+    recorded: dict[str, str] = {}
+    for name in ("client.json", "server.json"):
+        try:
+            recorded.update(json.loads((folder / "power" / name).read_text()).get("results", {}))
+        except (OSError, json.JSONDecodeError, AttributeError):
+            return ComplianceCheck("power.checksums", "fail",
+                                   f"power/{name} missing or unreadable: no recorded sha1")
+    bad = []
+    for rel, sha1 in recorded.items():  # MLPerf's client records sha1, our director sha256
+        path = folder / rel
+        if not path.is_file():
+            bad.append(f"{rel} missing")
+        elif hashlib.new("sha1" if len(sha1) == 40 else "sha256",
+                         path.read_bytes()).hexdigest() != sha1:
+            bad.append(f"{rel} {'sha1' if len(sha1) == 40 else 'sha256'} differs")
+    return _check("power.checksums", bool(recorded) and not bad,
+                  f"{len(recorded)} file(s) recorded by client.json/server.json"
+                  + (": " + ", ".join(bad) if bad else ", all hashes unchanged"))
+
+
+def check_power(folder: Path, case: CaseResult,
+                min_run_s: float = MIN_POWER_RUN_S) -> list[ComplianceCheck]:
+    """The MLPerf power checks on a ``<Scenario>`` folder (run_1, ranging, power)."""
+    era = era_rules(_version(folder))
+    try:
+        scored = score_power_folder(folder, **era)
+        detail = folder / "run_1" / "mlperf_log_detail.txt"
+        log = read_mlperf_log(detail)
+        begin, end = loadgen_window(log, detail)
+    except (PowerLogError, ValueError) as exc:
+        return [ComplianceCheck("power.readable", "fail", str(exc)), _rescore_check(case)]
+    testing, ranging = scored["testing"], scored["ranging"]
+    validity = str(log.get("result_validity", "missing"))
+    checks = [
+        _check("power.loadgen_valid", validity == "VALID", f"result_validity: {validity}"),
+        _check("power.run_duration", testing.window_s >= min_run_s,
+               f"testing window {testing.window_s:.3f} s, at least {min_run_s:g} s"),
+        _check("power.ranging_duration", testing.window_s >= 0.5 * ranging.window_s,
+               f"testing {testing.window_s:.1f} s vs ranging {ranging.window_s:.1f} s "
+               "(warn when testing is over 50% shorter)", "warn"),
+        _check("power.ranging_vs_testing", scored["ranging_ok"], scored["ranging_message"]),
+    ]
+    checks += _ptd_checks(folder, begin, end)
+    skew = _clock_skew_s(folder)
+    if skew is None:  # a tinypower.scale session states its measured skew bound instead
+        try:
+            skew = json.loads((folder / "results.json").read_text())["alignment_bound_s"]
+        except (OSError, json.JSONDecodeError, KeyError, TypeError):
+            skew = None
+    checks.append(
+        ComplianceCheck("power.clock_skew", "warn", "client/server phases not recorded")
+        if skew is None else
+        _check("power.clock_skew", skew <= MAX_CLOCK_SKEW_S,
+               f"largest client/server clock difference {skew * 1000:.1f} ms, at most "
+               f"{MAX_CLOCK_SKEW_S * 1000:.0f} ms")
+    )
+    checks.append(_window_in_phases(folder, begin, end))
+    checks.append(_checksum_check(folder))
+    checks.append(_rescore_check(case))
+    return checks
+
+
+def _window_in_phases(folder: Path, begin: datetime, end: datetime) -> ComplianceCheck:
+    """LoadGen's power window must lie between the client's 'started' and 'workload done'."""
+    try:
+        phases = json.loads((folder / "power" / "client.json").read_text())["phases"]["testing"]
+        started, done = phases[1][0], phases[2][0]
+    except (OSError, json.JSONDecodeError, KeyError, IndexError, TypeError):
+        return ComplianceCheck("power.window_in_phases", "warn",
+                               "client.json records no testing phases")
+    b = begin.replace(tzinfo=UTC).timestamp()
+    e = end.replace(tzinfo=UTC).timestamp()
+    return _check("power.window_in_phases", started <= b and e <= done,
+                  f"LoadGen window {begin} .. {end} UTC; client testing phase "
+                  f"{datetime.fromtimestamp(started, UTC):%H:%M:%S.%f} .. "
+                  f"{datetime.fromtimestamp(done, UTC):%H:%M:%S.%f} UTC")
+
+
+# --------------------------------------------------------------------------------------------
+# Dispatch
+
+
+def check_tree(root: Path, min_window_s: float = MIN_WINDOW_S,
+               table_path: Path | None = None,
+               min_run_s: float = MIN_POWER_RUN_S) -> list[CaseChecks]:
+    """Check every session or result folder under ``root``."""
+    table_path = table_path or find_published_table(Path(root))
+    table = read_published_table(table_path) if table_path else {}
+    out = []
+    for folder in find_cases(Path(root)):
+        kind = case_kind(folder) or "unknown"
+        if kind == "tinypower_session":
+            checks = check_session(folder, min_window_s)
+        else:
+            case = rescore_case(folder, table)
+            checks = (check_power(folder, case, min_run_s) if kind == "power"
+                      else check_tiny(folder, kind, case))
+        out.append(CaseChecks(folder, kind, checks))
+    return out
+

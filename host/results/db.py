@@ -1,0 +1,141 @@
+"""The result store: every :class:`ResultRecord` in one SQLite file (stdlib ``sqlite3``).
+
+Why SQLite: one file a user can copy, query with any tool, and that needs no server. A record
+is keyed by (source folder, scenario, metric), so adding the same session twice updates it
+instead of counting it twice. ``tinypower measure`` adds its sessions with
+:func:`add_session`; ``tinypower results`` lists, filters and exports with :func:`query`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from tinypower.results.record import RecordError, ResultRecord, records_from_session
+
+DEFAULT_DB = Path("runs") / "results.sqlite"
+COLUMNS = tuple(f.name for f in fields(ResultRecord))
+JSON_COLUMNS = ("failed_rules", "artifacts_sha256", "extras")
+_NUMERIC = ("value", "energy_j", "duration_s", "work_count", "power_w", "alignment_bound_s")
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS results (
+    {", ".join(f"{c} {'REAL' if c in _NUMERIC else 'TEXT'}" for c in COLUMNS)},
+    UNIQUE (source, scenario, metric)
+)
+"""
+_FILTER = re.compile(r"^([a-z_0-9]+)\s*(>=|<=|!=|=|>|<)\s*(.*)$")
+
+
+class StoreError(ValueError):
+    """The store cannot be opened or queried as asked; the message says how to fix it."""
+
+
+def connect(db: Path | str) -> sqlite3.Connection:
+    """Open (creating if needed) the store at ``db``."""
+    path = Path(db)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        con = sqlite3.connect(path)
+        con.execute(_SCHEMA)
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path}: not a tinypower result store ({exc})") from None
+    return con
+
+
+def _row(record: ResultRecord) -> tuple:
+    d = record.to_dict()
+    return tuple(
+        json.dumps(d[c]) if c in JSON_COLUMNS else (int(d[c]) if c == "valid" else d[c])
+        for c in COLUMNS
+    )
+
+
+def add_records(db: Path | str, records: Iterable[ResultRecord]) -> int:
+    """Insert or replace records (same source, scenario and metric); return how many."""
+    rows = [_row(r) for r in records]
+    with connect(db) as con:
+        con.executemany(
+            f"INSERT OR REPLACE INTO results ({', '.join(COLUMNS)}) "
+            f"VALUES ({', '.join('?' * len(COLUMNS))})",
+            rows,
+        )
+    con.close()
+    return len(rows)
+
+
+def add_session(db: Path | str, folder: Path | str) -> list[ResultRecord]:
+    """Add one ``tinypower measure`` session folder's records to the store and return them."""
+    records = records_from_session(Path(folder))
+    add_records(db, records)
+    return records
+
+
+def _parse_filter(text: str) -> tuple[str, str, Any]:
+    match = _FILTER.match(text.strip())
+    if not match:
+        raise StoreError(f"filter {text!r} is not KEY=VALUE (or KEY>=VALUE, KEY!=VALUE, ...)")
+    key, op, raw = match.groups()
+    if key not in COLUMNS or key in JSON_COLUMNS:
+        plain = [c for c in COLUMNS if c not in JSON_COLUMNS]
+        raise StoreError(f"cannot filter on {key!r}; filter on one of: {', '.join(plain)}")
+    value: Any = raw
+    if key == "valid":
+        if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise StoreError(f"filter {text!r}: valid is true or false")
+        value = int(raw.lower() in ("true", "1", "yes"))
+    elif key in _NUMERIC:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise StoreError(f"filter {text!r}: {key} is a number") from None
+    return key, op, value
+
+
+def query(db: Path | str, filters: Sequence[str] = ()) -> list[ResultRecord]:
+    """Records matching every filter (``key=value``, ``key>=value``, ...), oldest first."""
+    path = Path(db)
+    if not path.is_file():
+        raise StoreError(
+            f"no result store at {path}: run `tinypower measure` first, or pass --db PATH"
+        )
+    parsed = [_parse_filter(f) for f in filters]
+    where = " AND ".join(f"{k} {op} ?" for k, op, _ in parsed)
+    sql = f"SELECT {', '.join(COLUMNS)} FROM results" + (f" WHERE {where}" if where else "")
+    con = connect(path)
+    try:
+        rows = con.execute(sql + " ORDER BY recorded_utc, rowid", [v for *_, v in parsed])
+        records = [_record(row) for row in rows.fetchall()]
+    finally:
+        con.close()
+    return records
+
+
+def _record(row: Sequence[Any]) -> ResultRecord:
+    d = dict(zip(COLUMNS, row, strict=True))
+    for c in JSON_COLUMNS:
+        d[c] = json.loads(d[c]) if d[c] else None
+    d["valid"] = bool(d["valid"])
+    if d["work_count"] is not None:
+        d["work_count"] = int(d["work_count"])
+    try:
+        return ResultRecord.from_dict(d)
+    except (RecordError, TypeError) as exc:
+        raise StoreError(f"a stored record cannot be read back ({exc})") from None
+
+
+def write_csv(records: Sequence[ResultRecord], path: Path) -> None:
+    """One row per record; list and dict fields as JSON text in their cell."""
+    with Path(path).open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        for r in records:
+            d = r.to_dict()
+            writer.writerow(
+                {c: json.dumps(d[c]) if c in JSON_COLUMNS else d[c] for c in COLUMNS}
+            )

@@ -1,0 +1,801 @@
+"""Re-derive published MLPerf scores (and our own) from their raw files, and say where they differ.
+
+Why: a published number is a claim; the raw files beside it are the evidence. For each result
+folder this module reads the rawest files with the existing readers
+(:mod:`tinypower.results.tiny_logs`, :mod:`tinypower.results.power_logs`), scores them with the
+same rules code that scores our runs, compares with the published value and gives a status:
+
+- ``match``: the derived value agrees within 0.01% (or to the published print precision, or,
+  for an EEMBC trace, within the +-1 sample window ambiguity, with the range stated);
+- ``mismatch``: the files give a different number than the one published;
+- ``flagged``: the files do not support the published value at all (a missing or damaged file,
+  a lost timestamp so windows measure the wrong interval, results listing windows the log cannot
+  produce, printed windows the raw data does not reproduce, fewer than five windows);
+- ``unsupported``: nothing here can be re-derived (a kind we do not read, or no published
+  value to compare with).
+
+Formats and rules: ``shared/reference/published-logs.md``. Our own session folders rescore to
+their stored value from ``trace.npz`` (energy) or ``transcript.log`` (performance).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from energy_monitor.trace import TraceError, integrate, load_trace, window_from_events
+from tinypower.results.power_logs import (
+    PowerLogError,
+    era_rules,
+    read_mlperf_log,
+    score_power_folder,
+)
+from tinypower.results.record import (
+    DUT_LAP_RESOLUTION_S,
+    RecordError,
+    ResultRecord,
+    file_hashes,
+    records_from_session,
+)
+from tinypower.results.tiny_logs import (
+    EembcEnergyRun,
+    LogFormatError,
+    _find,
+    printed_energy_windows,
+    printed_performance_windows,
+    published_top1,
+    published_value,
+    read_eembc_accuracy,
+    read_eembc_energy,
+    read_eembc_performance,
+    read_mlcommons_energy,
+    read_mlcommons_performance,
+    score_eembc_summary,
+)
+from tinypower.rules.tiny import (
+    REQUIRED_WINDOWS,
+    PerfWindow,
+    TinyResult,
+    median,
+    score_energy,
+    score_performance,
+    top1_percent,
+)
+
+STATUSES = ("match", "mismatch", "flagged", "unsupported")
+REL_TOLERANCE = 1e-4  # 0.01%
+PRINT_TOLERANCE_UJ = 0.0051  # a printed 3-decimal uJ value, plus float noise
+PERF_CROSSCHECK_TOLERANCE = 0.05  # energy window vs N x performance-mode latency
+EEMBC_OFFSETS = ((0, 0), (0, 1), (1, 0), (1, 1))
+BENCHMARKS = {
+    "kws": "kws01", "keyword_spotting": "kws01", "kws01": "kws01",
+    "vww": "vww01", "visual_wake_words": "vww01", "vww01": "vww01",
+    "ic": "ic01", "image_classification": "ic01", "ic01": "ic01",
+    "ad": "ad01", "anomaly_detection": "ad01", "ad01": "ad01",
+}
+TINY_MODES = ("energy", "performance", "accuracy", "power", "enegy")
+_VERSION = re.compile(r"^v(\d+)\.(\d+)$")
+_TRANSCRIPT_INFER = re.compile(r"^[\d.]+ > (?:\S+ )*?infer (\d+)(?: (\d+))?")
+_TRANSCRIPT_LAP = re.compile(r"^[\d.]+ < .*m-lap-us-(\d+)")
+_TRANSCRIPT_SENT = re.compile(r"^[\d.]+ > ")
+
+
+class RescoreError(ValueError):
+    """The path cannot be rescored at all (nothing found); the message says what to pass."""
+
+
+@dataclass
+class CaseResult:
+    """One rescored folder: what was published, what the files give, and why they differ."""
+
+    path: Path
+    kind: str
+    published: float | None
+    derived: float | None
+    unit: str
+    status: str = "unsupported"
+    reasons: list[str] = field(default_factory=list)
+    derived_range: tuple[float, float] | None = None
+    # For the result record: system, benchmark, scenario, metric, scale, measured_as,
+    # energy_j, duration_s, work_count, power_w, meter, alignment_bound_s.
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``--json`` line: path, kind, published, derived, unit, status, reasons."""
+        return {
+            "path": str(self.path),
+            "kind": self.kind,
+            "published": self.published,
+            "derived": None if self.derived is None or math.isnan(self.derived) else self.derived,
+            "unit": self.unit,
+            "status": self.status,
+            "reasons": self.reasons,
+            "derived_range": list(self.derived_range) if self.derived_range else None,
+        }
+
+    def to_record(self) -> ResultRecord:
+        """This case as a result record (the derived value, marked valid only on a match)."""
+        f = self.facts
+        failed = () if self.status == "match" else (f"rescore.{self.status}",)
+        derived = None if self.derived is None or math.isnan(self.derived) else self.derived
+        return ResultRecord(
+            system=f.get("system", self.path.name),
+            scale=f.get("scale", "tiny"),
+            benchmark=f.get("benchmark", ""),
+            scenario=f.get("scenario", ""),
+            metric=f.get("metric", ""),
+            value=derived,
+            unit=self.unit,
+            measured_as=f.get("measured_as", "hardware"),
+            energy_j=f.get("energy_j"),
+            duration_s=f.get("duration_s"),
+            work_count=f.get("work_count"),
+            power_w=f.get("power_w"),
+            meter=f.get("meter", ""),
+            alignment_bound_s=f.get("alignment_bound_s"),
+            valid=self.status == "match",
+            failed_rules=failed,
+            artifacts_sha256=file_hashes(self.path),
+            source=str(self.path.resolve()),
+            extras={"kind": self.kind, "published": self.published, "status": self.status,
+                    "reasons": "; ".join(self.reasons)},
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Finding cases
+
+
+def case_kind(folder: Path) -> str | None:
+    """What kind of result folder this is, or None when it is not one."""
+    if (folder / "session.json").is_file():
+        return "tinypower_session"
+    if any((folder / d).is_dir() for d in ("run_1", "ranging")):
+        return "power"
+    if _find(folder, "trace1-energy.bin") or _find(folder, "trace1-timestamps.json"):
+        return "tiny_energy_eembc"
+    if (results_json := _find(folder, "results.json")) is not None:
+        try:
+            modes = {e.get("mode") for e in json.loads(results_json.read_text())}
+        except (json.JSONDecodeError, AttributeError, TypeError):
+            return "tiny_newrunner_unreadable"
+        if "e" in modes:
+            return "tiny_energy_newrunner"
+        return "tiny_perf_newrunner" if "p" in modes else "tiny_accuracy_newrunner"
+    results_txt = _find(folder, "results.txt")
+    log = _find(folder, "log.txt")
+    if results_txt is None and log is None:
+        return None
+    text = results_txt.read_text(errors="replace") if results_txt else ""
+    if "Energy data for window" in text or (not text and folder.name in ("energy", "power")):
+        return "tiny_energy_summary"
+    if "Median throughput" in text or (not text and folder.name == "performance"):
+        return "tiny_perf_eembc"
+    if re.search(r"Top[- ]1", text) or (not text and folder.name == "accuracy"):
+        return "tiny_accuracy"
+    return None
+
+
+def find_cases(root: Path) -> list[Path]:
+    """Every result folder under ``root`` (``root`` itself if it is one), in path order."""
+    root = Path(root)
+    if not root.exists():
+        raise RescoreError(f"{root} does not exist")
+    if case_kind(root):
+        return [root]
+    found: list[Path] = []
+    for dirpath, dirnames, _ in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        here = Path(dirpath)
+        if here != root and case_kind(here):
+            found.append(here)
+            dirnames[:] = []
+    return found
+
+
+# --------------------------------------------------------------------------------------------
+# Published values that live outside the folder (power results): a CASES.md-style table
+
+
+def read_published_table(path: Path) -> dict[Path, tuple[float, str]]:
+    """``folder -> (published, unit)`` from a markdown table with folder/published/unit columns.
+
+    Power result folders carry no published metric (it is in the results summary), so a table
+    such as ``shared/mlperf-logs/CASES.md`` supplies it; folders are relative to the table.
+    """
+    table: dict[Path, tuple[float, str]] = {}
+    header: list[str] | None = None
+    for line in Path(path).read_text(errors="replace").splitlines():
+        if not line.startswith("|"):
+            header = None if not line.strip() else header
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if header is None:
+            header = [c.lower() for c in cells]
+            continue
+        if set("".join(cells)) <= set("-: "):
+            continue
+        row = dict(zip(header, cells, strict=False))
+        if not {"folder", "published"} <= row.keys():
+            continue
+        try:
+            value = float(row["published"])
+        except ValueError:
+            continue
+        table[(Path(path).parent / row["folder"]).resolve()] = (value, row.get("unit", ""))
+    return table
+
+
+def find_published_table(start: Path) -> Path | None:
+    """The nearest ``CASES.md`` in ``start`` or one of its parents."""
+    for folder in [start.resolve(), *start.resolve().parents]:
+        if (folder / "CASES.md").is_file():
+            return folder / "CASES.md"
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Comparing
+
+
+def _decimals(value: float) -> int:
+    text = repr(value)
+    return len(text.split(".")[1]) if "." in text and "e" not in text else 0
+
+
+def agrees(derived: float, published: float) -> bool:
+    """Within 0.01%, or equal at the published value's print precision."""
+    if math.isnan(derived):
+        return False
+    if abs(derived - published) <= REL_TOLERANCE * abs(published):
+        return True
+    d = _decimals(published)
+    return f"{derived:.{d}f}" == f"{published:.{d}f}"
+
+
+def _diff(derived: float, published: float) -> str:
+    rel = (derived - published) / published if published else float("inf")
+    return f"derived {derived:.10g} vs published {published:.10g} ({rel:+.5%})"
+
+
+def _settle(case: CaseResult, flags: list[str], notes: list[str]) -> CaseResult:
+    """Set the status from the flags and the comparison; reasons say why, flags first."""
+    if flags:
+        case.status = "flagged"
+        case.reasons = flags + notes
+        if case.published is not None and case.derived is not None:
+            case.reasons.append(_diff(case.derived, case.published))
+        return case
+    if case.published is None:
+        case.status = "unsupported"
+        case.reasons = ["no published value to compare with: the folder prints none (give a "
+                        "table with --published-table, e.g. CASES.md)"] + notes
+        return case
+    if case.derived is not None and agrees(case.derived, case.published):
+        case.status = "match"
+        case.reasons = [f"matches published ({_diff(case.derived, case.published)})"] + notes
+        return case
+    lo_hi = case.derived_range
+    if (case.derived is not None and lo_hi is not None
+            and lo_hi[0] * (1 - REL_TOLERANCE) <= case.published <= lo_hi[1] * (1 + REL_TOLERANCE)):
+        case.status = "match"
+        case.reasons = [
+            f"matches published within the +-1 sample window ambiguity ({lo_hi[0]:.6g} .. "
+            f"{lo_hi[1]:.6g}; default rule {_diff(case.derived, case.published)})"
+        ] + notes
+        return case
+    case.status = "mismatch"
+    derived = case.derived if case.derived is not None else float("nan")
+    case.reasons = [f"does not match published: {_diff(derived, case.published)}", *notes]
+    return case
+
+
+def _window_notes(result: TinyResult) -> tuple[list[str], list[str]]:
+    """Rule failures of a scored Tiny result: too few windows flag, short windows are noted."""
+    flags, notes = [], []
+    for check in result.failures:
+        if check.rule == "tiny.window_count":
+            flags.append(f"{check.message}: the published median is not over five windows")
+        else:
+            notes.append(f"warning: {check.message}")
+    return flags, notes
+
+
+def _path_facts(folder: Path, scale: str = "tiny") -> dict[str, Any]:
+    """System, benchmark and mode/scenario from the results-tree path."""
+    parts = folder.resolve().parts
+    facts: dict[str, Any] = {"scale": scale, "measured_as": "hardware"}
+    if scale == "tiny":
+        mode_i = len(parts) - 1
+        facts["scenario"] = "energy" if parts[mode_i] in ("power", "enegy") else parts[mode_i]
+        bench_i = mode_i - 1
+        if parts[bench_i].lower() not in BENCHMARKS and mode_i >= 3:
+            bench_i -= 1  # an extra model level: <bench>/<model>/<mode>
+        facts["benchmark"] = BENCHMARKS.get(parts[bench_i].lower(), parts[bench_i])
+        facts["system"] = parts[bench_i - 1] if bench_i >= 1 else ""
+    return facts
+
+
+def _version(folder: Path) -> tuple[int, int] | None:
+    for part in reversed(folder.resolve().parts):
+        if m := _VERSION.match(part):
+            return int(m.group(1)), int(m.group(2))
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# MLPerf Tiny, EEMBC energy
+
+
+def _offset_energies_uj(run: EembcEnergyRun) -> list[dict[tuple[int, int], float]]:
+    """Each window's energy (uJ) for the four (j0, j1) edge offsets the ms rounding allows."""
+    fs = run.trace.sample_rate_hz
+    cumulative = np.concatenate(([0.0], np.cumsum(run.trace.energy_per_sample_j() * 1e6)))
+    out = []
+    for i in range(len(run.windows)):
+        k = 2 * (i + 1)
+        base0 = round(run.timestamps_s[k - 1] * fs)
+        base1 = round(run.timestamps_s[k] * fs)
+        out.append({
+            (d0, d1): float(cumulative[min(base1 + d1, len(cumulative) - 1)]
+                            - cumulative[base0 + d0])
+            for d0, d1 in EEMBC_OFFSETS
+        })
+    return out
+
+
+def _in_order_pairing(folder: Path) -> str:
+    """What pairing a damaged timestamp list in order would measure (evidence for a flag)."""
+    path = _find(folder, "trace1-timestamps.json")
+    try:
+        ts = json.loads(path.read_text()) if path else []
+        durations = [round(b - a, 3) for a, b in zip(ts[1::2], ts[2::2], strict=False)]
+    except (json.JSONDecodeError, TypeError):
+        return ""
+    return (f"; paired in order the {len(ts)} timestamps would give {len(durations)} windows "
+            f"of {durations} s")
+
+
+def _perf_sibling_throughput(folder: Path) -> float | None:
+    sibling = folder.parent / "performance"
+    claim = published_value(sibling) if sibling.is_dir() else None
+    return claim[0] if claim and claim[1] == "inf/s" else None
+
+
+def rescore_eembc_energy(folder: Path) -> CaseResult:
+    claim = published_value(folder)
+    case = CaseResult(folder, "tiny_energy_eembc", claim[0] if claim else None, None, "uJ/inf",
+                      facts=_path_facts(folder))
+    flags: list[str] = []
+    notes: list[str] = []
+    if claim is None:
+        flags.append(f"{folder / 'results.txt'}: missing or prints no median energy: nothing "
+                     "published to check")
+    try:
+        run = read_eembc_energy(folder)
+    except LogFormatError as exc:
+        extra = _in_order_pairing(folder) if "timestamps, expected" in str(exc) else ""
+        return _settle(case, flags + [str(exc) + extra], notes)
+    energies = run.energies()
+    result = score_energy(energies)
+    case.derived = result.value
+    by_window = _offset_energies_uj(run)
+    counts = [w.work_count for w in run.windows]
+    lows = [min(e.values()) / n for e, n in zip(by_window, counts, strict=True)]
+    highs = [max(e.values()) / n for e, n in zip(by_window, counts, strict=True)]
+    case.derived_range = (median(lows), median(highs))
+    flags += _window_notes(result)[0]
+    notes += _window_notes(result)[1]
+
+    printed = printed_energy_windows(folder)
+    labels = [w.label for w in run.windows]
+    extra = [p.label for p in printed if p.label not in labels]
+    if extra:
+        flags.append(
+            f"results.txt lists window(s) {', '.join(extra)} that the {len(run.timestamps_s)} "
+            f"timestamps cannot produce (they give windows {', '.join(labels)})"
+        )
+    offsets_used = []
+    for p in printed:
+        if p.label not in labels:
+            continue
+        candidates = by_window[labels.index(p.label)]
+        hits = [o for o, e in candidates.items()
+                if abs(e - float(p.energy_uj)) <= PRINT_TOLERANCE_UJ]
+        if hits:
+            offsets_used.append(hits[0])
+            continue
+        twins = [q.label for q in printed if q is not p and q.energy_uj == p.energy_uj]
+        flags.append(
+            f"window {p.label}: results.txt prints {p.energy_uj} uJ but the trace gives "
+            f"{min(candidates.values()):.3f} .. {max(candidates.values()):.3f} uJ for any "
+            "+-1 sample edge" + (f" (printed identically to window(s) {', '.join(twins)})"
+                                 if twins else "")
+        )
+    if printed and len(offsets_used) == len(run.windows) == len(printed):
+        exact = median([by_window[i][o] / counts[i] for i, o in enumerate(offsets_used)])
+        notes.append(f"every printed window reproduced to 0.005 uJ with edge offsets "
+                     f"{offsets_used}: exact median {exact:.3f} uJ/inf")
+    notes.append(f"+-1 sample window ambiguity: {case.derived_range[0]:.3f} .. "
+                 f"{case.derived_range[1]:.3f} uJ/inf (default rule: samples round(t0*fs)+1 .. "
+                 "round(t1*fs))")
+    throughput = _perf_sibling_throughput(folder)
+    if throughput:
+        for w in energies:
+            expected_s = w.window.work_count / throughput
+            off = w.duration_s / expected_s - 1
+            if abs(off) > PERF_CROSSCHECK_TOLERANCE:
+                flags.append(
+                    f"window {w.window.label} lasts {w.duration_s:.3f} s but "
+                    f"{w.window.work_count} inferences take {expected_s:.3f} s in performance "
+                    f"mode ({off:+.1%}): the window measures the wrong interval"
+                )
+    case.facts.update(_tiny_energy_facts(energies, run.trace.period_s))
+    return _settle(case, flags, notes)
+
+
+def _tiny_energy_facts(energies: list, bound_s: float | None) -> dict[str, Any]:
+    energy_j = sum(w.energy_j for w in energies)
+    duration_s = sum(w.duration_s for w in energies)
+    return {
+        "metric": "energy_per_inference", "energy_j": energy_j, "duration_s": duration_s,
+        "work_count": sum(w.window.work_count for w in energies),
+        "power_w": energy_j / duration_s if duration_s else None,
+        "alignment_bound_s": bound_s, "meter": "energy monitor (published trace)",
+        "window_durations_s": [w.duration_s for w in energies],
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# MLPerf Tiny, other kinds
+
+
+def rescore_mlcommons_energy(folder: Path) -> CaseResult:
+    claim = published_value(folder)
+    case = CaseResult(folder, "tiny_energy_newrunner", claim[0] if claim else None, None,
+                      "uJ/inf", facts=_path_facts(folder))
+    flags: list[str] = [] if claim else [f"{folder}: results.txt missing or prints no median"]
+    try:
+        run = read_mlcommons_energy(folder)
+    except LogFormatError as exc:
+        return _settle(case, flags + [str(exc)], [])
+    energies = run.energies()
+    result = score_energy(energies)
+    case.derived = result.value
+    window_flags, notes = _window_notes(result)
+    flags += window_flags
+    printed = printed_energy_windows(folder)
+    if len(printed) > len(energies):
+        flags.append(f"results.txt lists {len(printed)} trials but results.json holds "
+                     f"{len(energies)}")
+    for p, w in zip(printed, energies, strict=False):
+        if abs(w.energy_j * 1e6 - float(p.energy_uj)) > PRINT_TOLERANCE_UJ:
+            flags.append(f"trial {p.label}: results.txt prints {p.energy_uj} uJ, results.json "
+                         f"gives {w.energy_j * 1e6:.3f} uJ")
+    case.facts.update(_tiny_energy_facts(energies, 1e-3))
+    return _settle(case, flags, notes)
+
+
+def _rescore_perf(folder: Path, kind: str, windows_of) -> CaseResult:
+    claim = published_value(folder)
+    case = CaseResult(folder, kind, claim[0] if claim else None, None, "inf/s",
+                      facts=_path_facts(folder))
+    flags: list[str] = [] if claim else [f"{folder}: results.txt missing or prints no median"]
+    try:
+        windows: list[PerfWindow] = windows_of(folder)
+    except LogFormatError as exc:
+        return _settle(case, flags + [str(exc)], [])
+    result = score_performance(windows)
+    case.derived = result.value
+    window_flags, notes = _window_notes(result)
+    flags += window_flags
+    printed = printed_performance_windows(folder)
+    if len(printed) > len(windows):
+        flags.append(f"results.txt lists {len(printed)} windows but the log holds only "
+                     f"{len(windows)} infer command(s) with a lap pair: the extra windows "
+                     "cannot have been measured")
+    for p, w in zip(printed, windows, strict=False):
+        d = len(p.throughput.split(".")[1]) if "." in p.throughput else 0
+        if abs(w.throughput - float(p.throughput)) > max(0.6 * 10**-d, 1e-9 * w.throughput):
+            flags.append(f"window {p.label}: results.txt prints {p.throughput} inf/s, the laps "
+                         f"give {w.throughput:.{d}f}")
+    if case.derived:
+        notes.append(f"latency {1000 / float(f'{case.derived:.3f}'):.6g} ms "
+                     "(1000 / the 3-decimal median)")
+    case.facts.update({
+        "metric": "throughput", "duration_s": sum(w.elapsed_s for w in windows),
+        "work_count": sum(w.inferences for w in windows),
+        "alignment_bound_s": DUT_LAP_RESOLUTION_S, "meter": "dut m-lap-us timer",
+        "window_durations_s": [w.elapsed_s for w in windows],
+    })
+    return _settle(case, flags, notes)
+
+
+def rescore_eembc_summary(folder: Path) -> CaseResult:
+    claim = published_value(folder)
+    case = CaseResult(folder, "tiny_energy_summary", claim[0] if claim else None, None,
+                      "uJ/inf", facts=_path_facts(folder))
+    notes = ["summary only: no trace published, so the window energies themselves cannot be "
+             "checked; the median is re-derived from the printed windows and log.txt's N"]
+    try:
+        result = score_eembc_summary(folder)
+    except LogFormatError as exc:
+        return _settle(case, [str(exc)], notes)
+    case.derived = result.value
+    flags, window_notes = _window_notes(result)
+    printed = printed_energy_windows(folder)
+    for p, w in zip(printed, result.windows, strict=True):
+        if f"{w['energy_per_inference_uj']:.3f}" != p.per_inference_uj:
+            flags.append(f"window {p.label}: Energy/Inf. printed {p.per_inference_uj}, but "
+                         f"{p.energy_uj} uJ / {w['inferences']} = "
+                         f"{w['energy_per_inference_uj']:.3f}")
+        if abs(w["duration_s"] - float(p.duration_s)) > 0.0051:
+            flags.append(f"window {p.label}: Energy/Power = {w['duration_s']:.3f} s, printed "
+                         f"duration {p.duration_s} s")
+    case.facts.update({
+        "metric": "energy_per_inference",
+        "energy_j": sum(w["energy_uj"] for w in result.windows) * 1e-6,
+        "duration_s": sum(w["duration_s"] for w in result.windows),
+        "work_count": sum(w["inferences"] for w in result.windows),
+        "window_durations_s": [w["duration_s"] for w in result.windows],
+    })
+    case.facts["power_w"] = case.facts["energy_j"] / case.facts["duration_s"]
+    return _settle(case, flags, notes + window_notes)
+
+
+def rescore_accuracy(folder: Path) -> CaseResult:
+    published = published_top1(folder)
+    case = CaseResult(folder, "tiny_accuracy", published, None, "% top-1",
+                      facts=_path_facts(folder))
+    try:
+        run = read_eembc_accuracy(folder)
+    except LogFormatError as exc:
+        return _settle(case, [str(exc)], [])
+    case.derived = top1_percent(run.outputs, run.labels)
+    hits = round(case.derived * len(run.labels) / 100)
+    notes = [f"{hits} of {len(run.labels)} files classified correctly",
+             "AUC not compared: the EEMBC runner's AUC method is unpublished"]
+    case.facts.update({"metric": "top1", "work_count": len(run.labels)})
+    return _settle(case, [], notes)
+
+
+# --------------------------------------------------------------------------------------------
+# MLPerf Inference power
+
+
+def _power_scale(folder: Path, scenario: str) -> str:
+    """SingleStream/MultiStream exist only in the edge suite; Offline is edge when a sibling
+    SingleStream run exists; Server and Interactive are datacenter."""
+    if scenario in ("SingleStream", "MultiStream"):
+        return "edge"
+    if scenario == "Offline":
+        parent = folder.parent if folder.name != "performance" else folder.parent.parent
+        if any((parent / s).is_dir() for s in ("SingleStream", "singlestream")):
+            return "edge"
+    return "datacenter"
+
+
+def _clock_skew_s(folder: Path) -> float | None:
+    """Largest client/server wall-clock difference over the phase checkpoints, if recorded."""
+    try:
+        client = json.loads((folder / "power" / "client.json").read_text())
+        server = json.loads((folder / "power" / "server.json").read_text())
+        return max(
+            abs(c[0] - s[0])
+            for mode in ("ranging", "testing")
+            for c, s in zip(client["phases"][mode], server["phases"][mode], strict=True)
+        )
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
+def _director_claim(folder: Path) -> tuple[float, str] | None:
+    """The testing value a ``tinypower.scale`` director stored in the session's results.json."""
+    try:
+        testing = json.loads((folder / "results.json").read_text())["testing"]
+        return float(testing["value"]), str(testing["unit"])
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
+def rescore_power(folder: Path, table: dict[Path, tuple[float, str]]) -> CaseResult:
+    claim = table.get(folder.resolve()) or _director_claim(folder)
+    version = _version(folder)
+    era = era_rules(version)
+    if claim and claim[1]:
+        era["joules_per_query"] = claim[1] == "J/query"
+    measured_as = "hardware"
+    if (folder / "results.json").is_file():  # a tinypower.scale session says how it measured
+        measured_as = str(json.loads((folder / "results.json").read_text()).get("measured_as")
+                          or "hardware")
+    case = CaseResult(folder, "power", claim[0] if claim else None, None,
+                      claim[1] if claim else "", facts={"measured_as": measured_as})
+    flags: list[str] = []
+    rules = ", ".join(k for k, on in era.items() if on) or "all samples, W or J/query as listed"
+    round_name = f"v{version[0]}.{version[1]}" if version else "the current round"
+    notes: list[str] = [f"checker rules of {round_name}: {rules}"]
+    try:
+        scored = score_power_folder(folder, **era)
+        log = read_mlperf_log(folder / "run_1" / "mlperf_log_detail.txt")
+    except (PowerLogError, ValueError) as exc:
+        return _settle(case, [str(exc)], notes)
+    testing = scored["testing"]
+    case.derived, case.unit = testing.value, testing.unit
+    if str(log.get("result_validity", "VALID")) != "VALID":
+        flags.append(f"LoadGen says the run is {log.get('result_validity')}: no power result "
+                     "can be published for it")
+    notes.append(f"{testing.samples} samples inside the {testing.window_s:.3f} s LoadGen window, "
+                 f"mean {testing.average_power_w:.7g} W")
+    missing = math.floor(testing.window_s) - testing.samples
+    if missing > 1:
+        notes.append(f"warning: {missing} of ~{math.floor(testing.window_s)} 1 Hz samples "
+                     "missing inside the window")
+    notes.append(("" if scored["ranging_ok"] else "warning: ") + "ranging check: "
+                 + scored["ranging_message"])
+    queries = log.get("result_query_count")
+    scenario = testing.scenario
+    skew = _clock_skew_s(folder)
+    scenario_dir = folder.parent if folder.name == "performance" else folder
+    case.facts.update({
+        "scale": _power_scale(folder, scenario), "scenario": scenario,
+        "benchmark": scenario_dir.parent.name, "system": scenario_dir.parents[1].name,
+        "metric": testing.metric, "power_w": testing.average_power_w,
+        "duration_s": testing.window_s, "energy_j": testing.average_power_w * testing.window_s,
+        "work_count": int(queries) if queries is not None and testing.metric ==
+        "energy_per_query" else None,
+        "meter": "PTDaemon power analyzer", "alignment_bound_s": skew,
+    })
+    return _settle(case, flags, notes)
+
+
+# --------------------------------------------------------------------------------------------
+# Our own session folders
+
+
+def _transcript_infers(path: Path) -> list[tuple[int, list[int]]]:
+    """``(N, laps)`` for each ``infer`` the host sent, laps being the m-lap-us values after it."""
+    groups: list[tuple[int, list[int]]] = []
+    in_infer = False
+    for line in path.read_text(errors="replace").splitlines():
+        if m := _TRANSCRIPT_INFER.match(line):
+            groups.append((int(m.group(1)), []))
+            in_infer = True
+        elif _TRANSCRIPT_SENT.match(line):
+            in_infer = False
+        elif in_infer and (lap := _TRANSCRIPT_LAP.match(line)):
+            groups[-1][1].append(int(lap.group(1)))
+    return groups
+
+
+def _changed_files(folder: Path, session: dict) -> list[str]:
+    recorded = session.get("files") or {}
+    now = file_hashes(folder, list(recorded))
+    return [n for n, h in recorded.items() if now.get(n) != h]
+
+
+def rescore_session(folder: Path) -> CaseResult:
+    """Re-derive a ``tinypower measure`` session's stored value from its raw files.
+
+    Energy: the trace (``trace.npz``) and the meter-sample count at each window's checkpoint in
+    ``session.json`` give each window's edges (the last two before the checkpoint, after the
+    previous one); N is from the ``infer`` commands in ``transcript.log``. Performance: the
+    laps after each of the last five ``infer`` commands in ``transcript.log``.
+    """
+    try:
+        session = json.loads((folder / "session.json").read_text())
+        stored = json.loads((folder / "results.json").read_text())["record"]
+        record = records_from_session(folder)[0]
+    except (OSError, json.JSONDecodeError, KeyError, RecordError) as exc:
+        return CaseResult(folder, "tinypower_session", None, None, "", "flagged",
+                          [f"{folder}: session files unreadable ({exc})"])
+    case = CaseResult(folder, "tinypower_session", stored.get("value"), None,
+                      stored.get("unit") or "", facts={
+                          k: getattr(record, k) for k in (
+                              "system", "scale", "benchmark", "scenario", "metric",
+                              "measured_as", "energy_j", "duration_s", "work_count", "power_w",
+                              "meter", "alignment_bound_s")})
+    flags = [f"{name} changed since the run (sha256 differs from session.json)"
+             for name in _changed_files(folder, session)]
+    notes = [f"measured_as: {record.measured_as}"]
+    mode = session.get("mode")
+    infers = _transcript_infers(folder / "transcript.log") if (
+        folder / "transcript.log").is_file() else []
+    if mode == "energy":
+        try:
+            result = _session_energy(folder, session, infers)
+        except (OSError, TraceError, ValueError, KeyError) as exc:
+            return _settle(case, flags + [f"energy not re-derivable: {exc}"], notes)
+    elif mode == "performance":
+        timed = [(n, laps) for n, laps in infers if len(laps) >= 2][-REQUIRED_WINDOWS:]
+        if not timed:
+            return _settle(case, flags + ["transcript.log holds no infer with two laps"], notes)
+        result = score_performance([PerfWindow(n, laps[-2], laps[-1]) for n, laps in timed])
+    else:
+        case.status = "unsupported"
+        case.reasons = [f"{mode} sessions keep no per-file outputs to re-derive the score from"]
+        return case
+    case.derived = result.value
+    window_flags, window_notes = _window_notes(result)
+    return _settle(case, flags + window_flags, notes + window_notes)
+
+
+def _session_energy(folder: Path, session: dict, infers: list) -> TinyResult:
+    trace = load_trace(folder / "trace.npz")
+    bounds = [c["meter_samples"] for c in session.get("checkpoints", [])
+              if str(c.get("label", "")).startswith("window ") and "meter_samples" in c]
+    if not bounds:
+        raise ValueError("session.json has no window checkpoints with meter sample counts")
+    counts = [n for n, _ in infers][-len(bounds):]
+    if len(counts) != len(bounds):
+        raise ValueError(f"transcript.log has {len(counts)} infer commands for "
+                         f"{len(bounds)} windows")
+    energies = []
+    lower = -1
+    for k, (upper, n) in enumerate(zip(bounds, counts, strict=True)):
+        edges = [e for e in trace.events if lower < e.index <= upper]
+        energies.append(integrate(trace, window_from_events(edges, trace, n, str(k))))
+        lower = upper
+    return score_energy(energies)
+
+
+# --------------------------------------------------------------------------------------------
+# Dispatch
+
+
+def rescore_case(folder: Path, table: dict[Path, tuple[float, str]] | None = None) -> CaseResult:
+    """Rescore one result folder of any kind we know."""
+    folder = Path(folder)
+    kind = case_kind(folder)
+    if kind == "tinypower_session":
+        return rescore_session(folder)
+    if kind == "power":
+        return rescore_power(folder, table or {})
+    if kind == "tiny_energy_eembc":
+        case = rescore_eembc_energy(folder)
+    elif kind == "tiny_energy_newrunner":
+        case = rescore_mlcommons_energy(folder)
+    elif kind == "tiny_perf_newrunner":
+        case = _rescore_perf(folder, kind, read_mlcommons_performance)
+    elif kind == "tiny_perf_eembc":
+        case = _rescore_perf(folder, kind, read_eembc_performance)
+    elif kind == "tiny_energy_summary":
+        case = rescore_eembc_summary(folder)
+    elif kind == "tiny_accuracy":
+        case = rescore_accuracy(folder)
+    else:
+        claim = published_value(folder)
+        return CaseResult(folder, kind or "unknown", claim[0] if claim else None, None,
+                          claim[1] if claim else "", "unsupported",
+                          [f"{kind or 'this folder'}: no reader re-derives this kind yet"])
+    table_claim = (table or {}).get(folder.resolve())
+    if table_claim and case.published is not None and not agrees(case.published, table_claim[0]):
+        case.status = "mismatch"
+        case.reasons.insert(0, f"results.txt says {case.published} but the table lists "
+                               f"{table_claim[0]} {table_claim[1]}")
+    return case
+
+
+def rescore_tree(
+    root: Path, table_path: Path | None = None
+) -> Iterator[CaseResult]:
+    """Rescore every result folder under ``root``; the published table is ``table_path`` or
+    the nearest ``CASES.md`` above ``root``."""
+    cases = find_cases(root)
+    if not cases:
+        raise RescoreError(
+            f"no MLPerf Tiny, MLPerf power or tinypower session folders under {root}: pass a "
+            "folder holding results.txt/log.txt, run_1/ + ranging/, or session.json"
+        )
+    table_path = table_path or find_published_table(Path(root))
+    table = read_published_table(table_path) if table_path else {}
+    for folder in cases:
+        yield rescore_case(folder, table)
+

@@ -1,0 +1,315 @@
+"""``tinypower report``: one self-contained HTML file for one or more sessions.
+
+Why: a result is shared as a picture more often than as a folder. The report shows each power
+trace with its windows shaded and a zoomed plot per window, the per-window energies, latency
+against energy across the runs (with their Pareto front), and energy per unit of work across
+scales among a curated table of published MLPerf results (:mod:`tinypower.report.published`).
+Plots are PNGs embedded as base64 and the styles are inline: the file has no scripts and no
+external references, so it opens anywhere, offline, and can be attached to an email. Numbers
+that were not measured on hardware carry their ``measured_as`` label wherever they appear.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from energy_monitor.trace import Trace, Window
+from tinypower.report.plot import (
+    Point,
+    pareto_front,
+    pareto_png,
+    scales_png,
+    trace_png,
+    window_zooms_png,
+)
+from tinypower.report.published import PUBLISHED
+from tinypower.results.exports import TINY_BENCH_FOLDERS, StoredSession, load_session
+from tinypower.results.record import ResultRecord
+
+# Every report has these sections, in this order; tests look for them in the rendered page.
+SECTION_IDS = ("summary", "traces", "windows", "pareto", "scales", "published", "sessions")
+
+
+class ReportError(ValueError):
+    """The report cannot be made from what was given; the message says what to give instead."""
+
+
+@dataclass
+class _Run:
+    """One session as the report shows it."""
+
+    number: int  # 1-based position on the command line: tells same-named runs apart
+    session: StoredSession
+    record: ResultRecord
+    trace: Trace | None = None
+    windows: list[Window] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        tag = "" if self.record.measured_as == "hardware" else f" ({self.record.measured_as})"
+        return (f"#{self.number} {self.record.system} {self.record.benchmark} "
+                f"{self.record.scenario}{tag}")
+
+
+def _load(number: int, folder: Path) -> _Run:
+    session = load_session(folder)
+    run = _Run(number, session, session.result())
+    if run.record.scenario == "energy":
+        run.trace = session.trace()  # an energy session without its trace is an error
+        run.windows = session.trace_windows(run.trace)
+    return run
+
+
+def render_report(session_folders: Sequence[Path]) -> str:
+    """The report's HTML for the given session folders."""
+    if not session_folders:
+        raise ReportError("give at least one session folder")
+    runs = [_load(i, Path(f)) for i, f in enumerate(session_folders, start=1)]
+    if not any(r.trace is not None for r in runs):
+        raise ReportError(
+            "none of the sessions has a power trace (they are "
+            + ", ".join(sorted({r.record.scenario or "unknown" for r in runs}))
+            + " sessions): give at least one energy session, e.g. from "
+            "`tinypower measure --mode performance,energy`"
+        )
+    body = "\n".join((
+        _summary(runs), _traces(runs), _windows(runs), _pareto(runs), _scales(runs),
+        _published(), _sessions(runs),
+    ))
+    made = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>tinypower report</title><style>{_CSS}</style></head><body>\n"
+        f"<h1>tinypower report</h1><p class=\"meta\">{len(runs)} session(s), made {made}</p>\n"
+        f"{body}\n</body></html>\n"
+    )
+
+
+def build_report(session_folders: Sequence[Path], out: Path) -> Path:
+    """Write the report to ``out`` and return its path."""
+    text = render_report(session_folders)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value))
+
+
+def _img(png: bytes, alt: str, css: str = "") -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img class="{css}" alt="{_e(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _badge(measured_as: str) -> str:
+    return f'<span class="badge badge-{_e(measured_as)}">{_e(measured_as.upper())}</span>'
+
+
+def _section(section_id: str, title: str, content: str) -> str:
+    return f'<section id="{section_id}"><h2>{_e(title)}</h2>\n{content}\n</section>'
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A table; cells are HTML already (escape text with :func:`_e` first)."""
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _value(record: ResultRecord) -> str:
+    return "-" if record.value is None else f"{record.value:.3f} {record.unit}"
+
+
+def _summary(runs: list[_Run]) -> str:
+    not_hw = sorted({r.record.measured_as for r in runs} - {"hardware"})
+    banner = (
+        '<p class="banner">These numbers were not measured on hardware: they are '
+        + " and ".join(f"<b>{_e(k)}</b>" for k in not_hw)
+        + ". They show how the tool works, not how a real board performs.</p>"
+        if not_hw else ""
+    )
+    rows = [
+        [_e(f"#{r.number}"), _e(r.record.system), _e(r.record.benchmark), _e(r.record.scenario),
+         _e(_value(r.record)),
+         "valid" if r.record.valid else
+         f'<span class="bad">invalid: {_e(", ".join(r.record.failed_rules))}</span>',
+         _badge(r.record.measured_as), _e(r.session.name)]
+        for r in runs
+    ]
+    table = _table(("run", "system", "benchmark", "mode", "result", "validity", "measured as",
+                    "session"), rows)
+    return _section("summary", "Summary", banner + table)
+
+
+def _traces(runs: list[_Run]) -> str:
+    parts = []
+    for r in runs:
+        if r.trace is None:
+            continue
+        title = (f"{r.label}: median {_value(r.record)}, "
+                 f"{r.trace.sample_rate_hz:g} samples/s")
+        zooms = _img(window_zooms_png(
+            r.trace, r.windows,
+            [f"window {k}: {w.duration_s:.3f} s, N={w.work_count}" for k, w in enumerate(r.windows)]
+        ), f"each window of {r.label} zoomed") if r.windows else "<p>No scored windows.</p>"
+        parts.append(
+            f'<div class="run" id="trace-{r.number}">'
+            f"<h3>{_e(r.label)} {_badge(r.record.measured_as)}</h3>"
+            f"{_img(trace_png(r.trace, r.windows, title), 'power trace of ' + r.label)}"
+            f'<p class="meta">Each window zoomed, with a margin either side; the orange lines '
+            f"are its timestamp edges.</p>{zooms}</div>"
+        )
+    return _section("traces", "Power traces and windows", "\n".join(parts))
+
+
+def _windows(runs: list[_Run]) -> str:
+    parts = []
+    for r in runs:
+        if r.trace is None:
+            continue
+        rows = [
+            [str(k), f"{w['start_s']:.3f}", f"{w['duration_s']:.3f}", str(w["inferences"]),
+             f"{w['energy_uj']:.3f}", f"{w['mean_power_uw'] / 1e3:.4f}",
+             f"{w['energy_per_inference_uj']:.3f}",
+             f"{float(w.get('alignment_bound_s', 0.0)) * 1e3:g}"]
+            for k, w in enumerate(r.session.windows)
+        ]
+        parts.append(
+            f"<h3>{_e(r.label)} {_badge(r.record.measured_as)}</h3>"
+            + _table(("window", "start (s)", "duration (s)", "inferences", "energy (uJ)",
+                      "mean power (mW)", "energy/inference (uJ)", "alignment bound (ms)"), rows)
+            + f"<p>Score: median of the windows' energy per inference = "
+              f"<b>{_e(_value(r.record))}</b></p>"
+        )
+    return _section("windows", "Energy per window", "\n".join(parts))
+
+
+def _latency_ms(run: _Run, runs: list[_Run]) -> tuple[float, str]:
+    """The run's latency: from a performance session of the same system and benchmark among
+    the given ones (the MLPerf way; the one started closest in time), else from its own energy
+    windows' duration / N."""
+    perf = [
+        p for p in runs
+        if p.record.scenario == "performance" and p.record.value
+        and (p.record.system, p.record.benchmark) == (run.record.system, run.record.benchmark)
+    ]
+    if perf:
+        started = _started(run)
+        best = min(perf, key=lambda p: abs((_started(p) - started).total_seconds()))
+        return 1000.0 / best.record.value, f"performance session #{best.number}"
+    per_inference = [w.duration_s / w.work_count for w in run.windows]
+    return 1000.0 * statistics.median(per_inference), "energy windows (duration / N)"
+
+
+def _started(run: _Run) -> datetime:
+    try:
+        return datetime.fromisoformat(str(run.session.data.get("started_utc")))
+    except ValueError:
+        return datetime.min.replace(tzinfo=UTC)
+
+
+def _pareto(runs: list[_Run]) -> str:
+    energy_runs = [r for r in runs if r.trace is not None and r.record.value is not None]
+    points, rows = [], []
+    for r in energy_runs:
+        latency, source = _latency_ms(r, runs)
+        points.append(Point(r.label, latency, r.record.value))
+        rows.append([_e(r.label), f"{latency:.3f}", _e(source), f"{r.record.value:.3f}",
+                     _badge(r.record.measured_as)])
+    benchmarks = {TINY_BENCH_FOLDERS.get(r.record.benchmark, r.record.benchmark)
+                  for r in energy_runs}
+    published = [
+        Point(f"{p.case} {p.system} (published)", p.latency_ms, p.energy_per_work_j * 1e6, True)
+        for p in PUBLISHED
+        if p.latency_ms is not None and p.benchmark in benchmarks
+    ]
+    front = {p.label for p in pareto_front(points)}
+    for row, p in zip(rows, points, strict=True):
+        row.append("yes" if p.label in front else "")
+    content = (
+        _img(pareto_png(points, published), "latency against energy per inference")
+        + _table(("run", "latency (ms)", "latency from", "energy (uJ/inf)", "measured as",
+                  "on the Pareto front"), rows)
+        + '<p class="meta">Grey squares: published results of the same benchmark (see the '
+          "table of published results).</p>"
+    )
+    return _section("pareto", "Latency against energy", content)
+
+
+def _scales(runs: list[_Run]) -> str:
+    points = [
+        Point(r.label, r.record.power_w, r.record.value * 1e-6)
+        for r in runs
+        if r.trace is not None and r.record.value is not None and r.record.power_w
+    ]
+    published = [
+        Point(f"{p.case} {p.system} {p.benchmark} {p.scenario}", p.mean_power_w,
+              p.energy_per_work_j, True)
+        for p in PUBLISHED
+    ]
+    content = (
+        _img(scales_png(points, published), "energy per unit of work across scales")
+        + '<p class="meta">Energy per unit of work (log) against mean power (log): '
+          "microcontrollers work at microjoules and milliwatts, servers at joules and hundreds "
+          "of watts. Blue: the runs in this report; grey: published MLPerf results.</p>"
+    )
+    return _section("scales", "Energy efficiency across scales", content)
+
+
+def _published() -> str:
+    rows = [
+        [_e(p.case), _e(p.round), _e(f"{p.organization} {p.system}"),
+         _e(f"{p.benchmark} {p.scenario}"), _e(f"{p.value:g} {p.unit}"),
+         _e(f"{p.energy_per_work_j:.6g} J/{p.work_unit}"), _e(f"{p.mean_power_w:.6g}"),
+         f"<code>{_e(p.repository)}</code><br><code>{_e(p.path)}</code>"
+         + (f"<br><i>{_e(p.note)}</i>" if p.note else "")]
+        for p in PUBLISHED
+    ]
+    return _section("published", "Published MLPerf results for comparison", _table(
+        ("case", "round", "system", "benchmark", "published", "energy per unit of work",
+         "mean power (W)", "source (MLCommons results repository and path)"), rows))
+
+
+def _sessions(runs: list[_Run]) -> str:
+    rows = []
+    for r in runs:
+        files = r.session.data.get("files") or {}
+        hashes = "<br>".join(f"{_e(n)}: <code>{_e(h[:16])}</code>" for n, h in sorted(
+            files.items()) if n in ("trace.npz", "results.json", "transcript.log"))
+        rows.append([
+            _e(f"#{r.number}"), _e(r.session.folder), _e(r.session.data.get("started_utc", "")),
+            _e(r.session.data.get("status", "")), _e(r.record.meter or "-"),
+            _badge(r.record.measured_as), hashes,
+        ])
+    return _section("sessions", "Sessions and their files", _table(
+        ("run", "folder", "started (UTC)", "status", "meter", "measured as",
+         "sha256 (first 16)"), rows))
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1150px; color: #222; }
+h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; }
+table { border-collapse: collapse; margin: .6em 0; font-size: .85em; }
+th, td { border: 1px solid #ddd; padding: .25em .5em; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; }
+img { max-width: 100%; }
+.meta { color: #666; font-size: .85em; }
+.banner { background: #fff3cd; border: 1px solid #e0c060; padding: .6em; }
+.badge { font-size: .75em; padding: .1em .4em; border-radius: 3px; color: #fff;
+         background: #2a7d2a; }
+.badge-simulated, .badge-emulated { background: #b35900; }
+.badge-counter { background: #555; }
+.bad { color: #b00; }
+code { font-size: .85em; }
+"""

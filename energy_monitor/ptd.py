@@ -1,0 +1,490 @@
+"""Client for SPEC PTDaemon (PTD): the power analyzer behind the MLPerf power workflow.
+
+PTD owns the analyzer (a Yokogawa WT310E, WT333E, ...) and serves a line protocol on TCP (port
+8888): each command ends ``\\r\\n`` and gets one ``\\n``-terminated reply, except ``RL`` whose
+reply is ``Last N samples`` and N sample lines. A measurement is ``Go,1000,0,<mark>`` (one
+sample a second, tagged with the mark) ... ``Stop``; samples wait in PTD until read with ``RL``.
+The MLPerf server reads them only after ``Stop``; this driver polls ``RL`` while measuring
+(every ``poll_interval_s``), so that a PTD or network failure mid-run loses nothing already
+sampled and is noticed at once, and so that a folder given to :meth:`Ptd.start` gets the sample
+lines appended as they arrive (``spl.txt``, the same lines MLPerf's ``spl.txt`` holds).
+
+``RL`` has fallbacks (``shared/reference/mlperf-power.md`` §3): multichannel analyzers answer
+``RL,*,*``; single-channel ones answer it ``Invalid number of parameters`` and need ``RL``; DC
+analyzers answer ``Unknown command`` and need ``DC-RL``. The driver tries them in that order on
+the first read and keeps the one that works.
+
+Every reply is checked against the replies PTD gives; anything else (an ``Error...`` reply, a
+reply to a different command, bytes that are no PTD reply) is a
+:class:`~energy_monitor.meter.MeterError` naming the command, the reply and the fix. A PTD that
+stops answering, or a closed connection, fails the measurement with the samples read so far
+kept (:meth:`Ptd.series`, ``spl.txt``). Sample lines whose Watts are not a number (PTD logs
+``Bad watts reading nan`` while auto-ranging) are counted in ``invalid_samples`` and left out,
+which shows as a gap in the series rather than a made-up value.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from energy_monitor.meter import MeterError, MeterIdentity
+from energy_monitor.series import PowerSeries
+from energy_monitor.stream import RawLog
+
+DEFAULT_PORT = 8888
+SAMPLE_PERIOD_MS = 1000  # MLPerf power rules: 1 Hz
+TIME_FORMAT = "%m-%d-%Y %H:%M:%S.%f"
+RL_FORMS = ("RL,*,*", "RL", "DC-RL")
+_LAST_N = re.compile(r"^Last (\d+) samples?$")
+_VERSION = re.compile(r"version=(.+?)-")
+_CHANNEL = re.compile(r"^Ch\d+$")
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """``tcp://HOST:PORT``, ``HOST:PORT`` or ``HOST`` (port 8888)."""
+    rest = address.removeprefix("tcp://")
+    host, sep, port = rest.rpartition(":")
+    if not sep:
+        return rest or "127.0.0.1", DEFAULT_PORT
+    if not port.isdigit():
+        raise MeterError(f"bad PTDaemon address {address!r}: write HOST:PORT, e.g. "
+                         f"127.0.0.1:{DEFAULT_PORT}")
+    return host or "127.0.0.1", int(port)
+
+
+@dataclass(frozen=True)
+class PtdSample:
+    """One PTD sample line. V/A/PF are -1 where PTD does not report them (multichannel
+    top level); ``channels`` holds each channel's values then."""
+
+    time_s: float  # UTC epoch seconds
+    watts: float
+    volts: float
+    amps: float
+    pf: float
+    mark: str
+    channels: tuple[dict[str, float], ...] = ()
+
+    @property
+    def max_volts(self) -> float:
+        return max([self.volts, *(c.get("Volts", -1.0) for c in self.channels)])
+
+    @property
+    def max_amps(self) -> float:
+        return max([self.amps, *(c.get("Amps", -1.0) for c in self.channels)])
+
+
+@dataclass(frozen=True)
+class PtdRanges:
+    """``RR``: auto flags are -1 unknown, 0 off, 1 on; ranges -1 when unknown."""
+
+    amp_auto: int
+    amp_range: float
+    volt_auto: int
+    volt_range: float
+    reply: str  # as PTD sent it, to restore and to compare at the end
+
+
+@dataclass(frozen=True)
+class PtdSummary:
+    """``Watts`` or ``Uncertainty``: PTD's summary of the last measurement. Reading the
+    fields as average, minimum, maximum, count follows the published replies; PTD does not
+    document them (UNVERIFIED)."""
+
+    average: float
+    minimum: float
+    maximum: float
+    count: int
+    reply: str
+
+
+@dataclass
+class _Run:
+    samples: list[PtdSample] = field(default_factory=list)
+    invalid_samples: int = 0
+    out_of_order: int = 0
+
+
+def parse_sample_line(line: str) -> PtdSample:
+    """``Time,<UTC>,Watts,x,Volts,x,Amps,x,PF,x,Mark,<mark>[,Ch1,Watts,x,...]``."""
+    fields = line.strip().split(",")
+    if len(fields) < 4 or fields[0] != "Time":
+        raise ValueError("a sample line starts with Time,<time>")
+    try:
+        stamp = datetime.strptime(fields[1], TIME_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        raise ValueError(f"bad sample time {fields[1]!r}") from None
+    top: dict[str, str] = {}
+    channels: list[dict[str, float]] = []
+    current: dict[str, str] = top
+    channel_values: list[dict[str, str]] = []
+    k = 2
+    while k < len(fields):
+        key = fields[k]
+        if _CHANNEL.match(key):
+            current = {}
+            channel_values.append(current)
+            k += 1
+            continue
+        if k + 1 >= len(fields):
+            raise ValueError(f"field {key!r} has no value")
+        current[key] = fields[k + 1]
+        k += 2
+    if "Watts" not in top:
+        raise ValueError("no Watts field")
+    for values in channel_values:
+        channels.append({key: _number(value) for key, value in values.items()})
+    return PtdSample(
+        time_s=stamp.timestamp(), watts=_number(top["Watts"]),
+        volts=_number(top.get("Volts", "-1")), amps=_number(top.get("Amps", "-1")),
+        pf=_number(top.get("PF", "-1")), mark=top.get("Mark", ""), channels=tuple(channels),
+    )
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number") from None
+
+
+class Ptd:
+    """A PTDaemon connection: one command at a time, a poller thread while measuring."""
+
+    kind = "ptd"
+
+    def __init__(
+        self, address: str = f"127.0.0.1:{DEFAULT_PORT}", *, measured_as: str = "hardware",
+        timeout_s: float = 5.0, poll_interval_s: float = 1.0,
+        on_command: Callable[[str, str], None] | None = None,
+    ) -> None:
+        """``on_command(direction, text)`` sees each command (``>``) and one-line reply
+        (``<``), for the session transcript; sample lines go to ``spl.txt`` instead."""
+        self.address = address
+        self.host, self.port = parse_address(address)
+        self.measured_as = measured_as
+        self.timeout_s = timeout_s
+        self.poll_interval_s = poll_interval_s
+        self._on_command = on_command or (lambda direction, text: None)
+        self._lock = threading.Lock()  # one command and its reply at a time
+        self._pending = bytearray()
+        self._rl_form: str | None = None
+        self._run = _Run()
+        self._measuring = False
+        self._failure: str | None = None
+        self._poller: threading.Thread | None = None
+        self._stop_polling = threading.Event()
+        self._spl = RawLog(None)
+        self.messages: list[tuple[str, str]] = []  # (command, first reply line), as MLPerf keeps
+        try:
+            self._sock: socket.socket | None = socket.create_connection(
+                (self.host, self.port), timeout=timeout_s
+            )
+        except OSError as exc:
+            raise MeterError(
+                f"cannot reach PTDaemon at {self.host}:{self.port} ({exc}): start PTDaemon "
+                f"with -p {self.port} (and TZ=UTC) on that machine, or fix the address"
+            ) from exc
+        try:
+            self._expect("Hello", lambda r: r == "Hello, PTDaemon here!",
+                         "is this port PTDaemon's (ptd -p PORT)?")
+        except BaseException:
+            self.close()
+            raise
+
+    # -- SeriesMeter ----------------------------------------------------------------------
+
+    def identify(self) -> MeterIdentity:
+        """``Identify``: the model is the text before the first comma, the version follows
+        ``version=``; the analyzer's own ``MAKER;MODEL;SERIAL;FIRMWARE`` is the last field."""
+        reply = self._command("Identify")
+        fields = reply.split(",")
+        version = _VERSION.search(reply)
+        if len(fields) < 2 or version is None:
+            raise MeterError(self._malformed("Identify", reply, "a model and version=..."))
+        analyzer = fields[-1].split(";")
+        serial = analyzer[2] if len(analyzer) >= 3 else "?"
+        firmware = analyzer[3] if len(analyzer) >= 4 else "?"
+        return MeterIdentity("ptd", f"{fields[0]} (PTDaemon {version.group(1)})", serial,
+                             firmware, self.measured_as)
+
+    def start(self, folder: Path | None = None, *, mark: str = "tinypower",
+              period_ms: int = SAMPLE_PERIOD_MS) -> None:
+        """``Go,<period_ms>,0,<mark>`` and poll the samples; with a folder, sample lines are
+        appended to ``folder/spl.txt`` as they arrive. MLPerf marks are
+        ``<session>_ranging`` / ``<session>_testing``."""
+        if "," in mark or "\n" in mark:
+            raise MeterError(f"a PTD mark cannot hold commas or newlines: {mark!r}")
+        if self._measuring:
+            raise MeterError("this PTD measurement is already running: stop it first")
+        self._raise_if_failed()
+        self._run = _Run()
+        self._spl.close()
+        self._spl = RawLog(folder / "spl.txt" if folder else None)
+        self._expect(f"Go,{period_ms},0,{mark}",
+                     lambda r: r.startswith("Starting untimed measurement"),
+                     "stop the measurement another client started, then measure again")
+        self._measuring = True
+        self._stop_polling.clear()
+        self._poller = threading.Thread(target=self._poll_loop, name="ptd-poll", daemon=True)
+        self._poller.start()
+
+    def stop(self) -> PowerSeries:
+        """``Stop``, read the remaining samples, return the series. A failure during the
+        measurement raises :class:`MeterError` here; :meth:`series` still has the data."""
+        self._stop_polling.set()
+        if self._poller is not None:
+            self._poller.join(timeout=self.timeout_s + 1)
+            self._poller = None
+        try:
+            if self._measuring and self._failure is None:
+                self._expect("Stop", lambda r: r == "Stopping untimed measurement",
+                             "another client may have stopped it")
+                self._read_samples()
+        except MeterError as exc:
+            self._fail(str(exc))
+        finally:
+            self._measuring = False
+            self._spl.close()
+        self._raise_if_failed()
+        return self.series()
+
+    def close(self) -> None:
+        """Stop polling and close the connection (a running measurement is stopped first)."""
+        self._stop_polling.set()
+        if self._poller is not None:
+            self._poller.join(timeout=self.timeout_s + 1)
+            self._poller = None
+        if self._measuring and self._sock is not None and self._failure is None:
+            with contextlib.suppress(MeterError):
+                self._command("Stop")
+        self._measuring = False
+        self._spl.close()
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    # -- what PTD measured ----------------------------------------------------------------
+
+    def series(self) -> PowerSeries:
+        """The samples read so far as a power series (also after a failure)."""
+        samples = self._run.samples
+        return PowerSeries(
+            np.array([s.time_s for s in samples]), np.array([s.watts for s in samples]),
+            source=f"ptd {self.host}:{self.port}",
+        )
+
+    @property
+    def samples(self) -> list[PtdSample]:
+        """Every valid sample read since :meth:`start`, with V, A, PF and mark."""
+        return list(self._run.samples)
+
+    @property
+    def invalid_samples(self) -> int:
+        """Sample lines left out because their Watts were not a finite number."""
+        return self._run.invalid_samples
+
+    def ranging_maxima(self) -> tuple[float, float]:
+        """(max volts, max amps) over the samples: the ranging run's result, from which the
+        testing run's fixed ranges are set (amps x 1.1 under the MLPerf rules)."""
+        if not self._run.samples:
+            raise MeterError("no PTD samples to take the ranging maxima from: run the "
+                             "ranging measurement first")
+        return (max(s.max_volts for s in self._run.samples),
+                max(s.max_amps for s in self._run.samples))
+
+    # -- ranges and summaries -------------------------------------------------------------
+
+    def read_ranges(self) -> PtdRanges:
+        reply = self._command("RR")
+        fields = reply.split(",")
+        try:
+            if fields[0] != "Ranges" or len(fields) != 5:
+                raise ValueError
+            return PtdRanges(int(fields[1]), float(fields[2]), int(fields[3]),
+                             float(fields[4]), reply)
+        except ValueError:
+            raise MeterError(self._malformed(
+                "RR", reply, "Ranges,<AmpAuto>,<AmpRange>,<VoltAuto>,<VoltRange>"
+            )) from None
+
+    def set_voltage_range(self, volts: float | str) -> None:
+        """``SR,V,<volts>`` or ``SR,V,Auto`` (pass ``"auto"``)."""
+        self._set_range("V", volts)
+
+    def set_current_range(self, amps: float | str) -> None:
+        """``SR,A,<amps>`` or ``SR,A,Auto`` (pass ``"auto"``)."""
+        self._set_range("A", amps)
+
+    def watts(self) -> PtdSummary:
+        """``Watts``: PTD's summary of the last measurement (MLPerf writes it to
+        ``run_1/ptd_out.txt``; the metric is computed from the samples, not from this)."""
+        return self._summary("Watts")
+
+    def uncertainty(self) -> PtdSummary:
+        """``Uncertainty``: PTD's uncertainty summary of the last measurement (fraction)."""
+        return self._summary("Uncertainty")
+
+    def _set_range(self, which: str, value: float | str) -> None:
+        if isinstance(value, str):
+            if value.lower() != "auto":
+                raise MeterError(f"a PTD range is a number or 'auto', not {value!r}")
+            text = "Auto"
+        else:
+            if not (math.isfinite(value) and value > 0):
+                raise MeterError(f"a PTD {which} range must be a positive number, not {value!r}")
+            text = f"{value:.6f}"
+        self._expect(f"SR,{which},{text}", lambda r: r == f"Range {which} changed",
+                     "check the analyzer offers that range (see its manual)")
+
+    def _summary(self, name: str) -> PtdSummary:
+        reply = self._command(name)
+        fields = reply.split(",")
+        try:
+            if fields[0] != name or len(fields) < 5:
+                raise ValueError
+            return PtdSummary(float(fields[1]), float(fields[2]), float(fields[3]),
+                              int(fields[4]), reply)
+        except ValueError:
+            raise MeterError(self._malformed(name, reply, f"{name},<avg>,<min>,<max>,<n>,...")
+                             ) from None
+
+    # -- reading samples ------------------------------------------------------------------
+
+    def _poll_loop(self) -> None:
+        while not self._stop_polling.wait(self.poll_interval_s):
+            try:
+                self._read_samples()
+            except MeterError as exc:
+                self._fail(str(exc))
+                return
+
+    def _read_samples(self) -> None:
+        """One ``RL``: append the unread samples to the run (and to ``spl.txt``)."""
+        with self._lock:
+            lines = self._read_log_locked()
+        for line in lines:
+            self._spl.write(line.encode("latin-1") + b"\n")
+            try:
+                sample = parse_sample_line(line)
+            except ValueError as exc:
+                raise MeterError(self._malformed("RL", line, f"a sample line ({exc})")) from None
+            run = self._run
+            if not math.isfinite(sample.watts):
+                run.invalid_samples += 1
+            elif run.samples and sample.time_s <= run.samples[-1].time_s:
+                run.out_of_order += 1
+            else:
+                run.samples.append(sample)
+
+    def _read_log_locked(self) -> list[str]:
+        forms = [self._rl_form] if self._rl_form else list(RL_FORMS)
+        replies = []
+        for form in forms:
+            first = self._exchange_locked(form)
+            match = _LAST_N.match(first)
+            if match:
+                self._rl_form = form
+                return [self._read_line_locked(form) for _ in range(int(match.group(1)))]
+            replies.append(f"{form} -> {first!r}")
+            if not ("Invalid number of parameters" in first or "Unknown command" in first):
+                break
+        raise MeterError(self._malformed(
+            "RL", "; ".join(replies), "Last N samples (tried RL,*,*, RL and DC-RL)"
+        ))
+
+    # -- the line protocol ----------------------------------------------------------------
+
+    def _expect(self, command: str, ok: Callable[[str], bool], fix: str) -> str:
+        reply = self._command(command)
+        if not ok(reply):
+            if reply.startswith("Error"):
+                raise MeterError(f"PTDaemon refused {command!r}: {reply!r}. Fix: {fix}")
+            raise MeterError(self._malformed(command, reply, "its documented reply"))
+        return reply
+
+    def _command(self, command: str) -> str:
+        with self._lock:
+            return self._exchange_locked(command)
+
+    def _exchange_locked(self, command: str) -> str:
+        if self._sock is None:
+            raise MeterError(self._failure or "the connection to PTDaemon is closed")
+        self._on_command(">", command)
+        try:
+            self._sock.sendall(command.encode("ascii") + b"\r\n")
+        except OSError as exc:
+            raise self._broken(self._lost(exc)) from exc
+        reply = self._read_line_locked(command)
+        self._on_command("<", reply)
+        self.messages.append((command, reply))
+        return reply
+
+    def _read_line_locked(self, command: str) -> str:
+        deadline = time.monotonic() + self.timeout_s
+        while (end := self._pending.find(b"\n")) < 0:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._broken(
+                    f"PTDaemon at {self.host}:{self.port} did not answer {command!r} within "
+                    f"{self.timeout_s:g} s after {len(self._run.samples)} samples: check that "
+                    "PTDaemon is running and its analyzer connected (PTD's log says why); the "
+                    "samples read so far are kept"
+                )
+            self._sock.settimeout(remaining)
+            try:
+                chunk = self._sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError as exc:
+                raise self._broken(self._lost(exc)) from exc
+            if not chunk:
+                raise self._broken(self._lost("connection closed"))
+            self._pending += chunk
+        raw = bytes(self._pending[:end])
+        del self._pending[: end + 1]
+        try:
+            return raw.decode("ascii").strip()
+        except UnicodeDecodeError:
+            raise self._broken(self._malformed(command, repr(raw[:60]), "ASCII text")) from None
+
+    def _malformed(self, command: str, reply: str, expected: str) -> str:
+        return (
+            f"malformed PTDaemon reply to {command!r}: {reply[:120]!r} (expected {expected}). "
+            f"Is {self.host}:{self.port} a PTDaemon, and is only one client talking to it? "
+            "The samples read so far are kept"
+        )
+
+    def _lost(self, why: object) -> str:
+        return (
+            f"lost PTDaemon at {self.host}:{self.port} after {len(self._run.samples)} samples "
+            f"({why}): was PTDaemon stopped or the network cut? The samples read so far are "
+            "kept; restart PTDaemon and measure again"
+        )
+
+    def _broken(self, reason: str) -> MeterError:
+        """The connection is out of step or gone: close it and remember why."""
+        self._fail(reason)
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        return MeterError(reason)
+
+    def _fail(self, reason: str) -> None:
+        if self._failure is None:
+            self._failure = reason
+
+    def _raise_if_failed(self) -> None:
+        if self._failure is not None:
+            raise MeterError(self._failure)

@@ -1,0 +1,190 @@
+"""Server power from a BMC over DMTF Redfish (HTTP(S) + JSON), polled into a power series.
+
+Three places a BMC may report a chassis's input power, tried in this order by
+``source="auto"``:
+
+- ``/redfish/v1/Chassis/{id}/EnvironmentMetrics``: ``PowerWatts.Reading`` (current schema);
+- ``/redfish/v1/Chassis/{id}/Power``: ``PowerControl[0].PowerConsumedWatts`` (the legacy
+  resource, deprecated but the one most BMCs still serve);
+- ``/redfish/v1/Chassis/{id}/PowerSubsystem``: the sum of each power supply's
+  ``Metrics.InputPowerWatts.Reading``.
+
+The chassis is ``chassis=`` (its Id) or the first listed that has one of them. Each reading is
+stamped with the host's UTC clock when the reply arrives. BMC power sensors update slowly
+(often every 1-10 s) and may average: a BMC is fit for the training rules' node-level
+measurement, not for an MLPerf inference power result (which needs an analyzer at the wall).
+
+Reference: ``shared/reference/instruments.md`` §8; setup in ``docs/meters/redfish.md``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import ssl
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from energy_monitor.meter import MeterError, MeterIdentity
+from energy_monitor.poller import Poller
+from energy_monitor.series import PowerSeries
+
+SOURCES = ("auto", "environment_metrics", "power", "power_subsystem")
+RESOURCE = {"environment_metrics": "EnvironmentMetrics", "power": "Power",
+            "power_subsystem": "PowerSubsystem"}
+
+
+class Redfish:
+    """A Redfish BMC's chassis power as a series meter."""
+
+    kind = "redfish"
+
+    def __init__(
+        self, url: str, *, chassis: str | None = None, source: str = "auto",
+        username: str | None = None, password: str | None = None, verify_tls: bool = True,
+        poll_interval_s: float = 1.0, timeout_s: float = 5.0, measured_as: str = "hardware",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """``verify_tls=False`` accepts a BMC's self-signed certificate."""
+        if source not in SOURCES:
+            raise MeterError(f"redfish source must be one of {', '.join(SOURCES)}, "
+                             f"not {source!r}")
+        self.url = url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.measured_as = measured_as
+        self.clock = clock
+        self._headers = {"Accept": "application/json"}
+        if username:
+            token = base64.b64encode(f"{username}:{password or ''}".encode()).decode()
+            self._headers["Authorization"] = f"Basic {token}"
+        self._ssl = None if verify_tls else ssl._create_unverified_context()
+        self.chassis, self.source = self._discover(chassis, source)
+        self._lock = threading.Lock()
+        self._times: list[float] = []
+        self._watts: list[float] = []
+        self._csv: TextIO | None = None
+        self._poller = Poller(self.poll, poll_interval_s, "redfish-poll")
+
+    def identify(self) -> MeterIdentity:
+        return MeterIdentity("redfish", f"Redfish {RESOURCE[self.source]} at {self.url}",
+                             self.chassis, "-", self.measured_as)
+
+    def start(self, folder: Path | None = None) -> None:
+        with self._lock:
+            self._times, self._watts = [], []
+        if folder:
+            self._csv = (folder / "redfish.csv").open("w")
+            self._csv.write("time_s,power_w\n")
+        self.poll()
+        self._poller.start()
+
+    def stop(self) -> PowerSeries:
+        self._poller.stop()
+        try:
+            if self._poller.failure is None:
+                self.poll()
+        except MeterError as exc:
+            self._poller.fail(str(exc))
+        finally:
+            self._close_csv()
+        self._poller.raise_if_failed()
+        return self.series()
+
+    def close(self) -> None:
+        self._poller.stop()
+        self._close_csv()
+
+    def series(self) -> PowerSeries:
+        with self._lock:
+            return PowerSeries(np.array(self._times), np.array(self._watts),
+                               source=f"redfish {self.url} {self.chassis}")
+
+    def poll(self) -> None:
+        watts = self.read_power_w()
+        now = self.clock()
+        with self._lock:
+            if self._times and now <= self._times[-1]:
+                return
+            self._times.append(now)
+            self._watts.append(watts)
+        if self._csv:
+            self._csv.write(f"{now:.6f},{watts:.3f}\n")
+            self._csv.flush()
+
+    def read_power_w(self) -> float:
+        """One reading from the chosen resource."""
+        path = f"/redfish/v1/Chassis/{self.chassis}/{RESOURCE[self.source]}"
+        doc = self._get(path)
+        try:
+            if self.source == "environment_metrics":
+                value = doc["PowerWatts"]["Reading"]
+            elif self.source == "power":
+                value = doc["PowerControl"][0]["PowerConsumedWatts"]
+            else:
+                supplies = self._get(doc["PowerSupplies"]["@odata.id"])["Members"]
+                value = sum(self._get(f"{m['@odata.id']}/Metrics")["InputPowerWatts"]["Reading"]
+                            for m in supplies)
+            watts = float(value)
+        except (KeyError, IndexError, TypeError, ValueError):
+            raise MeterError(f"the BMC's {path} holds no power reading where Redfish puts it: "
+                             f"pick another source (environment_metrics, power, "
+                             "power_subsystem)") from None
+        if not math.isfinite(watts):
+            raise MeterError(f"the BMC's {path} reads {value!r} watts")
+        return watts
+
+    def _discover(self, chassis: str | None, source: str) -> tuple[str, str]:
+        members = self._get("/redfish/v1/Chassis").get("Members", [])
+        ids = [m["@odata.id"].rstrip("/").rsplit("/", 1)[-1] for m in members]
+        if chassis is not None and chassis not in ids:
+            raise MeterError(f"no chassis {chassis!r} at {self.url}; it lists "
+                             f"{', '.join(ids) or 'none'}")
+        wanted = [source] if source != "auto" else ["environment_metrics", "power",
+                                                     "power_subsystem"]
+        for chassis_id in [chassis] if chassis else ids:
+            doc = self._get(f"/redfish/v1/Chassis/{chassis_id}")
+            for name in wanted:
+                if RESOURCE[name] in doc:
+                    return chassis_id, name
+        raise MeterError(
+            f"no chassis at {self.url} offers {' or '.join(RESOURCE[w] for w in wanted)}: "
+            "this BMC does not report power over Redfish (try the ipmi meter)"
+        )
+
+    def _get(self, path: str) -> dict[str, Any]:
+        request = urllib.request.Request(self.url + path, headers=self._headers)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s,
+                                        context=self._ssl) as reply:
+                body = reply.read()
+        except urllib.error.HTTPError as exc:
+            fix = ("set username and password (a BMC account with read access)"
+                   if exc.code in (401, 403) else "check the chassis and source")
+            raise MeterError(f"the BMC answered {exc.code} to GET {path}: {fix}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise MeterError(
+                f"the BMC at {self.url} did not answer GET {path} "
+                f"({getattr(exc, 'reason', exc)}) after {len(getattr(self, '_times', []))} "
+                "readings: check its address and network; the readings so far are kept"
+            ) from None
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            raise MeterError(f"malformed reply to GET {path} from the BMC (not JSON): "
+                             f"{body[:60]!r}") from None
+        if not isinstance(doc, dict):
+            raise MeterError(f"malformed reply to GET {path} from the BMC: not a JSON object")
+        return doc
+
+    def _close_csv(self) -> None:
+        if self._csv:
+            self._csv.close()
+            self._csv = None

@@ -162,14 +162,16 @@ def _clip(
     if end_s <= start_s:
         raise TraceError(f"a window must end after it starts ({start_s} .. {end_s})")
     mask = (t > start_s) & (t < end_s)
-    pts_t, pts_v = list(t[mask]), list(v[mask])
+    head_t: list[float] = []
+    head_v: list[float] = []
+    tail_t: list[float] = []
+    tail_v: list[float] = []
     if len(t) and t[0] <= start_s <= t[-1]:
-        pts_t.insert(0, start_s)
-        pts_v.insert(0, float(np.interp(start_s, t, v)))
+        head_t, head_v = [start_s], [float(np.interp(start_s, t, v))]
     if len(t) and t[0] <= end_s <= t[-1]:
-        pts_t.append(end_s)
-        pts_v.append(float(np.interp(end_s, t, v)))
-    return np.asarray(pts_t), np.asarray(pts_v)
+        tail_t, tail_v = [end_s], [float(np.interp(end_s, t, v))]
+    return (np.concatenate((head_t, t[mask], tail_t)),
+            np.concatenate((head_v, v[mask], tail_v)))
 
 
 def _series_energy(
@@ -187,9 +189,8 @@ def _series_energy(
         gaps.append(Gap(start_s, min(end_s, t[0]) if len(t) else end_s))
     covering = intervals[max(lo, 0):min(hi, len(t) - 1)] if len(t) > 1 else intervals[:0]
     first = max(lo, 0)
-    for k, dt in enumerate(covering, start=first):
-        if dt > max_gap_s:
-            gaps.append(Gap(max(t[k], start_s), min(t[k + 1], end_s)))
+    for k in np.nonzero(covering > max_gap_s)[0] + first:
+        gaps.append(Gap(max(t[k], start_s), min(t[k + 1], end_s)))
     if len(t) and t[-1] < end_s:
         gaps.append(Gap(max(t[-1], start_s), end_s))
     gap_s = sum(g.duration_s for g in gaps)

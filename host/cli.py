@@ -39,6 +39,7 @@ from tinypower.models import (
 from tinypower.report.commands import add_commands as add_report_commands
 from tinypower.results.commands import add_commands as add_results_commands
 from tinypower.runner import MODES, RunError, RunOutcome, RunRequest, run
+from tinypower.scale.fleet_commands import add_commands as add_fleet_commands
 from tinypower.suites.benchmarks import SUITES, Suite, SuiteError, get_suite
 from tinypower.suites.datasets import DatasetError, load_dataset, synthetic_inputs
 
@@ -138,6 +139,7 @@ def _parser() -> argparse.ArgumentParser:
     fetch.set_defaults(func=_models_fetch)
     add_results_commands(sub)
     add_report_commands(sub)
+    add_fleet_commands(sub)
     return parser
 
 

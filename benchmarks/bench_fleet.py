@@ -1,0 +1,100 @@
+"""Energy of a 1 hour window across 100, 1,000 and 10,000 simulated nodes read from a real
+Prometheus: wall time, peak memory and growth. Target: 10,000 nodes under 60 s and 2 GB.
+
+Each size is backfilled (promtool) into its own throwaway Prometheus on loopback; the reading
+runs in a child process so its peak RSS is its own. Backfill time is setup, reported apart.
+
+    .venv/bin/python benchmarks/bench_fleet.py [--nodes 100,1000,10000] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from energy_monitor.sim.fleet import (
+    PrometheusServer,
+    backfill,
+    openmetrics_lines,
+    simulate_fleet,
+)
+
+T0 = 1_700_006_400.0
+WINDOW_S = 3600.0
+BATCH = 1000
+
+CHILD = """
+import json, resource, sys, time
+from energy_monitor.prometheus import FleetQuery, PrometheusClient, read_fleet
+url, nodes, start_s, end_s = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+names = [f"n{k // 1000:02d}{k % 1000:04d}" for k in range(nodes)]
+began = time.monotonic()
+r = read_fleet(PrometheusClient(url), FleetQuery("node_power_watts", "instance", "power"),
+               start_s, end_s, names, measured_as="simulated")
+print(json.dumps({"wall_s": time.monotonic() - began, "energy_j": r.total_energy_j,
+                  "valid": r.valid, "nodes": len(r.nodes),
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def write_fleet(nodes: int, path: Path) -> float:
+    """Power gauges of ``nodes`` nodes over the window plus margins; returns the true energy
+    of the measured window."""
+    truth = 0.0
+    with path.open("wb") as f:
+        f.write(b"# HELP node_power_watts simulated\n# TYPE node_power_watts gauge\n")
+        for b in range((nodes + BATCH - 1) // BATCH):
+            fleet = simulate_fleet(min(BATCH, nodes - BATCH * b), T0, WINDOW_S + 120,
+                                   kind="power", seed=b, name_format=f"n{b:02d}" + "{:04d}")
+            for n in fleet.nodes:
+                f.write(openmetrics_lines(fleet.metric, {"instance": n.name}, n.time_s, n.value))
+            truth += fleet.true_energy_j(T0 + 60, T0 + 60 + WINDOW_S)
+        f.write(b"# EOF\n")
+    return truth
+
+
+def run_size(nodes: int, folder: Path) -> dict:
+    began = time.monotonic()
+    truth = write_fleet(nodes, folder / "fleet.om")
+    backfill(folder / "fleet.om", folder / "tsdb")
+    (folder / "fleet.om").unlink()
+    server = PrometheusServer(folder / "tsdb")
+    setup_s = time.monotonic() - began
+    try:
+        child = subprocess.run([sys.executable, "-c", CHILD, server.url, str(nodes),
+                                str(T0 + 60), str(T0 + 60 + WINDOW_S)],
+                               capture_output=True, text=True, check=True)
+    finally:
+        server.stop()
+    result = json.loads(child.stdout)
+    result.update(nodes=nodes, setup_s=setup_s, error=result["energy_j"] / truth - 1)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", default="100,1000,10000")
+    parser.add_argument("--keep", type=Path, help="keep the TSDBs here")
+    args = parser.parse_args()
+    rows = []
+    for nodes in [int(x) for x in args.nodes.split(",")]:
+        with tempfile.TemporaryDirectory(dir=args.keep) as tmp:
+            rows.append(run_size(nodes, Path(tmp)))
+        print(f"done {nodes} nodes", file=sys.stderr, flush=True)
+    print(f"{'nodes':>7} {'samples':>12} {'wall s':>8} {'s/1k nodes':>10} {'peak RSS MB':>11} "
+          f"{'energy error':>12} {'valid':>5} {'setup s':>8}")
+    for r in rows:
+        print(f"{r['nodes']:>7} {int(r['nodes'] * WINDOW_S):>12} {r['wall_s']:>8.2f} "
+              f"{1000 * r['wall_s'] / r['nodes']:>10.2f} {r['rss_mb']:>11.0f} "
+              f"{r['error']:>12.2e} {str(r['valid']):>5} {r['setup_s']:>8.1f}")
+    print("target: 10,000 nodes under 60 s and 2,048 MB; setup (simulate, promtool backfill, "
+          "server start) is not part of the measurement")
+
+
+if __name__ == "__main__":
+    main()

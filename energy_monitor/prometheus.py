@@ -1,0 +1,533 @@
+"""Fleet telemetry from Prometheus: the energy of many nodes over a window, per node and total.
+
+Why this way: past one machine, power telemetry already lives in Prometheus (PDUs over SNMP,
+BMCs over IPMI/Redfish, GPUs over DCGM). We read it over the HTTP API rather than collect it
+again, integrate each node's readings in the timing core (:mod:`energy_monitor.series`) and
+state what the readings could support: coverage, the sampling interval actually seen, gaps,
+counter resets, and the nodes that sent nothing.
+
+Two ways to fetch, both returning raw ``matrix`` results:
+
+- ``raw`` (plain selectors such as ``node_power_watts{job="pdu"}``): an instant query of a range
+  selector, ``sel[60s]``, returns the readings exactly as scraped, with their own timestamps.
+  This is what the rules need: ``query_range`` evaluates at fixed steps and fills a missing
+  reading with the last one for up to the server's lookback delta (5 minutes by default), so
+  gaps shorter than that and the real sampling interval would be invisible.
+- ``range`` (any PromQL expression, e.g. a sum over a node's GPUs): ``/api/v1/query_range`` at
+  ``step_s``; its readings are the step-aligned evaluations, so gaps show only where the series
+  went stale. The result says which way was used.
+
+Fetching is chunked in time so no series returns more than 11,000 points per request (the
+server's ``query_range`` limit, kept for raw reads too so responses stay bounded) and no request
+more than ``points_per_request``; nodes are batched with a label matcher when the query is a
+plain selector, so memory is bounded by one batch, not the fleet. The next chunk is fetched
+while the current one is decoded. Reading times are UTC epoch seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from energy_monitor.meter import MEASURED_AS, MeterError, MeterIdentity
+from energy_monitor.series import CounterSeries, Gap, PowerSeries, SeriesEnergy
+
+KINDS = ("power", "energy")  # a W gauge, or a J counter (resets handled by CounterSeries)
+FETCH_MODES = ("auto", "raw", "range")
+MAX_POINTS_PER_SERIES = 11_000  # Prometheus refuses query_range answers longer than this
+POINTS_PER_REQUEST = 2_000_000  # about 50 MB of JSON per answer
+NODES_PER_QUERY = 2_000
+
+# metric{matchers} with nothing around it: a selector we may add a node matcher to.
+_PLAIN_SELECTOR = re.compile(r"^\s*([a-zA-Z_:][a-zA-Z0-9_:]*)?\s*(\{(.*)\})?\s*$", re.S)
+
+
+class PrometheusError(MeterError):
+    """Prometheus could not be reached or refused the query; the message says how to fix it."""
+
+
+Series = PowerSeries | CounterSeries
+
+
+@dataclass(frozen=True)
+class SeriesPart:
+    """One series of a node (a node may have several: PSUs, GPUs) and its energy."""
+
+    source: str  # the series' labels, for reports
+    energy: SeriesEnergy
+
+
+@dataclass
+class NodeEnergy:
+    """A node's energy over the window: the sum over its series, with their evidence."""
+
+    node: str
+    parts: list[SeriesPart]
+
+    @property
+    def energy_j(self) -> float:
+        return sum(p.energy.energy_j for p in self.parts)
+
+    @property
+    def coverage(self) -> float:
+        return min(p.energy.coverage for p in self.parts)
+
+    @property
+    def readings(self) -> int:
+        """Readings inside the window of the node's sparsest series."""
+        return min(p.energy.readings for p in self.parts)
+
+    @property
+    def median_interval_s(self) -> float:
+        return max(p.energy.median_interval_s for p in self.parts)
+
+    @property
+    def max_interval_s(self) -> float:
+        return max(p.energy.max_interval_s for p in self.parts)
+
+    @property
+    def resets(self) -> int:
+        return sum(p.energy.resets for p in self.parts)
+
+    @property
+    def gaps(self) -> list[tuple[str, Gap]]:
+        return [(p.source, g) for p in self.parts for g in p.energy.gaps]
+
+
+@dataclass
+class FleetEnergy:
+    """Energy of a set of nodes over ``[start_s, end_s]``, and why it may not be valid."""
+
+    start_s: float
+    end_s: float
+    max_gap_s: float
+    kind: str
+    measured_as: str
+    source: str  # where the readings came from: the query and server, or a folder
+    nodes: dict[str, NodeEnergy] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)  # asked for, but no readings at all
+    fetch: str = ""  # "raw", "range" or "" (not from Prometheus)
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+    @property
+    def total_energy_j(self) -> float:
+        return sum(n.energy_j for n in self.nodes.values())
+
+    @property
+    def gaps(self) -> list[tuple[str, str, Gap]]:
+        return [(name, src, g) for name, n in self.nodes.items() for src, g in n.gaps]
+
+    @property
+    def problems(self) -> list[str]:
+        """What makes the result invalid: every missing node and every gap, by name."""
+        out = [f"node {name}: no readings at all in the window" for name in self.missing]
+        out += [
+            f"node {name}: gap of {g.duration_s:.1f} s ({g.start_s:.3f} .. {g.end_s:.3f}) "
+            f"longer than the allowed {self.max_gap_s:g} s in {src}"
+            for name, src, g in self.gaps
+        ]
+        return out
+
+    @property
+    def valid(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict:
+        return {
+            "start_s": self.start_s, "end_s": self.end_s, "duration_s": self.duration_s,
+            "kind": self.kind, "measured_as": self.measured_as, "source": self.source,
+            "fetch": self.fetch, "max_gap_s": self.max_gap_s,
+            "total_energy_j": self.total_energy_j, "valid": self.valid,
+            "problems": self.problems, "missing": list(self.missing),
+            "nodes": {
+                name: {
+                    "energy_j": n.energy_j, "coverage": n.coverage, "readings": n.readings,
+                    "median_interval_s": _json_float(n.median_interval_s),
+                    "max_interval_s": _json_float(n.max_interval_s), "resets": n.resets,
+                    "series": len(n.parts),
+                }
+                for name, n in self.nodes.items()
+            },
+        }
+
+
+def _json_float(x: float) -> float | None:
+    return None if np.isnan(x) else x
+
+
+def integrate_nodes(
+    series_by_node: dict[str, list[tuple[str, Series]]],
+    start_s: float,
+    end_s: float,
+    *,
+    max_gap_s: float,
+    kind: str,
+    measured_as: str,
+    source: str,
+    nodes: Sequence[str] | None = None,
+    fetch: str = "",
+) -> FleetEnergy:
+    """Integrate each node's series over the window; ``nodes`` (when given) are the nodes
+    that must be there: any without a series is listed as missing."""
+    if measured_as not in MEASURED_AS:
+        raise ValueError(f"measured_as must be one of {MEASURED_AS}, got {measured_as!r}")
+    result = FleetEnergy(start_s, end_s, max_gap_s, kind, measured_as, source, fetch=fetch)
+    for name in nodes if nodes is not None else sorted(series_by_node):
+        parts = series_by_node.get(name) or []
+        if not parts:
+            result.missing.append(name)
+            continue
+        result.nodes[name] = NodeEnergy(
+            name, [SeriesPart(src, s.energy(start_s, end_s, max_gap_s)) for src, s in parts]
+        )
+    return result
+
+
+# --- the HTTP API ------------------------------------------------------------------------------
+
+
+class PrometheusClient:
+    """The two endpoints we use, over stdlib urllib (POST, so long node matchers fit)."""
+
+    def __init__(self, url: str, timeout_s: float = 120.0) -> None:
+        parsed = urllib.parse.urlparse(url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise PrometheusError(
+                f"{url!r} is not a Prometheus URL: give its base address, e.g. "
+                "http://prometheus.example:9090"
+            )
+        self.url = url.rstrip("/")
+        self.timeout_s = timeout_s
+
+    def _post(self, path: str, params: dict[str, str]) -> bytes:
+        data = urllib.parse.urlencode(params).encode()
+        request = urllib.request.Request(
+            self.url + path, data=data,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as reply:
+                return reply.read()
+        except urllib.error.HTTPError as exc:
+            body = exc.read()
+            try:
+                detail = json.loads(body).get("error", body.decode(errors="replace"))
+            except ValueError:
+                detail = body.decode(errors="replace")[:300]
+            raise PrometheusError(
+                f"Prometheus at {self.url} refused {params.get('query', '')!r}: {detail} "
+                f"(HTTP {exc.code}); check the PromQL and the window"
+            ) from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise PrometheusError(
+                f"cannot reach Prometheus at {self.url}: {reason}; check the URL (scheme, "
+                "host, port) and that the server is up (GET {url}/-/ready)".replace(
+                    "{url}", self.url)
+            ) from None
+
+    def range_selector(self, selector: str, end_s: float, range_s: float) -> bytes:
+        """Raw readings in ``(end_s - range_s, end_s]`` (an instant query of ``sel[range]``)."""
+        return self._post("/api/v1/query", {
+            "query": f"{selector}[{int(round(range_s * 1000))}ms]", "time": f"{end_s:.3f}",
+        })
+
+    def query_range(self, query: str, start_s: float, end_s: float, step_s: float) -> bytes:
+        return self._post("/api/v1/query_range", {
+            "query": query, "start": f"{start_s:.3f}", "end": f"{end_s:.3f}",
+            "step": f"{step_s:g}",
+        })
+
+    def build_info(self) -> dict:
+        request = urllib.request.Request(self.url + "/api/v1/status/buildinfo")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as reply:
+                return json.loads(reply.read()).get("data", {})
+        except (urllib.error.URLError, TimeoutError, ConnectionError, ValueError) as exc:
+            raise PrometheusError(f"cannot read {self.url}/api/v1/status/buildinfo: {exc}; "
+                                  "is this a Prometheus server?") from None
+
+
+_VALUES_KEY = b'"values":['
+
+
+def parse_matrix(body: bytes) -> Iterator[tuple[dict[str, str], np.ndarray, np.ndarray]]:
+    """``(labels, time_s, value)`` per series of a ``matrix`` answer.
+
+    Millions of ``[t,"v"]`` pairs decoded by :func:`json.loads` cost more than the server
+    takes to send them, so only the small label objects go through json; each series' numbers
+    are cut out of the bytes and converted in one pass. Inside a JSON answer ``"values":[``
+    can only be the key of a series' readings (quotes inside strings are escaped) and the
+    readings hold only numbers, so the first ``]]`` after it ends them.
+    """
+    if not body.startswith(b'{"status":"success"'):
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            raise PrometheusError(f"not a Prometheus API answer: {body[:200]!r}") from None
+        raise PrometheusError(f"Prometheus answered {answer.get('status')} "
+                              f"({answer.get('errorType', '?')}): {answer.get('error', answer)}")
+    head = body[:200]
+    if b'"resultType":"matrix"' not in head:
+        raise PrometheusError(
+            f"expected a range (matrix) answer, got {head!r}: the query must return a vector "
+            "of series (e.g. a metric selector), not a scalar or string"
+        )
+    pos = 0
+    while True:
+        at = body.find(_VALUES_KEY, pos)
+        if at < 0:
+            return
+        metric_at = body.rfind(b'{"metric":', pos, at)
+        labels = json.loads(body[metric_at + len(b'{"metric":'):at - 1])
+        end = body.find(b"]]", at)
+        numbers = body[at + len(_VALUES_KEY):end].translate(None, b'[]"').split(b",")
+        pairs = np.fromiter(map(float, numbers), dtype=np.float64, count=len(numbers))
+        yield labels, pairs[0::2], pairs[1::2]
+        pos = end
+
+
+def is_plain_selector(query: str) -> bool:
+    """Whether ``query`` is ``metric{matchers}`` (so raw readings and node matchers apply)."""
+    m = _PLAIN_SELECTOR.match(query)
+    return bool(m and (m.group(1) or m.group(2)) and "[" not in query)
+
+
+def with_node_matcher(selector: str, label: str, nodes: Sequence[str]) -> str:
+    """``selector`` restricted to ``label`` in ``nodes`` (a regex alternation, escaped)."""
+    m = _PLAIN_SELECTOR.match(selector)
+    if not m or not is_plain_selector(selector):
+        raise ValueError(f"not a plain selector: {selector!r}")
+    alternatives = "|".join(re.escape(n) for n in nodes)
+    quoted = alternatives.replace("\\", "\\\\").replace('"', '\\"')
+    matchers = [x for x in [(m.group(3) or "").strip().rstrip(","), f'{label}=~"{quoted}"'] if x]
+    return f"{m.group(1) or ''}{{{', '.join(matchers)}}}"
+
+
+@dataclass(frozen=True)
+class FleetQuery:
+    """What to read: a PromQL query per node, which label names the node, and its units."""
+
+    query: str
+    node_label: str
+    kind: str  # "power" (W gauge) or "energy" (J counter)
+    step_s: float = 1.0  # expected sampling interval (raw) or evaluation step (range)
+    fetch: str = "auto"
+    wrap_j: float | None = None  # a counter's range if it wraps rather than resets
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS} (W gauge or J counter), "
+                             f"got {self.kind!r}")
+        if self.fetch not in FETCH_MODES:
+            raise ValueError(f"fetch must be one of {FETCH_MODES}, got {self.fetch!r}")
+        if not self.step_s > 0:
+            raise ValueError(f"step_s must be positive, got {self.step_s!r}")
+        if self.fetch == "raw" and not is_plain_selector(self.query):
+            raise ValueError(
+                f"raw readings need a plain selector like metric{{job=\"pdu\"}}, not "
+                f"{self.query!r}; use fetch='range' for an expression"
+            )
+
+    @property
+    def mode(self) -> str:
+        if self.fetch != "auto":
+            return self.fetch
+        return "raw" if is_plain_selector(self.query) else "range"
+
+
+def time_chunks(start_s: float, end_s: float, step_s: float, series: int,
+                points_per_request: int = POINTS_PER_REQUEST) -> list[tuple[float, float]]:
+    """Consecutive ``(from, to)`` pieces of the span, each at most 11,000 points per series
+    and ``points_per_request`` points over ``series`` series."""
+    points = min(MAX_POINTS_PER_SERIES, max(2, points_per_request // max(series, 1)))
+    length_s = (points - 1) * step_s
+    edges = list(np.arange(start_s, end_s, length_s)) + [end_s]
+    return [(float(a), float(b)) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
+
+
+def _series_name(labels: dict[str, str]) -> str:
+    name = labels.get("__name__", "")
+    rest = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()) if k != "__name__")
+    return f"{name}{{{rest}}}"
+
+
+def _build_series(kind: str, source: str, time_s: np.ndarray, value: np.ndarray,
+                  wrap_j: float | None) -> Series:
+    if kind == "power":
+        return PowerSeries(time_s, value, source=source)
+    return CounterSeries(time_s, value, source=source, wrap_j=wrap_j)
+
+
+def read_fleet(
+    client: PrometheusClient,
+    what: FleetQuery,
+    start_s: float,
+    end_s: float,
+    nodes: Sequence[str] | None = None,
+    *,
+    max_gap_s: float | None = None,
+    measured_as: str,
+    points_per_request: int = POINTS_PER_REQUEST,
+    nodes_per_query: int = NODES_PER_QUERY,
+) -> FleetEnergy:
+    """Energy per node and in total over ``[start_s, end_s]``.
+
+    ``nodes`` are the ``node_label`` values that must be present (missing ones make the result
+    invalid); without it, every node the query returns is used. ``max_gap_s`` (default 1.5
+    sampling intervals) is the longest stretch between readings that is still integrated.
+    Readings a little before and after the window are fetched so the ends can be interpolated.
+    """
+    if end_s <= start_s:
+        raise ValueError(f"the window must end after it starts ({start_s} .. {end_s})")
+    max_gap_s = max_gap_s if max_gap_s is not None else 1.5 * what.step_s
+    mode = what.mode
+    margin_s = max_gap_s + what.step_s
+    batches: list[list[str] | None] = [None]
+    if nodes is not None and mode == "raw":
+        if not nodes:
+            raise ValueError("no nodes given: name at least one node, or none to take all")
+        batches = [list(nodes[i:i + nodes_per_query])
+                   for i in range(0, len(nodes), nodes_per_query)]
+    expected_series = len(batches[0]) if batches[0] is not None else (len(nodes or []) or 1000)
+    source = f"{what.query} at {client.url}"
+    result = FleetEnergy(start_s, end_s, max_gap_s, what.kind, measured_as, source, fetch=mode)
+    wanted = set(nodes) if nodes is not None else None
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        for batch in batches:
+            selector = (with_node_matcher(what.query, what.node_label, batch)
+                        if batch is not None else what.query)
+            chunks = time_chunks(start_s - margin_s, end_s + margin_s, what.step_s,
+                                 expected_series, points_per_request)
+            collected = _collect(pool, client, selector, mode, what.step_s, chunks,
+                                 what.node_label, wanted)
+            by_node: dict[str, list[tuple[str, Series]]] = {}
+            for (node, name), (times, values) in collected.items():
+                by_node.setdefault(node, []).append(
+                    (name, _build_series(what.kind, name, times, values, what.wrap_j)))
+            part = integrate_nodes(by_node, start_s, end_s, max_gap_s=max_gap_s,
+                                   kind=what.kind, measured_as=measured_as, source=source,
+                                   nodes=batch)
+            result.nodes.update(part.nodes)
+            result.missing += part.missing
+    if nodes is not None and mode == "range":
+        result.missing = [n for n in nodes if n not in result.nodes]
+        result.nodes = {n: result.nodes[n] for n in nodes if n in result.nodes}
+    return result
+
+
+def _collect(
+    pool: ThreadPoolExecutor, client: PrometheusClient, selector: str, mode: str,
+    step_s: float, chunks: list[tuple[float, float]], node_label: str,
+    wanted: set[str] | None,
+) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
+    """Each series' readings over all chunks, in time order without repeats; the next chunk
+    is being fetched while this one is decoded."""
+
+    def fetch(chunk: tuple[float, float]) -> bytes:
+        lo, hi = chunk
+        if mode == "raw":
+            return client.range_selector(selector, hi, hi - lo)
+        return client.query_range(selector, lo, hi, step_s)
+
+    pieces: dict[tuple[str, str], list[tuple[np.ndarray, np.ndarray]]] = {}
+    last_time: dict[tuple[str, str], float] = {}
+    pending = pool.submit(fetch, chunks[0])
+    for k in range(len(chunks)):
+        body = pending.result()
+        if k + 1 < len(chunks):
+            pending = pool.submit(fetch, chunks[k + 1])
+        for labels, times, values in parse_matrix(body):
+            node = labels.get(node_label)
+            if node is None:
+                raise PrometheusError(
+                    f"series {_series_name(labels)} has no label {node_label!r}: name the "
+                    "label that identifies a node (e.g. instance, node, hostname)"
+                )
+            if wanted is not None and node not in wanted:
+                continue
+            key = (node, _series_name(labels))
+            keep = times > last_time.get(key, -np.inf)  # chunk ends are inclusive
+            keep &= np.isfinite(values)  # a NaN reading is no reading
+            if np.any(keep):
+                pieces.setdefault(key, []).append((times[keep], values[keep]))
+                last_time[key] = float(times[keep][-1])
+        del body
+    return {
+        key: (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+        for key, parts in pieces.items()
+    }
+
+
+# --- a SeriesMeter for one node ----------------------------------------------------------------
+
+
+class PrometheusMeter:
+    """One node's readings from Prometheus as a :class:`~energy_monitor.meter.SeriesMeter`.
+
+    ``start`` notes the time, ``stop`` reads everything since then. The readings stay in
+    Prometheus; with a folder, ``stop`` also writes them there (``readings.csv``) so a session
+    keeps its evidence. Several series for the node (PSUs, GPUs) must be summed by the query.
+    """
+
+    def __init__(self, url: str, what: FleetQuery, node: str, measured_as: str,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.client = PrometheusClient(url)
+        self.what = what
+        self.node = node
+        self.measured_as = measured_as
+        self._clock = clock
+        self._started_s: float | None = None
+        self._folder: Path | None = None
+
+    def identify(self) -> MeterIdentity:
+        info = self.client.build_info()
+        return MeterIdentity("prometheus", f"{self.what.query} {self.what.node_label}="
+                             f"{self.node}", self.client.url, str(info.get("version", "?")),
+                             self.measured_as)
+
+    def start(self, folder: Path | None = None) -> None:
+        self._started_s = self._clock()
+        self._folder = folder
+
+    def stop(self) -> Series:
+        if self._started_s is None:
+            raise PrometheusError("stop() before start(): start the meter first")
+        end_s = self._clock()
+        selector = self.what.query
+        if self.what.mode == "raw":
+            selector = with_node_matcher(selector, self.what.node_label, [self.node])
+        chunks = time_chunks(self._started_s, end_s, self.what.step_s, 1)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            got = _collect(pool, self.client, selector, self.what.mode, self.what.step_s,
+                           chunks, self.what.node_label, {self.node})
+        if len(got) != 1:
+            raise PrometheusError(
+                f"{self.what.query} gave {len(got)} series for {self.what.node_label}="
+                f"{self.node} since start; a meter reads exactly one (sum the node's series "
+                "in the query)"
+            )
+        (_, name), (times, values) = next(iter(got.items()))
+        if self._folder is not None:
+            self._folder.mkdir(parents=True, exist_ok=True)
+            column = "power_w" if self.what.kind == "power" else "energy_j"
+            np.savetxt(self._folder / "readings.csv", np.column_stack([times, values]),
+                       delimiter=",", header=f"time_s,{column}", comments="", fmt="%.6f")
+        return _build_series(self.what.kind, name, times, values, self.what.wrap_j)
+
+    def close(self) -> None:
+        self._started_s = None
+

@@ -1,0 +1,1 @@
+"""Edge and datacenter SUTs: LoadGen workloads, the director/client power workflow, configs."""

@@ -38,6 +38,20 @@ class Poller:
             self._thread.join()
             self._thread = None
 
+    def finish(self, after: Callable[[], None]) -> None:
+        """Stop the loop, take a last reading (unless the loop failed) so the series reaches
+        the stop time, run ``after`` (close the meter's files) whatever happens, then raise the
+        first failure, if any, as :class:`MeterError`: what a meter's ``stop`` does."""
+        self.stop()
+        try:
+            if self.failure is None:
+                self._poll()
+        except MeterError as exc:
+            self.fail(str(exc))
+        finally:
+            after()
+        self.raise_if_failed()
+
     def fail(self, reason: str) -> None:
         if self.failure is None:
             self.failure = reason

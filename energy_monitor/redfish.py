@@ -87,15 +87,7 @@ class Redfish:
         self._poller.start()
 
     def stop(self) -> PowerSeries:
-        self._poller.stop()
-        try:
-            if self._poller.failure is None:
-                self.poll()
-        except MeterError as exc:
-            self._poller.fail(str(exc))
-        finally:
-            self._close_csv()
-        self._poller.raise_if_failed()
+        self._poller.finish(self._close_csv)
         return self.series()
 
     def close(self) -> None:

@@ -141,18 +141,13 @@ class Yokogawa:
         self._poller.start()
 
     def stop(self) -> PowerSeries:
-        self._poller.stop()
-        try:
-            if self._poller.failure is None:
-                self.poll()
-        except MeterError as exc:
-            self._poller.fail(str(exc))
-        finally:
-            if self._csv:
-                self._csv.close()
-                self._csv = None
-        self._poller.raise_if_failed()
+        self._poller.finish(self._close_csv)
         return self.series()
+
+    def _close_csv(self) -> None:
+        if self._csv:
+            self._csv.close()
+            self._csv = None
 
     def close(self) -> None:
         if hasattr(self, "_poller"):

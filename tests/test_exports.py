@@ -37,7 +37,7 @@ def sessions(tmp_path_factory) -> dict[str, Path]:
     runs = tmp_path_factory.mktemp("runs")
     assert main(["measure", "--runs-dir", str(runs), "--mode",
                  "performance,energy,accuracy"]) == 0
-    return {json.loads((f / "session.json").read_text())["mode"]: f for f in runs.iterdir()}
+    return {json.loads((f / "session.json").read_text())["mode"]: f for f in runs.iterdir() if f.is_dir()}
 
 
 def stored(folder: Path) -> float:

@@ -3,7 +3,8 @@
 A board file says what a board is (core, clock), how to reach it per mode (UART baud), which
 energy monitor measures it and at what voltage (and whether an IO manager carries its UART in
 energy mode), how to flash it (``[pyocd]`` target and CMSIS pack), how to recognise it on USB
-(``[usb]`` VID:PID of its debug probe / USB-UART), and, for the virtual lab, the cycle and
+(``[usb]`` VID:PID of its debug probe / USB-UART), how much flash and RAM a model may use
+(``[memory]``, checked before a firmware build), and, for the virtual lab, the cycle and
 current models the software DUT and simulated meter follow. Keeping this in data lets a lab add
 a board without touching code.
 """
@@ -59,6 +60,8 @@ class Board:
     pyocd_pack: Path | None = None  # CMSIS pack providing that target, if not built in
     usb_ids: tuple[tuple[int, int], ...] = ()  # (VID, PID) of its debug probe / USB-UART
     needs_io_manager: bool = False  # energy mode reaches the DUT's UART through an IO manager
+    flash_bytes: int | None = None  # [memory]: what the firmware image may occupy
+    ram_bytes: int | None = None  # [memory]: data, bss (the tensor arena) and the stack
 
     @property
     def measured_as(self) -> str:
@@ -135,7 +138,17 @@ def _board_from_dict(data: dict, path: Path) -> Board:
         pyocd_pack=path.parent / pack if pack else None,
         usb_ids=_usb_ids(data["usb"]) if "usb" in data else (),
         needs_io_manager=io_manager,
+        flash_bytes=_memory_bytes(data, "flash_bytes"),
+        ram_bytes=_memory_bytes(data, "ram_bytes"),
     )
+
+
+def _memory_bytes(data: dict, key: str) -> int | None:
+    """``[memory] flash_bytes`` / ``ram_bytes``: optional, a positive integer when given."""
+    value = data.get("memory", {}).get(key)
+    if value is not None and (type(value) is not int or value <= 0):
+        raise ValueError(f"[memory] {key} must be a positive integer (bytes), not {value!r}")
+    return value
 
 
 def _usb_ids(usb: dict) -> tuple[tuple[int, int], ...]:

@@ -71,6 +71,10 @@ class BuildError(RuntimeError):
     """The generated model could not be compiled or measured; the message says what to fix."""
 
 
+class MemoryFitError(BuildError):
+    """The model's constants or arena exceed the board's ``[memory]``: refused before compiling."""
+
+
 # What a caller (the CLI) reports as one message: a bad or unsupported model, a failed build.
 BUILD_ERRORS = (BuildError, KernelModelError, ModelError)
 
@@ -517,6 +521,7 @@ def build(
         generated = generate(model, out_dir)
     except ModelError as exc:
         raise ModelError(f"{model_path}: {exc}") from exc
+    check_fits(generated, board, model_path.name)
     out_dir = Path(out_dir)
     objects = []
     for source in (generated.source, SOURCE_DIR / "tp_nn.c"):
@@ -531,6 +536,26 @@ def build(
     version = _run([tools["gcc"], "--version"], "identify").splitlines()[0]
     return BuildResult(model_path, board.name, board.core, toolchain, version, out_dir, library,
                        generated, text, data, bss, tflm_arena_bytes(model))
+
+
+def check_fits(generated: GeneratedModel, board: Board, model_name: str) -> None:
+    """Refuse a model whose constants exceed the board's flash or whose arena exceeds its RAM.
+
+    Both are lower bounds of what the image needs (code, the harness's buffers and the stack
+    come on top; the linker script catches those), so a refusal here is certain, and comes
+    before any compiling. A board without ``[memory]`` is not checked.
+    """
+    needs = (("flash", "weights and constants take", generated.constant_bytes,
+              board.flash_bytes),
+             ("RAM", "tensor arena takes", generated.arena.size, board.ram_bytes))
+    for memory, what, need, have in needs:
+        if have is not None and need > have:
+            raise MemoryFitError(
+                f"{model_name} does not fit board {board.name}: its {what} {need:,} bytes "
+                f"of {memory}, the board has {have:,} ([memory] {memory.lower()}_bytes in "
+                f"{board.path or 'its board file'}); use a board with more {memory} or a "
+                "smaller model"
+            )
 
 
 def _run(command: list[str], what: str) -> str:

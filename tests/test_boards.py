@@ -165,3 +165,43 @@ def test_latency_is_overhead_plus_macs_times_cycles_over_clock() -> None:
     # (250_000 + 2_000_000 * 4.5) / 120 MHz = 9_250_000 / 120e6 s
     assert model.latency_s(2_000_000, 120_000_000) == pytest.approx(9_250_000 / 120e6)
     assert model.latency_s(0, 1_000_000) == pytest.approx(0.25)
+
+
+def test_memory_is_optional_and_read_when_given(tmp_path: Path) -> None:
+    assert load_board(str(write_board(tmp_path, "nomem", VALID))).flash_bytes is None
+    text = VALID + "\n[memory]\nflash_bytes = 131_072\nram_bytes = 32_768\n"
+    board = load_board(str(write_board(tmp_path, "mem", text)))
+    assert (board.flash_bytes, board.ram_bytes) == (131_072, 32_768)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", '"64K"', "1.5", "true"])
+def test_bad_memory_size_names_the_key(tmp_path: Path, value: str) -> None:
+    path = write_board(tmp_path, "badmem", VALID + f"\n[memory]\nram_bytes = {value}\n")
+    with pytest.raises(BoardError, match=r"\[memory\] ram_bytes must be a positive integer "
+                                         r"\(bytes\)") as exc:
+        load_board(str(path))
+    assert str(exc.value).startswith(f"{path}:")
+
+
+def test_shipped_boards_state_their_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TINYPOWER_BOARDS", raising=False)
+    sizes = {name: (load_board(name).flash_bytes, load_board(name).ram_bytes)
+             for name in available_boards()}
+    assert sizes == {
+        "nrf52840dk": (1 << 20, 256 << 10),
+        "nucleo-l4r5zi": (2 << 20, 640 << 10),
+        "qemu-an386": (4 << 20, 4 << 20),
+        "sim-m4": (2 << 20, 640 << 10),  # shaped like the reference board
+    }
+
+
+def test_shipped_nrf52840dk_loads_with_its_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TINYPOWER_BOARDS", raising=False)
+    board = load_board("nrf52840dk")
+    assert (board.kind, board.measured_as, board.core) == ("hardware", "hardware", "cortex-m4f")
+    assert board.clock_hz == 64_000_000
+    assert board.pyocd_target == "nrf52840" and board.pyocd_pack is None
+    assert board.usb_ids == ((0x1366, 0x1015),)
+    assert (board.monitor_kind, board.monitor_voltage_v) == ("ppk2", 3.0)
+    assert board.monitor_sample_rate_hz == 100_000 and board.needs_io_manager
+    assert board.uart_baud == {"performance": 115200, "energy": 9600, "accuracy": 115200}

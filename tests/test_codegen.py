@@ -14,6 +14,7 @@ import ctypes
 import dataclasses
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -459,3 +460,34 @@ def test_float_input_does_not_fit_the_api(tmp_path: Path) -> None:
 def test_not_a_model(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="not a TFLite flatbuffer"):
         codegen.generate(b"\x00" * 64, tmp_path)
+
+
+# ---- models the board cannot hold ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("memory, needed", [
+    ("flash_bytes = 16_384\nram_bytes = 1_000_000", "weights and constants take [\\d,]+ bytes "
+                                                    "of flash, the board has 16,384"),
+    ("flash_bytes = 1_000_000\nram_bytes = 4_096", "tensor arena takes 16,496 bytes of RAM, "
+                                                   "the board has 4,096"),
+])
+def test_model_that_does_not_fit_the_board_is_refused_before_compiling(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, memory: str, needed: str
+) -> None:
+    require("gcc", "build the generated model for the host")
+    boards = tmp_path / "boards"
+    boards.mkdir()
+    text = (Path(codegen.__file__).parents[1] / "boards" / "sim-m4.toml").read_text()
+    text = text.replace('name = "sim-m4"', 'name = "tiny-mcu"')
+    text = re.sub(r"flash_bytes = .*\nram_bytes = .*", memory, text)
+    (boards / "tiny-mcu.toml").write_text(text)
+    monkeypatch.setenv("TINYPOWER_BOARDS", str(boards))
+    model_path = tmp_path / "kws.tflite"
+    model_path.write_bytes(synthetic_kws_model())
+    out = tmp_path / "out"
+    with pytest.raises(codegen.MemoryFitError,
+                       match=f"kws.tflite does not fit board tiny-mcu: its {needed} "
+                             r"\(\[memory\] .*tiny-mcu.toml\)") as exc:
+        codegen.build(model_path, "tiny-mcu", out, toolchain="host")
+    assert "use a board with more" in str(exc.value)
+    assert not list(out.glob("*.o"))  # refused before compiling

@@ -2,7 +2,8 @@
 and `tinypower measure --board qemu-an386` end to end through the real client and LPM01A driver.
 
 The firmware is built with arm-none-eabi-gcc and run by qemu-system-arm (both installed by
-.ci/run); without them these tests skip on a developer's machine and fail in CI. The numbers
+.ci/run); without them these tests skip on a developer's machine and fail in CI (the `tools`
+fixture, tests/conftest.py). The numbers
 are the firmware's own: its timer under QEMU's instruction counter (icount shift 3 in
 boards/qemu-an386.toml), deterministic, so windows and energies are checked against exact
 physics (active current x voltage x window length) rather than tolerances picked to pass.
@@ -48,24 +49,11 @@ from tinypower.suites.model_info import read_model_info
 from tinypower.suites.reference import ReferenceModel
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "mlperf-tiny"
-TOOLS = ("arm-none-eabi-gcc", "qemu-system-arm")
 BOARD = "qemu-an386"
 
 needs_models = pytest.mark.skipif(
     not SHARED.is_dir(), reason=f"MLPerf Tiny reference models not found at {SHARED}"
 )
-
-
-@pytest.fixture(scope="module")
-def tools() -> None:
-    """arm-none-eabi-gcc and qemu-system-arm: skip here without them, fail in CI."""
-    missing = [t for t in TOOLS if shutil.which(t) is None]
-    if missing:
-        why = (f"{', '.join(missing)} not on PATH: apt-get install gcc-arm-none-eabi "
-               "libnewlib-arm-none-eabi qemu-system-arm")
-        if os.environ.get("CI"):
-            pytest.fail(why)
-        pytest.skip(why)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -21,6 +21,7 @@
  */
 #include <stdint.h>
 
+#include "cortex_m.h"
 #include "th_format.h"
 #include "th_port.h"
 
@@ -39,8 +40,6 @@ typedef struct {
 #define FPGAIO_LED (*(volatile uint32_t *)0x40028000u)
 #define NVIC_ISER0 (*(volatile uint32_t *)0xE000E100u)
 #define NVIC_ISPR0 (*(volatile uint32_t *)0xE000E200u)
-#define SCB_CFSR (*(volatile uint32_t *)0xE000ED28u)
-#define SCB_HFSR (*(volatile uint32_t *)0xE000ED2Cu)
 
 #define UART_STATE_TXFULL 1u
 #define UART_STATE_RXFULL 2u
@@ -211,23 +210,11 @@ void TIMER1_Handler(void) {
     event("T");
 }
 
-static void put_hex(uint32_t v) {
-    static const char hex[] = "0123456789abcdef";
-    uart_puts(UART0, "0x");
-    for (int shift = 28; shift >= 0; shift -= 4) {
-        uart_putc(UART0, hex[(v >> shift) & 15u]);
-    }
-}
-
 __attribute__((noreturn)) void th_port_fault(const char *what) {
+    char message[CM_FAULT_MESSAGE_BYTES];
     irq_save();
-    uart_puts(UART0, "e-[Firmware fault: ");
-    uart_puts(UART0, what);
-    uart_puts(UART0, ", CFSR=");
-    put_hex(SCB_CFSR);
-    uart_puts(UART0, ", HFSR=");
-    put_hex(SCB_HFSR);
-    uart_puts(UART0, "]\r\n");
+    cm_fault_message(message, what);
+    uart_puts(UART0, message);
     register uint32_t r0 __asm("r0") = SEMIHOSTING_SYS_EXIT;
     register uint32_t r1 __asm("r1") = ADP_STOPPED_RUNTIME_ERROR;
     __asm volatile("bkpt 0xab" ::"r"(r0), "r"(r1) : "memory");

@@ -39,6 +39,7 @@ from tinypower.models import (
 from tinypower.report.commands import add_commands as add_report_commands
 from tinypower.results.commands import add_commands as add_results_commands
 from tinypower.runner import MODES, RunError, RunOutcome, RunRequest, run
+from tinypower.scale.commands import add_sut_arguments, measure_sut
 from tinypower.scale.fleet_commands import add_commands as add_fleet_commands
 from tinypower.suites.benchmarks import SUITES, Suite, SuiteError, get_suite
 from tinypower.suites.datasets import DatasetError, load_dataset, synthetic_inputs
@@ -104,6 +105,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="where session folders go (default: ./runs)")
     m.add_argument("--json", action="store_true",
                    help="print one JSON result record per mode on stdout (JSON Lines)")
+    add_sut_arguments(m)
     m.set_defaults(func=_measure)
 
     d = sub.add_parser("doctor", help="list attached boards, probes and energy monitors, and "
@@ -183,13 +185,17 @@ def _board_and_ports(
 
 
 def _flash_benchmark_firmware(
-    board: Board, suite: Suite, model: ResolvedModel, probe_id: str | None, err: Console
+    board: Board, suite: Suite, model: ResolvedModel, probe_id: str | None, energy: bool,
+    err: Console,
 ) -> None:
     """--flash: build the benchmark firmware for this board and model, and program it."""
     if board.kind != "hardware" or board.pyocd_target is None:
         raise FlashError(f"--flash programs hardware boards with a [pyocd] target; "
                          f"{board.name} is {board.kind}")
-    firmware = build_firmware(board, suite, model.data)
+    # One image per UART baud: through an IO manager, energy mode talks at the board's
+    # energy-mode rate, so performance and energy then need their own flash.
+    baud = board.uart_baud.get("energy") if energy and board.needs_io_manager else None
+    firmware = build_firmware(board, suite, model.data, uart_baud=baud)
     err.print(f"flashing {firmware.elf} ({'cached' if firmware.cached else 'built'})",
               highlight=False)
     probe = flash(firmware.elf, board.pyocd_target, probe_id, board.pyocd_pack)
@@ -197,12 +203,18 @@ def _flash_benchmark_firmware(
 
 
 def _measure(args: argparse.Namespace, err: Console) -> int:
+    if args.sut:
+        return measure_sut(args, err)
     board, ports, probe_id = _board_and_ports(args, err)
     suite = get_suite(args.suite)
     modes = _modes(args.mode)
     model = resolve_model(suite, args.model)
     if args.flash:
-        _flash_benchmark_firmware(board, suite, model, probe_id, err)
+        if "energy" in modes and len(modes) > 1 and board.needs_io_manager:
+            raise RunError(f"--flash on {board.name}: energy mode runs its UART at another baud "
+                           "(through the IO manager), so flash and measure energy on its own "
+                           "(--mode energy) and the other modes in a second command")
+        _flash_benchmark_firmware(board, suite, model, probe_id, "energy" in modes, err)
     if args.iterations is not None and args.iterations < 1:
         raise RunError("--iterations must be at least 1")
     err.print(

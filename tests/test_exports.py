@@ -37,7 +37,8 @@ def sessions(tmp_path_factory) -> dict[str, Path]:
     runs = tmp_path_factory.mktemp("runs")
     assert main(["measure", "--runs-dir", str(runs), "--mode",
                  "performance,energy,accuracy"]) == 0
-    return {json.loads((f / "session.json").read_text())["mode"]: f for f in runs.iterdir() if f.is_dir()}
+    folders = [f for f in runs.iterdir() if f.is_dir()]  # beside them: results.sqlite
+    return {json.loads((f / "session.json").read_text())["mode"]: f for f in folders}
 
 
 def stored(folder: Path) -> float:

@@ -57,7 +57,8 @@ def sessions(tmp_path_factory) -> list[Path]:
         assert main(["measure", "--board", board, "--mode", mode,
                      "--runs-dir", str(runs / str(i))]) == 0
     # Performance first: the report numbers runs in command-line order (#1 .. #4).
-    return sorted((f for f in runs.glob("*/*") if f.is_dir()), key=lambda f: (f.parent.name, "energy" in f.name))
+    folders = [f for f in runs.glob("*/*") if f.is_dir()]  # beside them: results.sqlite
+    return sorted(folders, key=lambda f: (f.parent.name, "energy" in f.name))
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,863 @@
+"""The director: owns the meters, serves SUT-side clients, writes and scores the session folder.
+
+Like the MLPerf power server (``shared/reference/mlperf-power.md`` §1-§6), the director runs
+beside the analyzer and the client runs the workload on the SUT. Each session is a ranging run
+(auto ranges) then a testing run (fixed ranges at the ranging maxima, current x 1.1), with the
+clock skew checked before, during and after each phase; the director scores the testing run
+from an ``spl.txt``-compatible sample log and LoadGen's ``mlperf_log_detail.txt`` with the same
+reader and rules (``tinypower.results.power_logs``, ``tinypower.rules.power``) that re-derive
+published results.
+
+Protocol: one JSON object per line over TCP, a reply per request (``{"ok": true, ...}`` or
+``{"ok": false, "error": "..."}``). The first request must be ``hello`` with the shared token;
+then ``time`` and ``skew`` (NTP-style exchange, :mod:`tinypower.scale.sync`), ``new``,
+``start``/``stop`` per phase, ``put`` (the client's LoadGen logs), ``get`` (a file of the
+session), ``abort`` and ``done`` (score and close the session). The director binds to loopback
+unless told otherwise, refuses session names and file paths that leave its output folder, and
+keeps serving other clients whatever one of them sends.
+
+Session folder (MLPerf's layout)::
+
+    <out>/<YYYY-mm-dd_HH-MM-SS_label>/
+      power/server.json  session JSON: config, meters, phases, skew checks, messages,
+                         sha256 of sources and of every output file, status
+      power/client.json  the client's own record (uploaded)
+      ranging/ run_1/    spl.txt (first meter), spl_<meter>.txt (others), mlperf_log_detail.txt,
+                         mlperf_log_summary.txt, meters/<name>/ (each meter's raw readings)
+      run_1/ptd_out.txt  PTDaemon's Watts and Uncertainty summaries (PTD meters)
+      results.json       metrics per phase and meter, validity and compliance checks
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import hmac
+import json
+import math
+import os
+import socketserver
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from energy_monitor.meter import MeterError
+from energy_monitor.series import CounterSeries, PowerSeries
+from tinypower.results.power_logs import (
+    PowerLogError,
+    loadgen_window,
+    read_mlperf_log,
+    read_spl,
+)
+from tinypower.results.session import sha256_bytes
+from tinypower.rules.power import ENERGY_SCENARIOS, ranging_check, score_power
+from tinypower.scale.sut import (
+    DEFAULT_PORT,
+    TOKEN_ENV,
+    Limits,
+    MeterConfig,
+    RangingPolicy,
+    SutError,
+    load_sut,
+    parse_host_port,
+)
+from tinypower.scale.sync import SkewError, SkewSample, check_skew
+
+PROTOCOL = "tinypower-power/1"
+PHASE_DIRS = {"ranging": "ranging", "testing": "run_1"}
+PHASE_UPLOADS = ("mlperf_log_detail.txt", "mlperf_log_summary.txt", "workload.log")
+POWER_UPLOADS = ("client.json",)
+MAX_LINE_BYTES = 32 * 1024 * 1024
+MAX_OPEN_EXCHANGES = 16  # time exchanges a client may leave unreported
+SPL_TIME = "%m-%d-%Y %H:%M:%S"
+_LABEL_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+
+
+class DirectorError(RuntimeError):
+    """A request the director refuses; the message goes back to the client."""
+
+
+@dataclass
+class DirectorConfig:
+    out_dir: Path
+    meters: list[MeterConfig]
+    token: str
+    listen: tuple[str, int] = ("127.0.0.1", DEFAULT_PORT)
+    ranging: RangingPolicy = field(default_factory=RangingPolicy)
+    limits: Limits = field(default_factory=Limits)
+
+
+# --- sample logs and scoring -----------------------------------------------------------------
+
+
+def spl_time(t_s: float) -> str:
+    """UTC epoch seconds as PTD and LoadGen print them, to the millisecond."""
+    ms = int(round(t_s * 1000))
+    return datetime.fromtimestamp(ms // 1000, UTC).strftime(SPL_TIME) + f".{ms % 1000:03d}"
+
+
+def power_readings(series: PowerSeries | CounterSeries) -> tuple[np.ndarray, np.ndarray]:
+    """(time, watts) for an ``spl.txt``: power readings as they are; a counter as the mean
+    power over each interval between readings, stamped at the interval's end (as an analyzer
+    stamps the mean of its last update interval)."""
+    if isinstance(series, PowerSeries):
+        return series.time_s, series.power_w
+    step_j, _ = series.increments_j()
+    return series.time_s[1:], step_j / np.diff(series.time_s)
+
+
+def write_spl(series: PowerSeries | CounterSeries, path: Path, mark: str) -> int:
+    """Write readings as ``spl.txt`` sample lines (V/A/PF -1: not reported by every meter;
+    the raw readings with them stay in ``meters/<name>/``). Returns the line count."""
+    t, w = power_readings(series)
+    lines = [f"Time,{spl_time(ti)},Watts,{wi:.6f},Volts,-1.000000,Amps,-1.000000,PF,-1.000000,"
+             f"Mark,{mark}\n" for ti, wi in zip(t, w, strict=True)]
+    path.write_text("".join(lines))
+    return len(lines)
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    message: str
+    kind: str = "validity"  # "validity": the number cannot be trusted; "compliance": MLPerf rules
+
+    def record(self) -> dict[str, Any]:
+        return {"name": self.name, "ok": self.ok, "kind": self.kind, "message": self.message}
+
+
+def throughput_samples_per_s(log: dict[str, object]) -> float | None:
+    for key in ("result_samples_per_second", "result_completed_samples_per_sec"):
+        if log.get(key) is not None:
+            return float(log[key])  # type: ignore[arg-type]
+    return None
+
+
+def score_phase(phase_dir: Path, spl: Path, series: PowerSeries | CounterSeries | None,
+                max_gap_s: float) -> dict[str, Any]:
+    """One meter's metrics for one phase: the MLPerf metric (average W, or mJ/query) from the
+    sample log and LoadGen window, samples per joule, and the series' own energy integral and
+    coverage over the window as a cross-check."""
+    detail = phase_dir / "mlperf_log_detail.txt"
+    log = read_mlperf_log(detail)
+    begin, end = loadgen_window(log, detail)
+    scenario = str(log.get("effective_scenario", ""))
+    count = log.get("result_query_count")
+    score = score_power(scenario, read_spl(spl), begin, end,
+                        int(count) if count is not None else None)  # type: ignore[arg-type]
+    result: dict[str, Any] = {
+        "scenario": scenario, "metric": score.metric, "value": score.value, "unit": score.unit,
+        "average_power_w": score.average_power_w, "samples_in_window": score.samples,
+        "window_s": score.window_s, "power_begin": str(log["power_begin"]),
+        "power_end": str(log["power_end"]), "query_count": count,
+        "loadgen_validity": log.get("result_validity"),
+    }
+    if scenario in ENERGY_SCENARIOS:
+        per_query = int(log.get("effective_samples_per_query", 1))  # type: ignore[arg-type]
+        result["samples_per_joule"] = per_query / (score.value / 1e3)
+    else:
+        rate = throughput_samples_per_s(log)
+        result["throughput_samples_per_s"] = rate
+        result["samples_per_joule"] = rate / score.value if rate else None
+    if series is not None and len(series) > 1:
+        b, e = (x.replace(tzinfo=UTC).timestamp() for x in (begin, end))
+        energy = series.energy(b, e, max_gap_s)
+        result.update(energy_j=energy.energy_j, coverage=energy.coverage,
+                      gaps=[[g.start_s, g.end_s] for g in energy.gaps],
+                      median_interval_s=energy.median_interval_s)
+    return result
+
+
+# --- sessions --------------------------------------------------------------------------------
+
+
+class _Phase:
+    def __init__(self, name: str, folder: Path) -> None:
+        self.name = name
+        self.folder = folder
+        self.meters: list[tuple[MeterConfig, Any]] = []
+        self.series: dict[str, PowerSeries | CounterSeries] = {}
+        self.record: dict[str, Any] = {"checkpoints": [], "meters": {}, "skew": []}
+
+    def checkpoint(self, label: str) -> None:
+        self.record["checkpoints"].append(
+            {"label": label, "utc_s": time.time(), "monotonic_s": time.monotonic()})
+
+
+class Session:
+    """One client's measurement: its folder, phases, skew checks and session JSON."""
+
+    def __init__(self, director: Director, session_id: str, label: str, client_uuid: str,
+                 folder: Path) -> None:
+        self.director = director
+        self.id = session_id
+        self.client_uuid = client_uuid
+        self.folder = folder
+        self.lock = threading.Lock()
+        self.phases: dict[str, _Phase] = {}
+        self.active: _Phase | None = None
+        self.done = False
+        (folder / "power").mkdir(parents=True)
+        cfg = director.config
+        self.data: dict[str, Any] = {
+            "protocol": PROTOCOL, "tinypower": _version(), "session_name": session_id,
+            "label": label, "uuid": {"client": client_uuid, "server": director.uuid},
+            "timezone": "UTC", "status": "running", "reasons": [],
+            "config": {
+                "meters": [m.public() for m in cfg.meters],
+                "ranging": cfg.ranging.__dict__, "limits": cfg.limits.__dict__,
+            },
+            "sources": director.sources, "phases": {}, "skew": [], "messages": [],
+            "started_utc": datetime.now(UTC).isoformat(),
+        }
+        self.save()
+
+    def fail(self, reason: str) -> None:
+        """Mark the run invalid; its data stays."""
+        if reason not in self.data["reasons"]:
+            self.data["reasons"].append(reason)
+        self.data["status"] = "invalid"
+        self.save()
+
+    def save(self) -> None:
+        path = self.folder / "power" / "server.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=2, default=str) + "\n")
+        tmp.replace(path)
+
+    def file_hashes(self) -> dict[str, str]:
+        return {
+            p.relative_to(self.folder).as_posix(): sha256_bytes(p.read_bytes())
+            for p in sorted(self.folder.rglob("*"))
+            if p.is_file() and p.name not in ("server.json", "server.tmp")
+        }
+
+
+# --- the director ----------------------------------------------------------------------------
+
+
+class Director:
+    """The power director: ``start()`` serves on a thread, ``serve_forever()`` in the caller."""
+
+    def __init__(self, config: DirectorConfig) -> None:
+        if not config.token:
+            raise DirectorError(
+                f"the director needs a shared token: set {TOKEN_ENV} (or --token-file) on the "
+                "director and on each client"
+            )
+        if not config.meters:
+            raise DirectorError("the director has no meters: give --meter KIND=ADDRESS or a "
+                                "SUT file with [[meters]]")
+        self.config = config
+        self.uuid = str(uuid.uuid4())
+        self.out_dir = config.out_dir.resolve()
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.sources = _source_hashes()
+        self.sessions: dict[str, Session] = {}
+        self._lock = threading.Lock()  # sessions table
+        self._measuring: Session | None = None  # the meters measure one phase at a time
+        director = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                director._serve_client(self.rfile, self.wfile)
+
+        class Server(socketserver.ThreadingTCPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        self._server = Server(config.listen, Handler)
+        self.address: tuple[str, int] = self._server.server_address[:2]  # type: ignore[assignment]
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> tuple[str, int]:
+        self._thread = threading.Thread(target=self._server.serve_forever, name="director",
+                                        daemon=True)
+        self._thread.start()
+        return self.address
+
+    def serve_forever(self) -> None:
+        self._server.serve_forever()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        for session in list(self.sessions.values()):
+            if session.active is not None:
+                self._abort(session, "the director shut down during the run")
+
+    # -- connection loop ----------------------------------------------------------------------
+
+    def _serve_client(self, rfile: Any, wfile: Any) -> None:
+        state: dict[str, Any] = {"client": None, "sessions": [], "exchanges": {}, "skew": []}
+        try:
+            while True:
+                line = rfile.readline(MAX_LINE_BYTES + 1)
+                if not line:
+                    break
+                if len(line) > MAX_LINE_BYTES:
+                    _send(wfile, {"ok": False, "error": "request too long; closing"})
+                    break
+                reply, close = self._handle_line(line, state)
+                _send(wfile, reply)
+                if close:
+                    break
+        except OSError:
+            pass  # the client went away; its sessions are closed below
+        finally:
+            for session in state["sessions"]:
+                if session.active is not None:
+                    self._abort(session, f"the client disconnected during {session.active.name}")
+
+    def _handle_line(self, line: bytes, state: dict[str, Any]) -> tuple[dict, bool]:
+        received_s = time.time()
+        try:
+            request = json.loads(line)
+            if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
+                raise ValueError("not an object with a cmd")
+        except (ValueError, UnicodeDecodeError) as exc:
+            return {"ok": False, "error": f"malformed request ({exc}): send one JSON object "
+                                          "per line with a cmd field"}, False
+        cmd = request["cmd"]
+        if state["client"] is None and cmd != "hello":
+            return {"ok": False, "error": "say hello with the shared token first"}, True
+        try:
+            reply = getattr(self, f"_cmd_{cmd}", self._cmd_unknown)(request, state, received_s)
+            return {"ok": True, **reply}, False
+        except DirectorError as exc:
+            return {"ok": False, "error": str(exc)}, cmd == "hello"
+        except Exception as exc:  # a bug must not stop the director serving others
+            return {"ok": False, "error": f"internal error handling {cmd!r}: {exc!r}"}, False
+        finally:
+            session = self.sessions.get(str(request.get("session", "")))
+            if session is not None and session in state["sessions"]:
+                session.data["messages"].append({
+                    "cmd": cmd, "cmd_time": received_s, "reply_time": time.time(),
+                    **{k: v for k, v in request.items()
+                       if k not in ("cmd", "token", "data") and not isinstance(v, dict)},
+                })
+
+    # -- commands -----------------------------------------------------------------------------
+
+    def _cmd_unknown(self, request: dict, state: dict, received_s: float) -> dict:
+        raise DirectorError(f"unknown command {request['cmd']!r}")
+
+    def _cmd_hello(self, request: dict, state: dict, received_s: float) -> dict:
+        if request.get("protocol") != PROTOCOL:
+            raise DirectorError(f"protocol {request.get('protocol')!r} is not {PROTOCOL!r}: "
+                                "run the same tinypower version on director and client")
+        token = str(request.get("token", ""))
+        if not hmac.compare_digest(token.encode(), self.config.token.encode()):
+            raise DirectorError("invalid token: give the client the director's shared token "
+                                f"({TOKEN_ENV} or --token-file)")
+        state["client"] = str(request.get("client_uuid") or uuid.uuid4())
+        phases = ["testing"] if self.config.ranging.mode == "fixed" else ["ranging", "testing"]
+        return {"server_uuid": self.uuid, "max_skew_s": self.config.limits.max_skew_s,
+                "phases": phases}
+
+    def _cmd_time(self, request: dict, state: dict, received_s: float) -> dict:
+        exchanges: dict[str, tuple[float, float]] = state["exchanges"]
+        if len(exchanges) >= MAX_OPEN_EXCHANGES:  # unreported exchanges: forget the oldest
+            del exchanges[next(iter(exchanges))]
+        exchange = uuid.uuid4().hex
+        sent_s = time.time()
+        exchanges[exchange] = (received_s, sent_s)
+        return {"exchange": exchange, "t1_s": received_s, "t2_s": sent_s}
+
+    def _cmd_skew(self, request: dict, state: dict, received_s: float) -> dict:
+        """The client reports its send and receive times of an exchange; the director
+        computes the skew from its own two times and refuses it above the limit."""
+        times = state["exchanges"].pop(str(request.get("exchange")), None)
+        if times is None:
+            raise DirectorError("unknown time exchange: send time, then skew with its exchange")
+        try:
+            sample = SkewSample(float(request["t0_s"]), times[0], times[1],
+                                float(request["t3_s"]))
+        except (KeyError, TypeError, ValueError):
+            raise DirectorError("skew needs t0_s and t3_s (client send/receive times)") from None
+        where = str(request.get("where", "check"))
+        session = self.sessions.get(str(request.get("session", "")))
+        record = {"where": where, **sample.record()}
+        if session is not None:
+            self._owned(session, state)
+            session.data["skew"].append(record)
+            if session.active is not None:
+                session.active.record["skew"].append(record)
+            session.save()
+        else:  # a check before ``new``: it goes into the next session's record
+            state["skew"].append(record)
+        try:
+            check_skew(sample, self.config.limits.max_skew_s, where)
+        except SkewError as exc:
+            if session is not None:
+                self._abort(session, str(exc))
+            raise DirectorError(str(exc)) from None
+        return {"offset_s": sample.offset_s, "bound_s": sample.bound_s}
+
+    def _cmd_new(self, request: dict, state: dict, received_s: float) -> dict:
+        label = str(request.get("label", ""))
+        if label and (not set(label) <= _LABEL_CHARS or label.startswith(".") or
+                      len(label) > 64):
+            raise DirectorError(
+                f"session label {label!r} refused: use up to 64 letters, digits, '_', '-' or "
+                "'.', not starting with '.' (a label cannot name a path)"
+            )
+        stamp = datetime.now(UTC).strftime("%Y-%m-%d_%H-%M-%S")
+        with self._lock:
+            base = f"{stamp}_{label}" if label else stamp
+            session_id, n = base, 2
+            while session_id in self.sessions or (self.out_dir / session_id).exists():
+                session_id, n = f"{base}_{n}", n + 1
+            folder = self._inside(session_id)
+            session = Session(self, session_id, label, state["client"], folder)
+            self.sessions[session_id] = session
+        state["sessions"].append(session)
+        session.data["skew"], state["skew"] = state["skew"], []
+        session.data["messages"].append({"cmd": "new", "cmd_time": received_s,
+                                         "reply_time": time.time(), "label": label})
+        return {"session": session_id, "folder": str(folder)}
+
+    def _cmd_start(self, request: dict, state: dict, received_s: float) -> dict:
+        session, phase_name = self._session_phase(request, state)
+        with session.lock:
+            if session.done or session.data["status"] == "invalid":
+                raise DirectorError(f"session {session.id} is over ({session.data['status']}); "
+                                    "start a new session")
+            if session.active is not None or phase_name in session.phases:
+                raise DirectorError(f"{phase_name} was already started in session {session.id}")
+            if phase_name == "testing" and self.config.ranging.mode != "fixed" \
+                    and "ranging" not in session.phases:
+                raise DirectorError("run the ranging phase before testing (or use ranging "
+                                    "mode 'fixed', which is not valid for submission)")
+            with self._lock:
+                if self._measuring is not None:
+                    raise DirectorError(f"the meters are measuring session "
+                                        f"{self._measuring.id}; try again when it is done")
+                self._measuring = session
+            try:
+                return self._start_phase(session, phase_name)
+            except BaseException:
+                with self._lock:
+                    self._measuring = None
+                raise
+
+    def _cmd_stop(self, request: dict, state: dict, received_s: float) -> dict:
+        session, phase_name = self._session_phase(request, state)
+        with session.lock:
+            phase = session.active
+            if phase is None or phase.name != phase_name:
+                raise DirectorError(f"{phase_name} is not running in session {session.id}")
+            return self._stop_phase(session, phase)
+
+    def _cmd_put(self, request: dict, state: dict, received_s: float) -> dict:
+        session = self._session(request, state)
+        name = str(request.get("name", ""))
+        phase = request.get("phase")
+        if phase is None:
+            if name not in POWER_UPLOADS:
+                raise DirectorError(f"refused upload {name!r}: session files are "
+                                    f"{POWER_UPLOADS}")
+            target = session.folder / "power" / name
+        else:
+            if phase not in PHASE_DIRS or name not in PHASE_UPLOADS:
+                raise DirectorError(f"refused upload {phase!r}/{name!r}: phases are "
+                                    f"{sorted(PHASE_DIRS)}, files {PHASE_UPLOADS}")
+            target = session.folder / PHASE_DIRS[phase] / name
+        try:
+            data = base64.b64decode(str(request.get("data", "")), validate=True)
+        except ValueError:
+            raise DirectorError("upload data must be base64") from None
+        if sha256_bytes(data) != request.get("sha256"):
+            raise DirectorError(f"{name}: sha256 does not match the data sent; send it again")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        return {"bytes": len(data)}
+
+    def _cmd_get(self, request: dict, state: dict, received_s: float) -> dict:
+        session = self._session(request, state)
+        relative = str(request.get("path", ""))
+        path = (session.folder / relative).resolve()
+        if not path.is_relative_to(session.folder.resolve()):
+            raise DirectorError(f"refused {relative!r}: it is outside session {session.id}")
+        if not path.is_file():
+            raise DirectorError(f"{relative!r} is not a file of session {session.id}")
+        data = path.read_bytes()
+        return {"data": base64.b64encode(data).decode(), "sha256": sha256_bytes(data)}
+
+    def _cmd_abort(self, request: dict, state: dict, received_s: float) -> dict:
+        session = self._session(request, state)
+        self._abort(session, f"the client aborted: {request.get('reason', 'no reason given')}")
+        return {}
+
+    def _cmd_done(self, request: dict, state: dict, received_s: float) -> dict:
+        session = self._session(request, state)
+        with session.lock:
+            if session.active is not None:
+                self._abort(session, f"done during {session.active.name}")
+            results = self._score(session)
+            session.done = True
+            if session.data["status"] == "running":
+                session.data["status"] = "complete"
+            session.data["finished_utc"] = datetime.now(UTC).isoformat()
+            (session.folder / "results.json").write_text(
+                json.dumps(results, indent=2, default=str) + "\n")
+            session.data["results"] = session.file_hashes()
+            session.save()
+        return {"results": results}
+
+    # -- phases -------------------------------------------------------------------------------
+
+    def _start_phase(self, session: Session, name: str) -> dict:
+        phase = _Phase(name, session.folder / PHASE_DIRS[name])
+        phase.folder.mkdir(parents=True, exist_ok=True)
+        session.phases[name] = phase
+        session.active = phase
+        session.data["phases"][name] = phase.record
+        phase.checkpoint("before_start")
+        mark = f"{session.id}_{name}"
+        try:
+            for cfg in self.config.meters:
+                meter = _connect(cfg)
+                phase.meters.append((cfg, meter))
+                phase.record["meters"][cfg.name] = {"identity": meter.identify().__dict__}
+            ranges = self._set_ranges(session, phase)
+            time.sleep(self.config.ranging.settle_s)
+            for cfg, meter in phase.meters:
+                folder = phase.folder / "meters" / cfg.name
+                folder.mkdir(parents=True, exist_ok=True)
+                if cfg.kind == "ptd":
+                    meter.start(folder, mark=mark)
+                else:
+                    meter.start(folder)
+        except (MeterError, OSError, ValueError, ImportError) as exc:
+            self._abort(session, f"{name}: a meter could not start: {exc}")
+            raise DirectorError(f"{name}: a meter could not start: {exc}") from None
+        phase.checkpoint("started")
+        session.save()
+        return {"ranges": ranges, "mark": mark}
+
+    def _set_ranges(self, session: Session, phase: _Phase) -> dict[str, Any]:
+        """Auto ranges for ranging (or the analyzer's max current); fixed ranges from the
+        ranging maxima x margin for testing. Meters without ranges are left alone."""
+        policy = self.config.ranging
+        chosen: dict[str, Any] = {}
+        for cfg, meter in phase.meters:
+            if not _rangeable(meter):
+                continue
+            if phase.name == "ranging":
+                volts: float | str = "auto"
+                amps: float | str = policy.max_amps if policy.mode == "max" else "auto"
+            elif policy.mode == "fixed":
+                volts, amps = policy.max_volts, policy.max_amps  # type: ignore[assignment]
+            else:
+                maxima = session.phases["ranging"].record["meters"][cfg.name].get("maxima")
+                if not maxima:
+                    raise MeterError(f"meter {cfg.name}: no ranging maxima to set the testing "
+                                     "ranges from (the ranging run read no samples)")
+                volts, amps = maxima["volts"], maxima["amps"] * policy.current_margin
+            _set_meter_ranges(meter, volts, amps)
+            chosen[cfg.name] = {"volts": volts, "amps": amps}
+            phase.record["meters"][cfg.name]["ranges"] = chosen[cfg.name]
+        return chosen
+
+    def _stop_phase(self, session: Session, phase: _Phase) -> dict:
+        phase.checkpoint("workload_done")
+        time.sleep(self.config.ranging.settle_s)
+        errors: list[str] = []
+        lines: dict[str, int] = {}
+        for index, (cfg, meter) in enumerate(phase.meters):
+            record = phase.record["meters"][cfg.name]
+            try:
+                if phase.name == "testing" and hasattr(meter, "uncertainty"):
+                    watts, unc = meter.watts(), meter.uncertainty()
+                    (phase.folder / "ptd_out.txt").write_text(
+                        f"Power: {watts.reply}\nUncertainty: {unc.reply}\n")
+                    record["uncertainty_max"] = unc.maximum
+                series = meter.stop()
+            except MeterError as exc:
+                errors.append(f"meter {cfg.name} failed during {phase.name}: {exc}")
+                series = meter.series() if hasattr(meter, "series") else None
+            if series is not None and len(series):
+                phase.series[cfg.name] = series
+                target = phase.folder / ("spl.txt" if index == 0 else f"spl_{cfg.name}.txt")
+                lines[cfg.name] = write_spl(series, target, f"{session.id}_{phase.name}")
+                record["readings"] = len(series)
+            if phase.name == "ranging" and hasattr(meter, "ranging_maxima") \
+                    and not errors and series is not None and len(series):
+                volts, amps = meter.ranging_maxima()
+                record["maxima"] = {"volts": volts, "amps": amps}
+            if phase.name == "testing" and _rangeable(meter) and not errors:
+                try:  # restore auto ranges, as MLPerf's server does
+                    _set_meter_ranges(meter, "auto", "auto")
+                except MeterError as exc:
+                    errors.append(f"meter {cfg.name}: could not restore auto ranges: {exc}")
+            meter.close()
+        phase.checkpoint("stopped")
+        session.active = None
+        with self._lock:
+            self._measuring = None
+        if errors:
+            for e in errors:
+                session.fail(e)
+            raise DirectorError("; ".join(errors) + f" (run marked invalid; data kept in "
+                                f"{session.folder})")
+        session.save()
+        return {"readings": lines}
+
+    def _abort(self, session: Session, reason: str) -> None:
+        """Stop any running phase (keeping what the meters read) and mark the run invalid."""
+        phase = session.active
+        if phase is not None:
+            for index, (cfg, meter) in enumerate(phase.meters):
+                try:
+                    series = meter.stop()
+                except Exception:  # an abort must reach every meter: keep what each read
+                    series = meter.series() if hasattr(meter, "series") else None
+                if series is not None and len(series):
+                    target = phase.folder / ("spl.txt" if index == 0 else f"spl_{cfg.name}.txt")
+                    write_spl(series, target, f"{session.id}_{phase.name}")
+                try:
+                    meter.close()
+                except Exception as exc:
+                    session.data["reasons"].append(f"meter {cfg.name} did not close: {exc}")
+            phase.checkpoint("aborted")
+            session.active = None
+            with self._lock:
+                if self._measuring is session:
+                    self._measuring = None
+        session.fail(reason)
+
+    # -- scoring ------------------------------------------------------------------------------
+
+    def _score(self, session: Session) -> dict[str, Any]:
+        limits = self.config.limits
+        results: dict[str, Any] = {"session": session.id, "phases": {}, "checks": []}
+        checks: list[Check] = []
+        for name, phase in session.phases.items():
+            per_meter: dict[str, Any] = {}
+            for index, cfg in enumerate(self.config.meters):
+                spl = phase.folder / ("spl.txt" if index == 0 else f"spl_{cfg.name}.txt")
+                identity = phase.record["meters"].get(cfg.name, {}).get("identity", {})
+                try:
+                    per_meter[cfg.name] = {
+                        "measured_as": identity.get("measured_as"),
+                        **score_phase(phase.folder, spl, phase.series.get(cfg.name),
+                                      limits.max_gap_s),
+                    }
+                except (PowerLogError, ValueError) as exc:
+                    per_meter[cfg.name] = {"error": str(exc)}
+                    if not session.data["reasons"]:  # else the reason the run failed says it
+                        checks.append(Check(f"{name}_score", False, f"{cfg.name}: {exc}"))
+            results["phases"][name] = per_meter
+        primary = self.config.meters[0].name
+        testing = results["phases"].get("testing", {}).get(primary, {})
+        ranging = results["phases"].get("ranging", {}).get(primary, {})
+        results["testing"] = testing
+        results["measured_as"] = testing.get("measured_as")
+        if "testing" not in session.phases:
+            checks.append(Check("testing_run", False, "the testing run did not take place"))
+        if "value" in testing:
+            checks += self._testing_checks(session, testing, ranging)
+        for reason in session.data["reasons"]:
+            checks.append(Check("run", False, reason))
+        bounds = [s["bound_s"] for s in session.data["skew"]]
+        results["alignment_bound_s"] = max(bounds) if bounds else None
+        results["checks"] = [c.record() for c in checks]
+        results["valid"] = all(c.ok for c in checks if c.kind == "validity")
+        results["compliant"] = results["valid"] and all(c.ok for c in checks)
+        if not results["valid"]:
+            session.data["status"] = "invalid"
+        return results
+
+    def _testing_checks(self, session: Session, testing: dict, ranging: dict) -> list[Check]:
+        limits = self.config.limits
+        checks = [Check("loadgen", testing.get("loadgen_validity") == "VALID",
+                        f"LoadGen says the run is {testing.get('loadgen_validity')}")]
+        if "value" in ranging:
+            ok, message = ranging_check(testing["average_power_w"], ranging["average_power_w"])
+            checks.append(Check("ranging_power", ok, message))
+        else:
+            checks.append(Check("ranging_run", False, "no ranging run (fixed ranges): not valid "
+                                                      "for an MLPerf submission", "compliance"))
+        coverage = testing.get("coverage")
+        if coverage is not None:
+            checks.append(Check(
+                "coverage", coverage >= 0.99,
+                f"readings cover {coverage:.1%} of the LoadGen window (gaps over "
+                f"{limits.max_gap_s:g} s: {len(testing.get('gaps', []))})"))
+        unc = session.data["phases"].get("testing", {}).get("meters", {}) \
+            .get(self.config.meters[0].name, {}).get("uncertainty_max")
+        if unc is not None:
+            checks.append(Check(
+                "uncertainty", unc <= limits.max_uncertainty,
+                f"largest per-sample uncertainty {unc:.2%} (limit {limits.max_uncertainty:.2%})"))
+        checks.append(Check(
+            "run_length", testing["window_s"] >= limits.min_duration_s,
+            f"LoadGen window {testing['window_s']:.1f} s (MLPerf needs at least "
+            f"{limits.min_duration_s:.0f} s)", "compliance"))
+        measured_as = testing.get("measured_as")
+        checks.append(Check("measured_as", measured_as == "hardware",
+                            f"the meter's numbers are {measured_as}", "compliance"))
+        return checks
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _inside(self, name: str) -> Path:
+        path = (self.out_dir / name).resolve()
+        if path.parent != self.out_dir:
+            raise DirectorError(f"refused session name {name!r}: it leaves the output folder")
+        return path
+
+    def _session(self, request: dict, state: dict) -> Session:
+        session = self.sessions.get(str(request.get("session", "")))
+        if session is None:
+            raise DirectorError(f"no session {request.get('session')!r} on this director")
+        self._owned(session, state)
+        return session
+
+    def _owned(self, session: Session, state: dict) -> None:
+        if session not in state["sessions"]:
+            raise DirectorError(f"session {session.id} belongs to another client")
+
+    def _session_phase(self, request: dict, state: dict) -> tuple[Session, str]:
+        session = self._session(request, state)
+        phase = str(request.get("phase", ""))
+        if phase not in PHASE_DIRS:
+            raise DirectorError(f"unknown phase {phase!r}: ranging or testing")
+        return session, phase
+
+
+def _rangeable(meter: Any) -> bool:
+    """Analyzers with voltage and current ranges: PTDaemon, a Yokogawa over SCPI."""
+    return hasattr(meter, "set_ranges") or hasattr(meter, "set_current_range")
+
+
+def _set_meter_ranges(meter: Any, volts: float | str, amps: float | str) -> None:
+    if hasattr(meter, "set_ranges"):
+        meter.set_ranges(volts, amps)
+    else:
+        meter.set_voltage_range(volts)
+        meter.set_current_range(amps)
+
+
+def _connect(cfg: MeterConfig) -> Any:
+    from energy_monitor.series_meters import connect_series_meter
+
+    return connect_series_meter(cfg.kind, cfg.address, **cfg.options)
+
+
+def _send(wfile: Any, obj: dict) -> None:
+    wfile.write(json.dumps(obj, default=_json_default).encode() + b"\n")
+    wfile.flush()
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return str(obj)
+
+
+def _version() -> str:
+    from tinypower.results.session import _version as version
+
+    return version("tinypower")
+
+
+def _source_hashes() -> dict[str, str]:
+    """sha256 of every Python source of tinypower and energy_monitor (MLPerf records the
+    tool's sources so a checker can pin the version that measured)."""
+    import energy_monitor
+    import tinypower
+
+    hashes: dict[str, str] = {}
+    for package in (tinypower, energy_monitor):
+        root = Path(package.__file__).parent
+        for path in sorted(root.rglob("*.py")):
+            hashes[f"{package.__name__}/{path.relative_to(root).as_posix()}"] = hashlib.sha256(
+                path.read_bytes()).hexdigest()
+    return hashes
+
+
+def read_token(token_file: Path | None, env: str = TOKEN_ENV) -> str:
+    """The shared token from a file (first line) or the environment."""
+    if token_file is not None:
+        try:
+            return token_file.read_text().strip()
+        except OSError as exc:
+            raise DirectorError(f"cannot read the token file {token_file}: {exc}") from None
+    token = os.environ.get(env, "")
+    if not token:
+        raise DirectorError(f"no shared token: set {env} or pass --token-file")
+    return token
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tinypower.scale.director",
+                                description="Serve the MLPerf-style power workflow: own the "
+                                            "meters, run ranging and testing for clients.")
+    p.add_argument("--sut", type=Path, help="SUT TOML: meters, ranging, limits, listen address")
+    p.add_argument("--meter", action="append", default=[], metavar="KIND=ADDRESS",
+                   help="a meter (instead of the SUT file's), e.g. ptd=127.0.0.1:8888")
+    p.add_argument("--out", type=Path, help="output folder (default: the SUT file's, else "
+                                            "runs/power)")
+    p.add_argument("--listen", help=f"HOST:PORT (default 127.0.0.1:{DEFAULT_PORT}; port 0 "
+                                    "picks a free one)")
+    p.add_argument("--token-file", type=Path, help=f"file holding the shared token (default: "
+                                                   f"${TOKEN_ENV})")
+    p.add_argument("--settle-s", type=float, help="analyzer settling before Go and Stop "
+                                                  "(default 10 s, MLPerf's)")
+    args = p.parse_args(argv)
+    try:
+        config = _config_from_args(args)
+        director = Director(config)
+    except (DirectorError, SutError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    host, port = director.address
+    print(f"tinypower director listening on {host}:{port}, sessions in {director.out_dir}",
+          flush=True)
+    try:
+        director.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        director.close()
+    return 0
+
+
+def _config_from_args(args: argparse.Namespace) -> DirectorConfig:
+    sut = load_sut(args.sut) if args.sut else None
+    meters = list(sut.meters) if sut else []
+    if args.meter:
+        meters = []
+        for text in args.meter:
+            kind, sep, address = text.partition("=")
+            if not kind:
+                raise DirectorError(f"--meter {text!r}: write KIND=ADDRESS, e.g. "
+                                    "ptd=127.0.0.1:8888")
+            meters.append(MeterConfig(kind, address if sep and address else None,
+                                      f"{kind}-{len(meters) + 1}" if meters else kind))
+    ranging = sut.ranging if sut else RangingPolicy()
+    if args.settle_s is not None:
+        ranging = RangingPolicy(ranging.mode, ranging.max_volts, ranging.max_amps,
+                                ranging.current_margin, args.settle_s)
+    listen = parse_host_port(args.listen) if args.listen else (
+        sut.listen if sut else ("127.0.0.1", DEFAULT_PORT))
+    return DirectorConfig(
+        out_dir=args.out or (sut.output if sut else Path("runs/power")), meters=meters,
+        token=read_token(args.token_file, sut.token_env if sut else TOKEN_ENV),
+        listen=listen, ranging=ranging, limits=sut.limits if sut else Limits(),
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

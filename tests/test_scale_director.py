@@ -1,0 +1,293 @@
+"""The director and the client as separate processes over loopback, against the PTDaemon
+simulator: computed average power and energy per query against the simulator's ground truth,
+and the faults (a meter that stops answering, clock skew, bad token, escaping paths)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from energy_monitor.sim.faults import SimFaults
+from energy_monitor.sim.ptd_sim import PtdSimulator
+from tinypower.results.power_logs import score_power_folder
+from tinypower.results.session import sha256_bytes
+from tinypower.scale.director import PROTOCOL
+
+MODEL = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "mlperf-tiny" / \
+    "kws_ref_model.tflite"
+TOKEN = "test-token-3f9c"
+# The simulated load swings +-2 W around 100 W every 5 s: a window misplaced by 1 s would be
+# off by up to 2.5%, while ranging and testing stay within the 5% the rules allow.
+PERIOD_S = 5.0
+AMPLITUDE_W = 2.0
+SAMPLE_PERIOD_S = 0.05
+AUX_W = 40.0
+
+pytestmark = pytest.mark.skipif(not MODEL.is_file(), reason=f"MLPerf Tiny model not at {MODEL}")
+
+
+def load_w(t: float) -> float:
+    return 100.0 + AMPLITUDE_W * math.sin(2 * math.pi * t / PERIOD_S)
+
+
+def true_mean_w(begin_s: float, end_s: float) -> float:
+    """The load's exact mean over [begin, end]: the simulator's ground truth."""
+    w = 2 * math.pi / PERIOD_S
+    swing = (math.cos(w * end_s) - math.cos(w * begin_s)) / (w * (end_s - begin_s))
+    return 100.0 - AMPLITUDE_W * swing
+
+
+def sut_toml(tmp: Path, address: str, timeout_s: float = 2.0, second: str = "") -> Path:
+    """One PTD meter (and a second one, ``aux``, when ``second`` is its address)."""
+    meter = """
+[[meters]]
+kind = "ptd"
+name = "{name}"
+address = "{address}"
+measured_as = "simulated"
+poll_interval_s = 0.2
+timeout_s = {timeout_s}
+"""
+    meters = meter.format(name="ptd", address=address, timeout_s=timeout_s)
+    if second:
+        meters += meter.format(name="aux", address=second, timeout_s=timeout_s)
+    path = tmp / "sut.toml"
+    path.write_text(f'name = "loopback"\n[workload]\nmodel = "{MODEL}"\n{meters}'
+                    "[ranging]\nsettle_s = 0.2\n")
+    return path
+
+
+class DirectorProcess:
+    def __init__(self, sut: Path, out: Path) -> None:
+        self.out = out
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tinypower.scale.director", "--sut", str(sut), "--listen",
+             "127.0.0.1:0", "--out", str(out)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=dict(os.environ, TINYPOWER_TOKEN=TOKEN),
+        )
+        line = self.proc.stdout.readline()
+        assert "listening on" in line, self.proc.stderr.read()
+        self.address = line.split()[4].rstrip(",")
+
+    def client(self, tmp: Path, *args: str, token: str = TOKEN) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "tinypower.scale.client", "--director", self.address,
+             "--work-dir", str(tmp / "client"), "--sync-interval-s", "1", "--json", *args],
+            capture_output=True, text=True, timeout=120,
+            env=dict(os.environ, TINYPOWER_TOKEN=token),
+        )
+
+    def raw(self) -> RawClient:
+        host, port = self.address.rsplit(":", 1)
+        return RawClient((host, int(port)))
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+class RawClient:
+    """The protocol by hand, for requests a well-behaved client never sends."""
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        self.sock = socket.create_connection(address, timeout=30)
+        self.file = self.sock.makefile("rwb")
+
+    def send(self, **request: object) -> dict:
+        self.file.write(json.dumps(request).encode() + b"\n")
+        self.file.flush()
+        line = self.file.readline()
+        return json.loads(line) if line else {"closed": True}
+
+    def hello(self) -> dict:
+        return self.send(cmd="hello", protocol=PROTOCOL, token=TOKEN)
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def simulator():
+    with PtdSimulator(load_w, sample_period_s=SAMPLE_PERIOD_S) as sim:
+        yield sim
+
+
+@pytest.fixture(scope="module")
+def director(simulator, tmp_path_factory):
+    """A director reading two meters: the swinging load, and a steady 40 W one (``aux``)."""
+    tmp = tmp_path_factory.mktemp("director")
+    with PtdSimulator(lambda t: AUX_W, sample_period_s=SAMPLE_PERIOD_S) as aux:
+        d = DirectorProcess(sut_toml(tmp, simulator.address, second=aux.address),
+                            tmp / "sessions")
+        yield d
+        d.close()
+
+
+def _utc_s(text: str) -> float:
+    return datetime.strptime(text, "%m-%d-%Y %H:%M:%S.%f").replace(tzinfo=UTC).timestamp()
+
+
+def _run(director, tmp_path, scenario: str, min_duration_s: float) -> tuple[dict, Path]:
+    done = director.client(tmp_path, "--model", str(MODEL), "--scenario", scenario,
+                           "--min-duration-s", str(min_duration_s), "--label", scenario.lower())
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    return out["results"], Path(out["folder"])
+
+
+def test_singlestream_energy_per_query_matches_ground_truth(director, simulator, tmp_path):
+    results, folder = _run(director, tmp_path, "SingleStream", 2.0)
+    testing = results["testing"]
+    truth_w = true_mean_w(_utc_s(testing["power_begin"]), _utc_s(testing["power_end"]))
+    assert testing["average_power_w"] == pytest.approx(truth_w, rel=0.005)
+    truth_mj = truth_w * testing["window_s"] / testing["query_count"] * 1e3
+    assert testing["unit"] == "mJ/query"
+    assert testing["value"] == pytest.approx(truth_mj, rel=0.005)
+    assert testing["samples_per_joule"] == pytest.approx(1e3 / testing["value"])
+    assert testing["energy_j"] == pytest.approx(truth_w * testing["window_s"], rel=0.005)
+    assert results["valid"] and not results["compliant"]  # a 2 s simulated run
+    assert testing["samples_in_window"] >= 30
+    assert results["measured_as"] == "simulated"
+    failed = {c["name"] for c in results["checks"] if not c["ok"]}
+    assert failed == {"run_length", "measured_as"}
+    assert 0 < results["alignment_bound_s"] < 0.4
+
+    # A second meter measured the same run; its own log and metrics sit beside the first's.
+    aux = results["phases"]["testing"]["aux"]
+    assert aux["average_power_w"] == pytest.approx(AUX_W)
+    assert aux["window_s"] == testing["window_s"]
+    assert (folder / "run_1" / "spl_aux.txt").is_file()
+
+    # The published-results scorer reads our folder exactly as it reads MLPerf's.
+    published = score_power_folder(folder)
+    assert published["testing"].value == pytest.approx(testing["value"], rel=1e-12)
+    assert published["ranging_ok"]
+
+    # Ranging at auto ranges, testing at the ranging maxima (current x 1.1), then auto again.
+    sr = [c for c in simulator.commands if c.startswith("SR,")]
+    raw = (folder / "ranging" / "meters" / "ptd" / "spl.txt").read_text().splitlines()
+    max_amps = max(float(line.split(",")[7]) for line in raw)
+    assert sr[-6:] == ["SR,V,Auto", "SR,A,Auto", "SR,V,230.000000",
+                       f"SR,A,{max_amps * 1.1:.6f}", "SR,V,Auto", "SR,A,Auto"]
+
+    server = json.loads((folder / "power" / "server.json").read_text())
+    assert server["status"] == "complete"
+    assert {"ranging", "testing"} <= set(server["phases"])
+    assert "tinypower/scale/director.py" in server["sources"]
+    for name, digest in server["results"].items():
+        assert sha256_bytes((folder / name).read_bytes()) == digest
+    assert {"run_1/spl.txt", "run_1/mlperf_log_detail.txt", "ranging/spl.txt",
+            "power/client.json", "run_1/ptd_out.txt"} <= set(server["results"])
+    wheres = {s["where"] for s in server["skew"]}
+    assert {"before new", "testing before start", "testing during workload",
+            "testing after workload", "testing after stop"} <= wheres
+
+
+def test_offline_average_power_matches_ground_truth(director, tmp_path):
+    results, _ = _run(director, tmp_path, "Offline", 1.0)
+    testing = results["testing"]
+    truth_w = true_mean_w(_utc_s(testing["power_begin"]), _utc_s(testing["power_end"]))
+    assert testing["unit"] == "W"
+    assert testing["value"] == pytest.approx(truth_w, rel=0.005)
+    assert testing["samples_per_joule"] == pytest.approx(
+        testing["throughput_samples_per_s"] / testing["value"])
+
+
+def test_invalid_token_is_refused(director, tmp_path):
+    done = director.client(tmp_path, "--model", str(MODEL), token="wrong")
+    assert done.returncode == 2
+    assert "invalid token" in done.stderr
+
+
+def test_escaping_session_names_and_files_are_refused(director, tmp_path):
+    done = director.client(tmp_path, "--model", str(MODEL), "--label", "../../escaped")
+    assert done.returncode == 2 and "refused" in done.stderr
+    assert not (director.out.parent / "escaped").exists()
+    raw = director.raw()
+    try:
+        assert raw.send(cmd="new", label="x")["error"].startswith("say hello")
+    finally:
+        raw.close()
+    raw = director.raw()
+    try:
+        assert raw.hello()["ok"]
+        assert raw.send(cmd="this is not json")  # a malformed line gets an error, not a hangup
+        raw.file.write(b"{not json\n")
+        raw.file.flush()
+        assert "malformed request" in json.loads(raw.file.readline())["error"]
+        session = raw.send(cmd="new", label="paths")["session"]
+        for bad in ("../../sut.toml", "/etc/passwd", "power/../../x"):
+            reply = raw.send(cmd="get", session=session, path=bad)
+            assert not reply["ok"] and "outside session" in reply["error"], bad
+        data = base64.b64encode(b"x").decode()
+        reply = raw.send(cmd="put", session=session, phase="ranging", name="../../evil.txt",
+                         data=data, sha256=sha256_bytes(b"x"))
+        assert not reply["ok"] and "refused upload" in reply["error"]
+        assert raw.send(cmd="get", session=session, path="power/server.json")["ok"]
+    finally:
+        raw.close()
+
+
+def test_skew_over_the_limit_is_refused_and_marks_the_run_invalid(director, tmp_path):
+    done = director.client(tmp_path, "--model", str(MODEL), "--clock-offset-s", "1.5")
+    assert done.returncode == 2
+    assert "clock skew before new" in done.stderr and "above the 400 ms limit" in done.stderr
+
+    # Mid-run: the director stops the meters, keeps their samples and marks the run invalid.
+    raw = director.raw()
+    try:
+        raw.hello()
+        session = raw.send(cmd="new", label="skewed")["session"]
+        assert raw.send(cmd="start", session=session, phase="ranging")["ok"]
+        time.sleep(0.5)  # the analyzer logs a few samples
+        exchange = raw.send(cmd="time")
+        reply = raw.send(cmd="skew", session=session, exchange=exchange["exchange"],
+                         t0_s=exchange["t1_s"] - 0.9, t3_s=exchange["t2_s"] - 0.9,
+                         where="ranging during workload")
+        assert not reply["ok"] and "above the 400 ms limit" in reply["error"]
+        results = raw.send(cmd="done", session=session)["results"]
+    finally:
+        raw.close()
+    assert not results["valid"]
+    folder = director.out / session
+    server = json.loads((folder / "power" / "server.json").read_text())
+    assert server["status"] == "invalid" and "clock skew" in server["reasons"][0]
+    assert (folder / "ranging" / "spl.txt").read_text().startswith("Time,")
+
+
+def test_a_meter_that_stops_answering_fails_the_run_and_keeps_its_data(tmp_path):
+    faults = SimFaults(stall_after=int(1.0 / SAMPLE_PERIOD_S))  # silent 1 s into ranging
+    with PtdSimulator(load_w, sample_period_s=SAMPLE_PERIOD_S, faults=faults) as sim:
+        director = DirectorProcess(sut_toml(tmp_path, sim.address, timeout_s=0.5),
+                                   tmp_path / "sessions")
+        try:
+            done = director.client(tmp_path, "--model", str(MODEL), "--min-duration-s", "2")
+            assert done.returncode == 1, done.stderr
+            out = json.loads(done.stdout)
+            assert "did not answer" in out["error"] and "run marked invalid" in out["error"]
+            assert not out["results"]["valid"]
+            folder = Path(out["folder"])
+            server = json.loads((folder / "power" / "server.json").read_text())
+            assert server["status"] == "invalid"
+            kept = (folder / "ranging" / "spl.txt").read_text().splitlines()
+            assert len(kept) >= 10  # the samples read before the analyzer went silent
+            assert (folder / "ranging" / "mlperf_log_detail.txt").is_file()
+            raw = director.raw()  # and the director still serves other clients
+            try:
+                assert raw.hello()["ok"] and raw.send(cmd="time")["ok"]
+            finally:
+                raw.close()
+        finally:
+            director.close()

@@ -33,7 +33,7 @@ PORTS_DIR = FIRMWARE_DIR / "ports"
 HARNESS_SOURCES = ("th_main.c", "th_harness.c", "th_format.c", "th_model_io.c")
 PORT_SOURCES = ("startup.c", "port.c")
 CORTEX_M_DIR = PORTS_DIR / "cortex-m"  # shared by every port: not a board
-CORTEX_M_SOURCES = ("reset.c",)
+CORTEX_M_SOURCES = ("reset.c", "rx_ring.c")
 LINK_FLAGS = ("-nostartfiles", "--specs=nano.specs", "--specs=nosys.specs",
               "-Wl,--gc-sections", "-Wl,--fatal-warnings")
 # What else decides the image: the code generator and the parameters it computes.

@@ -29,6 +29,39 @@ void BusFault_Handler(void);
 void UsageFault_Handler(void);
 void Default_Handler(void); /* any interrupt the port does not use */
 
+/* The 16 core entries every vector table starts with, as designated initializers; a port's
+ * table continues with its interrupts from index 16 (GNU range designators, not overlapping:
+ * -Woverride-init would object). */
+#define CM_CORE_VECTORS                         \
+    [0] = (cm_vector_t)(uintptr_t)&_estack,     \
+    [1] = Reset_Handler,                        \
+    [2] = NMI_Handler,                          \
+    [3] = HardFault_Handler,                    \
+    [4] = MemManage_Handler,                    \
+    [5] = BusFault_Handler,                     \
+    [6] = UsageFault_Handler,                   \
+    [11] = Default_Handler, /* SVCall */        \
+    [12] = Default_Handler, /* DebugMonitor */  \
+    [14] = Default_Handler, /* PendSV */        \
+    [15] = Default_Handler  /* SysTick */
+
+/* Mask interrupts, returning the previous PRIMASK for cm_irq_restore. */
+static inline uint32_t cm_irq_save(void) {
+    uint32_t primask;
+    __asm volatile("mrs %0, primask\n\tcpsid i" : "=r"(primask)::"memory");
+    return primask;
+}
+
+static inline void cm_irq_restore(uint32_t primask) {
+    __asm volatile("msr primask, %0" ::"r"(primask) : "memory");
+}
+
+/* The protocol UART's receive ring (rx_ring.c): the port's receive interrupt pushes, the
+ * harness pops through th_serial_read; rx_ring.c also gives th_wait_for_input. */
+int cm_rx_full(void);
+void cm_rx_push(uint8_t c); /* from the interrupt; only when not full */
+int cm_rx_pop(void);        /* the next byte, or -1 when the ring is empty */
+
 /* The port's fault stop: report `what` (cm_fault_message) on the protocol UART, then halt. */
 __attribute__((noreturn)) void th_port_fault(const char *what);
 

@@ -91,21 +91,7 @@
 #define PIN_TIMESTAMP 8u /* P1.08 */
 #define PIN_CNF_OUTPUT 3u /* DIR output, input buffer disconnected, no pull, S0S1 drive */
 
-#define RX_RING_BYTES 256u /* a power of two */
 
-static volatile uint8_t g_rx[RX_RING_BYTES];
-static volatile uint32_t g_rx_head; /* written by the interrupt */
-static volatile uint32_t g_rx_tail; /* written by the main loop */
-
-static uint32_t irq_save(void) {
-    uint32_t primask;
-    __asm volatile("mrs %0, primask\n\tcpsid i" : "=r"(primask)::"memory");
-    return primask;
-}
-
-static void irq_restore(uint32_t primask) {
-    __asm volatile("msr primask, %0" ::"r"(primask) : "memory");
-}
 
 void th_port_init(void) {
     NVMC_ICACHECNF = NVMC_ICACHECNF_CACHEEN;
@@ -158,37 +144,22 @@ void UART0_IRQHandler(void) {
     while (UART_EVENTS_RXDRDY) {
         UART_EVENTS_RXDRDY = 0; /* clear the event before reading RXD (the PS's order) */
         uint8_t c = (uint8_t)UART_RXD;
-        if (g_rx_head - g_rx_tail < RX_RING_BYTES) { /* full: dropped (no flow control) */
-            g_rx[g_rx_head % RX_RING_BYTES] = c;
-            g_rx_head++;
+        if (!cm_rx_full()) { /* full: dropped (no flow control) */
+            cm_rx_push(c);
         }
     }
     (void)UART_EVENTS_RXDRDY; /* read back so the clear lands before the handler returns */
 }
 
 int th_serial_read(void) {
-    if (g_rx_tail == g_rx_head) {
-        return -1;
-    }
-    uint8_t c = g_rx[g_rx_tail % RX_RING_BYTES];
-    g_rx_tail++;
-    return c;
-}
-
-void th_wait_for_input(void) {
-    /* Masked, an interrupt still ends WFI: no byte can slip in between check and sleep. */
-    uint32_t primask = irq_save();
-    if (g_rx_tail == g_rx_head) {
-        __asm volatile("dsb\n\twfi" ::: "memory");
-    }
-    irq_restore(primask);
+    return cm_rx_pop();
 }
 
 uint32_t th_time_us(void) {
-    uint32_t primask = irq_save(); /* capture and read as one */
+    uint32_t primask = cm_irq_save(); /* capture and read as one */
     TIMER_TASKS_CAPTURE0 = 1;
     uint32_t now = TIMER_CC0;
-    irq_restore(primask);
+    cm_irq_restore(primask);
     return now;
 }
 
@@ -212,7 +183,7 @@ void th_state(th_state_t state) {
 
 __attribute__((noreturn)) void th_port_fault(const char *what) {
     char message[CM_FAULT_MESSAGE_BYTES];
-    irq_save();
+    cm_irq_save();
     th_serial_write(message, cm_fault_message(message, what));
     for (;;) { /* halted for a debugger; reset (or reflash) to recover */
     }

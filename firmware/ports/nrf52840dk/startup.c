@@ -12,18 +12,7 @@
 void UART0_IRQHandler(void); /* port.c */
 
 __attribute__((section(".isr_vector"), used)) const cm_vector_t cm_vectors[16 + IRQ_COUNT] = {
-    [0] = (cm_vector_t)(uintptr_t)&_estack,
-    [1] = Reset_Handler,
-    [2] = NMI_Handler,
-    [3] = HardFault_Handler,
-    [4] = MemManage_Handler,
-    [5] = BusFault_Handler,
-    [6] = UsageFault_Handler,
-    [11] = Default_Handler, /* SVCall */
-    [12] = Default_Handler, /* DebugMonitor */
-    [14] = Default_Handler, /* PendSV */
-    [15] = Default_Handler, /* SysTick */
-    /* GNU range designators (not overlapping: -Woverride-init would object) */
+    CM_CORE_VECTORS,
     [16 ... 16 + IRQ_UART0 - 1] = Default_Handler,
     [16 + IRQ_UART0] = UART0_IRQHandler,
     [16 + IRQ_UART0 + 1 ... 16 + IRQ_COUNT - 1] = Default_Handler,

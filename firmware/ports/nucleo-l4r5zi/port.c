@@ -124,25 +124,11 @@
 #define TIM_EGR_UG 1u
 
 #define SYSCLK_HZ 120000000u
-#define RX_RING_BYTES 256u /* a power of two */
 
 #if LPUART_BRR_VALUE < 0x300u || LPUART_BRR_VALUE >= (1ull << 20)
 #error "TH_UART_BAUD is out of LPUART1's range with a 16 MHz kernel clock"
 #endif
 
-static volatile uint8_t g_rx[RX_RING_BYTES];
-static volatile uint32_t g_rx_head; /* written by the interrupt */
-static volatile uint32_t g_rx_tail; /* written by the main loop */
-
-static uint32_t irq_save(void) {
-    uint32_t primask;
-    __asm volatile("mrs %0, primask\n\tcpsid i" : "=r"(primask)::"memory");
-    return primask;
-}
-
-static void irq_restore(uint32_t primask) {
-    __asm volatile("msr primask, %0" ::"r"(primask) : "memory");
-}
 
 /* At least `cycles` core cycles (each iteration is more than one). */
 static void spin(uint32_t cycles) {
@@ -246,29 +232,14 @@ void LPUART1_IRQHandler(void) {
     }
     while (LPUART_ISR & LPUART_ISR_RXNE) {
         uint8_t c = (uint8_t)LPUART_RDR; /* reading clears RXNE */
-        if (g_rx_head - g_rx_tail < RX_RING_BYTES) { /* full: dropped (no flow control) */
-            g_rx[g_rx_head % RX_RING_BYTES] = c;
-            g_rx_head++;
+        if (!cm_rx_full()) { /* full: dropped (no flow control) */
+            cm_rx_push(c);
         }
     }
 }
 
 int th_serial_read(void) {
-    if (g_rx_tail == g_rx_head) {
-        return -1;
-    }
-    uint8_t c = g_rx[g_rx_tail % RX_RING_BYTES];
-    g_rx_tail++;
-    return c;
-}
-
-void th_wait_for_input(void) {
-    /* Masked, an interrupt still ends WFI: no byte can slip in between check and sleep. */
-    uint32_t primask = irq_save();
-    if (g_rx_tail == g_rx_head) {
-        __asm volatile("dsb\n\twfi" ::: "memory");
-    }
-    irq_restore(primask);
+    return cm_rx_pop();
 }
 
 uint32_t th_time_us(void) {
@@ -291,7 +262,7 @@ void th_state(th_state_t state) {
 
 __attribute__((noreturn)) void th_port_fault(const char *what) {
     char message[CM_FAULT_MESSAGE_BYTES];
-    irq_save();
+    cm_irq_save();
     th_serial_write(message, cm_fault_message(message, what));
     for (;;) { /* halted for a debugger; reset (or reflash) to recover */
     }

@@ -56,26 +56,12 @@ typedef struct {
 #define TICK_HZ 25000000u /* PCLK */
 #define TICKS_PER_US (TICK_HZ / 1000000u)
 #define HEARTBEAT_TICKS (TICK_HZ / 10u)
-#define RX_RING_BYTES 256u /* a power of two */
 
 #define SEMIHOSTING_SYS_EXIT 0x18u
 #define ADP_STOPPED_RUNTIME_ERROR 0x20023u
 
-static volatile uint8_t g_rx[RX_RING_BYTES];
-static volatile uint32_t g_rx_head; /* written by the interrupt */
-static volatile uint32_t g_rx_tail; /* written by the main loop */
 static uint32_t g_last_raw;         /* TIMER0 elapsed count at the last read */
 static uint64_t g_ticks;            /* ... extended to 64 bits */
-
-static uint32_t irq_save(void) {
-    uint32_t primask;
-    __asm volatile("mrs %0, primask\n\tcpsid i" : "=r"(primask)::"memory");
-    return primask;
-}
-
-static void irq_restore(uint32_t primask) {
-    __asm volatile("msr primask, %0" ::"r"(primask) : "memory");
-}
 
 /* Elapsed TIMER0 ticks since boot; call with interrupts masked. */
 static uint64_t ticks_locked(void) {
@@ -86,9 +72,9 @@ static uint64_t ticks_locked(void) {
 }
 
 static uint64_t ticks(void) {
-    uint32_t primask = irq_save();
+    uint32_t primask = cm_irq_save();
     uint64_t t = ticks_locked();
-    irq_restore(primask);
+    cm_irq_restore(primask);
     return t;
 }
 
@@ -112,13 +98,13 @@ static void event(const char *tag) {
         text[len++] = *tag++;
     }
     text[len++] = ' ';
-    uint32_t primask = irq_save();
+    uint32_t primask = cm_irq_save();
     len += th_format_u32(text + len, (uint32_t)ticks_locked());
     text[len++] = '\n';
     for (size_t i = 0; i < len; i++) {
         uart_putc(UART1, text[i]);
     }
-    irq_restore(primask);
+    cm_irq_restore(primask);
 }
 
 void th_port_init(void) {
@@ -153,36 +139,22 @@ void th_serial_write(const char *data, size_t len) {
 void UART0RX_Handler(void) {
     UART0->INTSTATUS = UART_INT_RX; /* clear first, then drain (emulation.md §4.1) */
     while (UART0->STATE & UART_STATE_RXFULL) {
-        if (g_rx_head - g_rx_tail == RX_RING_BYTES) {
+        if (cm_rx_full()) {
             UART0->CTRL = UART_CTRL_TXEN | UART_CTRL_RXEN; /* full: QEMU holds the rest */
             return;
         }
-        g_rx[g_rx_head % RX_RING_BYTES] = (uint8_t)UART0->DATA;
-        g_rx_head++;
+        cm_rx_push((uint8_t)UART0->DATA);
     }
 }
 
 int th_serial_read(void) {
-    if (g_rx_tail == g_rx_head) {
-        return -1;
-    }
-    uint8_t c = g_rx[g_rx_tail % RX_RING_BYTES];
-    g_rx_tail++;
-    if (!(UART0->CTRL & UART_CTRL_RXINTEN)) {
+    int c = cm_rx_pop();
+    if (c >= 0 && !(UART0->CTRL & UART_CTRL_RXINTEN)) {
         /* The ring was full: take the waiting byte in the interrupt, and the rest after it. */
         UART0->CTRL = UART_CTRL_TXEN | UART_CTRL_RXEN | UART_CTRL_RXINTEN;
         NVIC_ISPR0 = 1u << IRQ_UART0RX;
     }
     return c;
-}
-
-void th_wait_for_input(void) {
-    /* Masked, an interrupt still ends WFI: no byte can slip in between check and sleep. */
-    uint32_t primask = irq_save();
-    if (g_rx_tail == g_rx_head) {
-        __asm volatile("dsb\n\twfi" ::: "memory");
-    }
-    irq_restore(primask);
 }
 
 uint32_t th_time_us(void) {
@@ -212,7 +184,7 @@ void TIMER1_Handler(void) {
 
 __attribute__((noreturn)) void th_port_fault(const char *what) {
     char message[CM_FAULT_MESSAGE_BYTES];
-    irq_save();
+    cm_irq_save();
     cm_fault_message(message, what);
     uart_puts(UART0, message);
     register uint32_t r0 __asm("r0") = SEMIHOSTING_SYS_EXIT;

@@ -8,27 +8,14 @@
 void UART0RX_Handler(void); /* port.c */
 void TIMER1_Handler(void);  /* port.c */
 
-__attribute__((section(".isr_vector"), used)) const cm_vector_t cm_vectors[16 + 32] = {
-    (cm_vector_t)(uintptr_t)&_estack,
-    Reset_Handler,
-    NMI_Handler,
-    HardFault_Handler,
-    MemManage_Handler,
-    BusFault_Handler,
-    UsageFault_Handler,
-    0, 0, 0, 0,
-    Default_Handler, /* SVCall */
-    Default_Handler, /* DebugMonitor */
-    0,
-    Default_Handler, /* PendSV */
-    Default_Handler, /* SysTick */
-    UART0RX_Handler, /* IRQ 0: UART0 RX */
-    Default_Handler, Default_Handler, Default_Handler, Default_Handler, Default_Handler,
-    Default_Handler, Default_Handler, Default_Handler, /* IRQ 1-8 */
-    TIMER1_Handler,  /* IRQ 9: TIMER1 */
-    Default_Handler, Default_Handler, Default_Handler, Default_Handler, Default_Handler,
-    Default_Handler, Default_Handler, Default_Handler, Default_Handler, Default_Handler,
-    Default_Handler, Default_Handler, Default_Handler, Default_Handler, Default_Handler,
-    Default_Handler, Default_Handler, Default_Handler, Default_Handler, Default_Handler,
-    Default_Handler, Default_Handler, /* IRQ 10-31 */
+#define IRQ_COUNT 32
+#define IRQ_UART0RX 0
+#define IRQ_TIMER1 9
+
+__attribute__((section(".isr_vector"), used)) const cm_vector_t cm_vectors[16 + IRQ_COUNT] = {
+    CM_CORE_VECTORS,
+    [16 + IRQ_UART0RX] = UART0RX_Handler,
+    [16 + IRQ_UART0RX + 1 ... 16 + IRQ_TIMER1 - 1] = Default_Handler,
+    [16 + IRQ_TIMER1] = TIMER1_Handler,
+    [16 + IRQ_TIMER1 + 1 ... 16 + IRQ_COUNT - 1] = Default_Handler,
 };

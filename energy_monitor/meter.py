@@ -22,6 +22,18 @@ class MeterError(RuntimeError):
     """The meter failed or sent something we cannot read; the message says what and the fix."""
 
 
+def parse_host_port(address: str, default_port: int, example: str) -> tuple[str, int]:
+    """A network meter's address: ``tcp://HOST:PORT``, ``HOST:PORT`` or ``HOST`` (then
+    ``default_port``); an empty host is this machine. ``example`` shows the form in the error."""
+    rest = address.removeprefix("tcp://")
+    host, sep, port = rest.rpartition(":")
+    if not sep:
+        return rest or "127.0.0.1", default_port
+    if not port.isdigit():
+        raise MeterError(f"bad address {address!r}: write {example}")
+    return host or "127.0.0.1", int(port)
+
+
 @dataclass(frozen=True)
 class MeterIdentity:
     kind: str  # driver name, e.g. "lpm01a"

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from energy_monitor.meter import MeterError, MeterIdentity
+from energy_monitor.meter import MeterError, MeterIdentity, parse_host_port
 from energy_monitor.store import SampleStore
 from energy_monitor.stream import RawLog, StreamHealth
 from energy_monitor.trace import Drop, Event, Trace
@@ -64,14 +64,8 @@ FIXES = {
 
 def parse_address(url: str) -> tuple[str, int]:
     """``tcp://HOST:PORT``, ``HOST:PORT`` or ``HOST`` (port 1905)."""
-    rest = url.removeprefix("tcp://")
-    host, sep, port = rest.rpartition(":")
-    if not sep:
-        return rest or "127.0.0.1", DEFAULT_PORT
-    if not port.isdigit():
-        raise MeterError(f"bad Otii server address {url!r}: write tcp://HOST:PORT, e.g. "
-                         f"tcp://127.0.0.1:{DEFAULT_PORT}")
-    return host or "127.0.0.1", int(port)
+    return parse_host_port(url, DEFAULT_PORT,
+                           f"the Otii server as tcp://HOST:PORT, e.g. tcp://127.0.0.1:{DEFAULT_PORT}")
 
 
 def _shorten(text: str) -> str:

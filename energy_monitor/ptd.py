@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from energy_monitor.meter import MeterError, MeterIdentity
+from energy_monitor.meter import MeterError, MeterIdentity, parse_host_port
 from energy_monitor.series import PowerSeries
 from energy_monitor.stream import RawLog
 
@@ -53,14 +53,8 @@ _CHANNEL = re.compile(r"^Ch\d+$")
 
 def parse_address(address: str) -> tuple[str, int]:
     """``tcp://HOST:PORT``, ``HOST:PORT`` or ``HOST`` (port 8888)."""
-    rest = address.removeprefix("tcp://")
-    host, sep, port = rest.rpartition(":")
-    if not sep:
-        return rest or "127.0.0.1", DEFAULT_PORT
-    if not port.isdigit():
-        raise MeterError(f"bad PTDaemon address {address!r}: write HOST:PORT, e.g. "
-                         f"127.0.0.1:{DEFAULT_PORT}")
-    return host or "127.0.0.1", int(port)
+    return parse_host_port(address, DEFAULT_PORT,
+                           f"PTDaemon as HOST:PORT, e.g. 127.0.0.1:{DEFAULT_PORT}")
 
 
 @dataclass(frozen=True)

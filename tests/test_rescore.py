@@ -13,18 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from tinypower.boards import load_board
 from tinypower.cli import main
-from tinypower.models import resolve_model
 from tinypower.results.rescore import (
     find_cases,
     read_published_table,
     rescore_case,
     rescore_tree,
 )
-from tinypower.runner import RunRequest, run
-from tinypower.suites.benchmarks import get_suite
-from tinypower.suites.datasets import synthetic_inputs
 
 LOGS = Path(__file__).resolve().parents[1].parent / "shared" / "mlperf-logs"
 CASES = LOGS / "CASES.md"
@@ -230,20 +225,6 @@ def test_nothing_to_rescore_is_a_clear_error(tmp_path: Path, capsys) -> None:
 
 
 # --- our own sessions ---------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def sessions(tmp_path_factory) -> dict[str, Path]:
-    runs = tmp_path_factory.mktemp("runs")
-    suite = get_suite("kws01")
-    out = {}
-    for mode in ("energy", "performance"):
-        outcome = run(RunRequest(
-            board=load_board("sim-m4"), suite=suite, model=resolve_model(suite, "synthetic"),
-            dataset=synthetic_inputs(suite), mode=mode, runs_dir=runs))
-        assert outcome.ok, outcome.error
-        out[mode] = outcome.session.folder
-    return out
 
 
 @pytest.mark.parametrize("mode", ["energy", "performance"])

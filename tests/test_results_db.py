@@ -9,32 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from tinypower.boards import load_board
 from tinypower.cli import main
-from tinypower.models import resolve_model
 from tinypower.results.db import StoreError, add_records, add_session, query
 from tinypower.results.record import RecordError, ResultRecord, records_from_session
 from tinypower.results.rescore import rescore_case
-from tinypower.runner import RunRequest, run
-from tinypower.suites.benchmarks import get_suite
-from tinypower.suites.datasets import synthetic_inputs
 
 LOGS = Path(__file__).resolve().parents[1].parent / "shared" / "mlperf-logs"
 TE01 = LOGS / "tiny/v1.1/STMicroelectronics/NUCLEO_U575ZI_Q/kws/energy"
-
-
-@pytest.fixture(scope="module")
-def sessions(tmp_path_factory) -> dict[str, Path]:
-    runs = tmp_path_factory.mktemp("runs")
-    suite = get_suite("kws01")
-    out = {}
-    for mode in ("energy", "performance"):
-        outcome = run(RunRequest(
-            board=load_board("sim-m4"), suite=suite, model=resolve_model(suite, "synthetic"),
-            dataset=synthetic_inputs(suite), mode=mode, runs_dir=runs))
-        assert outcome.ok, outcome.error
-        out[mode] = outcome.session.folder
-    return out
 
 
 def test_energy_session_record_carries_totals_and_provenance(sessions) -> None:

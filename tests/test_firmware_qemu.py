@@ -213,6 +213,7 @@ PROTOCOL_SCRIPT = [
     b"db zz%", b"db 0102%", b"db 03ZZ%", b"db print%", b"infer 1 0%",
     b"db 0405060708090a0b0c0d0e0f101112131415161718191a1b1c1d%", b"db 00%", b"db print%",
     b"db LOAD%", b"x" * 81 + b"%", b"db\r\nload 3%", b"name \t%", b"db load\t20%",
+    b"mode%", b"mode sleep%", b"mode performance%",
 ]
 
 

@@ -5,6 +5,7 @@ base address, reset) and every error a user can meet."""
 
 from __future__ import annotations
 
+import json
 import struct
 import zipfile
 from pathlib import Path
@@ -18,8 +19,12 @@ from serial.tools import list_ports
 from serial.tools.list_ports_common import ListPortInfo
 
 import tinypower.flash as flash_mod
+from tinypower.boards import load_board
 from tinypower.cli import main
+from tinypower.dut.virtual_lab import VirtualLab
 from tinypower.flash import FlashError, check_target, flash, image_format, list_probes, reset
+from tinypower.models import resolve_model
+from tinypower.suites.benchmarks import get_suite
 
 TARGET = "stm32l475xg"  # built into pyOCD 0.46
 
@@ -365,3 +370,29 @@ def test_flash_command_finds_the_attached_board_and_its_probe(
     assert main(["flash", str(tmp_path / "fw.elf")]) == 2
     assert "give --board NAME or --target NAME: no attached board was recognised" in " ".join(
         capsys.readouterr().err.split())
+
+
+def test_measure_flash_builds_programs_then_measures_in_the_firmwares_mode(
+        pyocd: Pyocd, tmp_path: Path, capsys: pytest.CaptureFixture, arm_toolchain,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`measure --flash` on a hardware board: the benchmark firmware is built for the board and
+    model, programmed through the probe discovery found, and then switched to the run's mode
+    (the DUT here is the software DUT on a pty, which answers `mode` as the firmware does)."""
+    monkeypatch.setenv("TINYPOWER_CACHE", str(tmp_path / "cache"))  # not the user's cache
+    suite = get_suite("kws01")
+    model = resolve_model(suite, "synthetic")
+    with VirtualLab(board=load_board("sim-m4"), suite=suite, model=model.data,
+                    macs=model.info.macs, mode="performance") as lab:
+        code = main(["measure", "--board", "nrf52840dk", "--flash", "--mode", "performance",
+                     "--port", lab.dut_url, "--runs-dir", str(tmp_path / "runs"), "--json"])
+    captured = capsys.readouterr()
+    record = json.loads(captured.out)
+    assert code == 0, record["error"]
+    assert record["valid"] and record["measured_as"] == "hardware"
+    program = next(c for c in pyocd.calls if c[0] == "program")
+    assert program[1].endswith("fw.elf") and "nrf52840dk-kws01" in program[1]
+    session = json.loads(next((tmp_path / "runs").glob("*/session.json")).read_text())
+    assert session["config"]["board_file"].endswith("nrf52840dk.toml")
+    transcript = next((tmp_path / "runs").glob("*/transcript.log")).read_text()
+    assert "> mode performance%" in transcript and "m-mode-[performance]" in transcript
+    assert "flashed through probe 066DFF535254887767184025" in captured.err

@@ -19,7 +19,7 @@ import pytest
 
 from energy_monitor.sim.load import LoadTimeline, VirtualClock
 from tinypower.boards import EnergyModel, load_board
-from tinypower.dut.protocol import DutClient
+from tinypower.dut.protocol import DutClient, DutCommandError
 from tinypower.dut.software_dut import US_COUNTER_WRAP, SoftwareDut
 from tinypower.suites.benchmarks import get_suite
 from tinypower.suites.model_info import read_model_info
@@ -217,3 +217,18 @@ def test_boot_banner_bytes_over_tcp(kws_model: bytes, mode: str, banner: bytes) 
             )
         start = time.monotonic()
     assert time.monotonic() - start < 0.5  # close() ends the serving thread at once, no polling
+
+
+def test_mode_command_switches_timestamps_like_the_firmware(
+    make_lab: Callable[[str], Lab], kws_input: bytes
+) -> None:
+    lab = make_lab("performance")
+    assert lab.client.command("mode") == ["m-mode-[performance]"]
+    assert lab.client.command("mode energy") == ["m-mode-[energy]"]
+    lab.client.load(kws_input)
+    before = lab.timeline.clock.now()
+    reply = lab.client.infer(2, 0)
+    assert reply.laps_us == []  # energy timestamps now: pin edges, no lap lines
+    assert len(lab.timeline.edges_between(before, lab.timeline.clock.now())) == 4
+    with pytest.raises(DutCommandError, match="Unknown mode 'sleep'"):
+        lab.client.command("mode sleep")

@@ -102,6 +102,7 @@ class SoftwareDut:
             "db": self._db,
             "infer": self._infer,
             "results": self._results,
+            "mode": self._mode,
         }
         self._cmd = bytearray()
         self._cmd_overflow = False
@@ -265,6 +266,15 @@ class SoftwareDut:
     def _book_current(self, current_a: float) -> None:
         with self.timeline.lock:
             self.timeline.set_current(self.timeline.clock.now(), current_a)
+
+    def _mode(self, args: list[str]) -> list[str]:
+        """tinypower's extension (firmware/harness, not in the reference firmware): switch
+        between energy and performance timestamps at run time; alone, say the mode."""
+        if args:
+            if args[0] not in MODES:
+                return [f"e-[Unknown mode '{args[0]}': send mode energy or mode performance]"]
+            self.mode = args[0]
+        return [f"m-mode-[{self.mode}]"]
 
     def _db(self, args: list[str]) -> list[str]:
         if not args:

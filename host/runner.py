@@ -218,11 +218,11 @@ def run(request: RunRequest, progress: Progress | None = None) -> RunOutcome:
                 outcome.result = _measure_performance(dut, request, session, progress)
             else:
                 outcome.result = _measure_accuracy(dut, request, outcome, progress)
-            if isinstance(lab, EmulatedLab) and (why := lab.failure()):
+            if why := lab.failure():
                 raise RunError(why)
         except (DutError, MeterError, TraceError, RunError, DatasetError, SuiteError,
                 FirmwareBuildError, EmulatorError, BenchError) as exc:
-            why = lab.failure() if isinstance(lab, EmulatedLab) else None
+            why = lab.failure() if lab is not None else None
             outcome.error = str(exc) if not why or why in str(exc) else f"{exc} ({why})"
         except KeyboardInterrupt:
             outcome.error = "interrupted by the user (Ctrl-C)"

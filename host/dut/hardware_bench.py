@@ -66,6 +66,10 @@ class HardwareBench:
         except ValueError as exc:
             raise BenchError(str(exc)) from exc
 
+    def failure(self) -> None:
+        """The bench has no process of ours that could fail: its faults show on its ports."""
+        return None
+
     def close(self) -> None:
         """Nothing to stop: the instruments are the user's."""
 

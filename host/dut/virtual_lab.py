@@ -64,6 +64,10 @@ class VirtualLab:
     def meter_sample_rate_hz(self) -> float | None:
         return self._meter.default_sample_rate_hz if self._meter else None
 
+    def failure(self) -> None:
+        """Nothing of the lab's own can fail beside what the runner sees on its ports."""
+        return None
+
     def close(self) -> None:
         if self.io_manager is not None:
             self.io_manager.close()

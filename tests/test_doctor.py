@@ -27,8 +27,10 @@ from tinypower.doctor import (
     MONITOR,
     UNKNOWN,
     UsbDevice,
+    bench_ports,
     discover,
 )
+from tinypower.dut.hardware_bench import BenchPorts
 from tinypower.flash import ProbeInfo
 
 STLINK_SERIAL = "066DFF535254887767184025"
@@ -108,6 +110,21 @@ def test_with_the_interface_board_energy_mode_is_ready() -> None:
     assert roles == {"/dev/ttyACM0": BOARD, "/dev/ttyACM1": MONITOR, "/dev/ttyACM2": IO_MANAGER}
     [status] = report.boards
     assert all(m.ready and not m.missing for m in status.modes.values())
+
+
+def test_bench_ports_come_from_what_discovery_found() -> None:
+    report = discover(ports=[stlink_port(), lpm01a_port(), h573_port()],
+                      probes=[l4r5zi_probe()], usb_devices=[], otii_address=None,
+                      boards=registry())
+    ports, probe = bench_ports(report, load_board("nucleo-l4r5zi"))
+    assert ports == BenchPorts(dut="/dev/ttyACM0", monitor="/dev/ttyACM1",
+                               interface="/dev/ttyACM2")
+    assert probe == STLINK_SERIAL
+    # Without a monitor of the board file's kind, or an IO manager, those stay unknown.
+    report = discover(ports=[stlink_port()], probes=[], usb_devices=[], otii_address=None,
+                      boards=registry())
+    assert bench_ports(report, load_board("nucleo-l4r5zi")) == (
+        BenchPorts(dut="/dev/ttyACM0"), None)
 
 
 def test_board_without_io_manager_needs_only_its_monitor(tmp_path: Path) -> None:
@@ -309,7 +326,8 @@ def test_measure_without_board_picks_the_attached_board(attached, capsys,
     code = main(["measure", "--mode", "performance", "--runs-dir", str(tmp_path)])
     err = " ".join(capsys.readouterr().err.split())
     assert "found board nucleo-l4r5zi on /dev/ttyACM0: `tinypower measure` uses it" in err
-    assert code != 0  # the port is not really there, so measuring on it cannot succeed
+    # The runner opens the UART discovery found; it is not really there, so the run fails.
+    assert code == 1 and "/dev/ttyACM0" in err.split("performance failed:")[1]
 
 
 def test_measure_refuses_to_guess_between_two_boards(attached, capsys, tmp_path: Path,

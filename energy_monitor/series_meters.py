@@ -7,6 +7,9 @@ analyzers, PDUs, BMCs and on-chip counters. Addresses per kind:
 - ``yokogawa``: a VISA resource, e.g. ``TCPIP::192.168.1.20::INSTR`` or
   ``USB0::0x0B21::0x0025::C2WL21005V::INSTR``;
 - ``redfish``: the BMC's base URL, e.g. ``https://10.0.0.5`` (options ``chassis``, ...);
+- ``snmp_pdu``: the PDU's SNMP agent, ``HOST`` or ``HOST:PORT`` (port 161 when omitted;
+  options ``vendor``, ``outlet``, ``community``, ...);
+- ``ipmi``: the BMC's host for ``ipmitool -I lanplus`` (None: the local BMC, ``-I open``);
 - ``nvml``: a GPU index or UUID (None: every GPU);
 - ``rapl``: the powercap root (None: ``/sys/class/powercap``).
 
@@ -54,10 +57,25 @@ def _redfish(address: str | None, **options: Any) -> SeriesMeter:
                    **options)
 
 
+def _snmp_pdu(address: str | None, **options: Any) -> SeriesMeter:
+    from energy_monitor.snmp_pdu import SnmpPdu
+
+    return SnmpPdu(_required(address, "snmp_pdu", "the PDU's SNMP agent, e.g. 10.0.0.9 or "
+                             "10.0.0.9:161"), **options)
+
+
+def _ipmi(address: str | None, **options: Any) -> SeriesMeter:
+    from energy_monitor.ipmi import Ipmi
+
+    return Ipmi(address, **options)
+
+
 SERIES_METERS: dict[str, Callable[..., SeriesMeter]] = {
     "ptd": _ptd,
     "yokogawa": _yokogawa,
     "redfish": _redfish,
+    "snmp_pdu": _snmp_pdu,
+    "ipmi": _ipmi,
     "nvml": _nvml,
     "rapl": _rapl,
 }

@@ -156,5 +156,6 @@ def test_the_registry_builds_the_rapl_driver(tmp_path: Path) -> None:
     tree.add_zone("0", "package-0", 10.0)
     meter = connect_series_meter("rapl", str(tmp_path), poll_interval_s=3600)
     assert isinstance(meter, Rapl)
-    with pytest.raises(ValueError, match="no driver for meter 'wattmeter'; meters: nvml, ptd"):
+    with pytest.raises(ValueError,
+                       match="no driver for meter 'wattmeter'; meters: ipmi, nvml, ptd"):
         connect_series_meter("wattmeter", None)

@@ -1,16 +1,20 @@
 """The director and the client as separate processes over loopback, against the PTDaemon
-simulator: computed average power and energy per query against the simulator's ground truth,
-and the faults (a meter that stops answering, clock skew, bad token, escaping paths)."""
+simulator and each other meter kind's simulator (Yokogawa SCPI, Redfish, an SNMP PDU, IPMI
+through a fake ipmitool, a RAPL sysfs tree): computed average power and energy per query
+against the simulator's ground truth, and the faults (a meter that stops answering, clock skew,
+bad token, escaping paths, a second client while the meters are busy)."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import math
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +25,9 @@ from energy_monitor.sim.faults import SimFaults
 from energy_monitor.sim.ptd_sim import PtdSimulator
 from tinypower.results.power_logs import score_power_folder
 from tinypower.results.session import sha256_bytes
+from tinypower.scale.client import DirectorConnection, run_session
 from tinypower.scale.director import PROTOCOL
+from tinypower.scale.workload import LoadGenSpec
 
 MODEL = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "mlperf-tiny" / \
     "kws_ref_model.tflite"
@@ -291,3 +297,168 @@ def test_a_meter_that_stops_answering_fails_the_run_and_keeps_its_data(tmp_path)
                 raw.close()
         finally:
             director.close()
+
+
+# --- every meter kind with a simulator, and two clients at once --------------------------------
+
+BMC_USER, BMC_PASSWORD = "tinypower", "bmc-secret"
+
+
+def server_load_w(t: float) -> float:
+    """A server-sized load (400 +- 8 W): whole-watt meters (PDUs, BMCs) round off 0.1% at most."""
+    return 4 * load_w(t)
+
+
+@contextlib.contextmanager
+def meter_simulator(kind: str, tmp: Path, monkeypatch):
+    """The simulator of ``kind`` following :func:`server_load_w`, and the SUT file's meter
+    entry that points the real driver at it (and its ``[ranging]`` keys)."""
+    common = {"kind": kind, "poll_interval_s": 0.1, "measured_as": "simulated"}
+    if kind == "yokogawa":
+        from energy_monitor.sim.yokogawa_sim import YokogawaSimulator
+
+        with YokogawaSimulator(server_load_w) as sim:
+            # Fixed ranges: the director sets the testing run's ranges to the ranging maxima x
+            # 1.1 (230 V, 2.02 A), which a WT310E refuses (-224): it takes only its own ranges.
+            yield {**common, "address": sim.resource, "update_rate": "100MS"}, \
+                {"mode": "fixed", "max_volts": 300.0, "max_amps": 5.0}
+    elif kind == "redfish":
+        from energy_monitor.sim.redfish_sim import RedfishSimulator
+
+        with RedfishSimulator(server_load_w, resources=("environment_metrics",)) as sim:
+            yield {**common, "address": sim.url}, {}
+    elif kind == "snmp_pdu":
+        from energy_monitor.sim.snmp_pdu_sim import SnmpPduSimulator
+
+        with SnmpPduSimulator(server_load_w, vendor="raritan",
+                              community="lab-c0mmunity") as sim:
+            yield {**common, "address": sim.address, "vendor": "raritan", "outlet": 7,
+                   "community": "lab-c0mmunity", "timeout_s": 1.0}, {}
+    elif kind == "ipmi":
+        from energy_monitor.sim.ipmi_sim import FakeIpmitool
+
+        # The director's ipmitool is the fake (first on its PATH), with the same load.
+        fake = FakeIpmitool(tmp / "bin", base_w=400.0, swing_w=4 * AMPLITUDE_W,
+                            period_s=PERIOD_S, t0=0.0, username=BMC_USER,
+                            password=BMC_PASSWORD)
+        assert fake.power_w(1234.5) == pytest.approx(server_load_w(1234.5))
+        monkeypatch.setenv("PATH", fake.path_env())
+        yield {**common, "address": "10.0.0.6", "username": BMC_USER,
+               "password": BMC_PASSWORD}, {}
+    elif kind == "rapl":
+        from energy_monitor.sim.rapl_sim import FakePowercap
+
+        # A powercap tree whose package counter, like sysfs, is computed when it is read: a
+        # FIFO that a thread answers with the load's exact energy at that moment.
+        powercap = FakePowercap(tmp / "powercap")
+        powercap.add_zone("0", "package-0")
+        counter = powercap.zones["0"].path / "energy_uj"
+        counter.unlink()
+        os.mkfifo(counter)
+        began_s = time.time()
+        running = threading.Event()
+        running.set()
+
+        def serve() -> None:
+            while running.is_set():
+                with open(counter, "wb", buffering=0) as fifo:  # waits for a reader
+                    now = time.time()
+                    joules = 4 * true_mean_w(began_s, now) * (now - began_s)
+                    with contextlib.suppress(BrokenPipeError):
+                        fifo.write(b"%d\n" % int(joules * 1e6))
+                time.sleep(0.02)  # let that reader see the end and close (it polls at 10 Hz)
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        try:
+            yield {**common, "address": str(powercap.root)}, {}
+        finally:
+            running.clear()
+            with open(os.open(counter, os.O_RDONLY | os.O_NONBLOCK), "rb"):
+                pass  # release the server's last wait for a reader
+            thread.join(timeout=5)
+    else:
+        raise AssertionError(kind)
+
+
+def meter_sut_toml(tmp: Path, meter: dict, ranging: dict) -> Path:
+    def keys(table: dict) -> str:
+        return "".join(f"{key} = {json.dumps(value)}\n" for key, value in table.items())
+
+    path = tmp / "sut.toml"
+    path.write_text(f'name = "loopback"\n[workload]\nmodel = "{MODEL}"\n[[meters]]\n'
+                    f"{keys(meter)}[ranging]\nsettle_s = 0.2\n{keys(ranging)}")
+    return path
+
+
+@pytest.mark.parametrize("kind, scenario", [
+    ("yokogawa", "SingleStream"), ("redfish", "Offline"), ("snmp_pdu", "SingleStream"),
+    ("ipmi", "Offline"), ("rapl", "SingleStream"),
+])
+def test_each_meter_kind_measures_the_ground_truth(kind, scenario, tmp_path, monkeypatch):
+    with meter_simulator(kind, tmp_path, monkeypatch) as (meter, ranging):
+        director = DirectorProcess(meter_sut_toml(tmp_path, meter, ranging),
+                                   tmp_path / "sessions")
+        try:
+            results, folder = _run(director, tmp_path, scenario, 1.0)
+        finally:
+            director.close()
+    testing = results["testing"]
+    truth_w = 4 * true_mean_w(_utc_s(testing["power_begin"]), _utc_s(testing["power_end"]))
+    assert testing["average_power_w"] == pytest.approx(truth_w, rel=0.005)
+    assert testing["energy_j"] == pytest.approx(truth_w * testing["window_s"], rel=0.005)
+    if scenario == "SingleStream":
+        assert testing["unit"] == "mJ/query"
+        truth_mj = truth_w * testing["window_s"] / testing["query_count"] * 1e3
+        assert testing["value"] == pytest.approx(truth_mj, rel=0.005)
+    else:
+        assert testing["unit"] == "W" and testing["value"] == pytest.approx(truth_w, rel=0.005)
+    assert results["valid"] and results["measured_as"] == "simulated"
+    assert testing["samples_in_window"] >= 5
+    phases = set(results["phases"])
+    assert phases == ({"testing"} if ranging.get("mode") == "fixed" else {"ranging", "testing"})
+    server = json.loads((folder / "power" / "server.json").read_text())
+    assert server["status"] == "complete"
+    assert server["phases"]["testing"]["meters"][kind]["identity"]["kind"] == kind
+    assert (folder / "run_1" / "meters" / kind).is_dir()
+    secret = {"snmp_pdu": "lab-c0mmunity", "ipmi": BMC_PASSWORD}.get(kind)
+    if secret:
+        assert secret not in (folder / "power" / "server.json").read_text()
+
+
+def test_a_second_client_is_refused_while_the_first_measures(director, tmp_path):
+    first = subprocess.Popen(
+        [sys.executable, "-m", "tinypower.scale.client", "--director", director.address,
+         "--work-dir", str(tmp_path / "first"), "--model", str(MODEL), "--min-duration-s", "2",
+         "--label", "first", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ, TINYPOWER_TOKEN=TOKEN),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not list(director.out.glob("*_first/ranging")):  # the first is measuring
+            assert first.poll() is None and time.monotonic() < deadline, first.stderr.read()
+            time.sleep(0.02)
+        host, port = director.address.rsplit(":", 1)
+        conn = DirectorConnection((host, int(port)), TOKEN)
+        try:
+            second = run_session(conn, LoadGenSpec(MODEL, "SingleStream", 1.0),
+                                 tmp_path / "second", "second")
+        finally:
+            conn.close()
+        stdout, stderr = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert "the meters are measuring session" in second.error and "_first" in second.error
+    assert not second.ok and not second.results["valid"]
+    assert first.returncode == 0, stderr
+    assert json.loads(stdout)["results"]["valid"]
+    raw = director.raw()  # and the meters are free for the next client
+    try:
+        assert raw.hello()["ok"]
+        session = raw.send(cmd="new", label="after")["session"]
+        assert raw.send(cmd="start", session=session, phase="ranging")["ok"]
+        assert raw.send(cmd="abort", session=session, reason="test over")["ok"]
+    finally:
+        raw.close()

@@ -1,4 +1,5 @@
-"""`tinypower report`: one self-contained HTML file for three real virtual-lab sessions, rendered
+"""`tinypower report`: one self-contained HTML file for three real virtual-lab sessions and one
+power session of the scaling layer (`tinypower measure --sut FILE --quick`), rendered
 in headless Chromium (Debian's `chromium`, installed by .ci/run). The test checks the page loads
 without console errors, shows every section, embeds only data: images, stays under 5 MB, and
 saves a screenshot whose path it prints (tests/artifacts/, kept by CI)."""
@@ -15,6 +16,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from director_session import quick_director_session
 from matplotlib import image as mpimg
 
 from tinypower.boards import boards_dir
@@ -62,10 +64,17 @@ def sessions(tmp_path_factory) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def report(sessions, tmp_path_factory) -> Path:
-    """The report of those sessions, made once by the command a user types."""
+def power_session(tmp_path_factory) -> Path:
+    """A quick director session: the real director, client, LoadGen and PTDaemon simulator."""
+    return quick_director_session(tmp_path_factory.mktemp("power"))
+
+
+@pytest.fixture(scope="module")
+def report(sessions, power_session, tmp_path_factory) -> Path:
+    """The report of those sessions (the power session last, #5), made once by the command a
+    user types."""
     out = tmp_path_factory.mktemp("html") / "report.html"
-    assert main(["report", *map(str, sessions), "--out", str(out)]) == 0
+    assert main(["report", *map(str, sessions), str(power_session), "--out", str(out)]) == 0
     return out
 
 
@@ -99,9 +108,10 @@ def test_report_of_three_sessions_renders_in_headless_chromium(
     assert "<script" not in text and "<link" not in text
     assert not re.search(r"""(?:src|href)\s*=\s*["'](?!data:)""", text)
     assert "http://" not in text and "https://" not in text
-    # Every embedded plot is a PNG that decodes: 3 traces + 3 zoom strips + Pareto + scales.
+    # Every embedded plot is a PNG that decodes: 3 traces + 3 zoom strips + the power
+    # session's ranging and testing readings + Pareto + scales.
     pngs = re.findall(r'src="data:image/png;base64,([^"]+)"', text)
-    assert len(pngs) == 8
+    assert len(pngs) == 9
     for data in pngs:
         pixels = mpimg.imread(io.BytesIO(base64.b64decode(data)), format="png")
         assert pixels.shape[0] > 100 and pixels.shape[1] > 100
@@ -117,16 +127,17 @@ def test_report_of_three_sessions_renders_in_headless_chromium(
         assert f'<section id="{section}">' in dom.stdout, section
     for number in (2, 3, 4):  # the energy sessions: one trace each
         assert f'id="trace-{number}"' in dom.stdout
+    assert 'id="power-5"' in dom.stdout and "#5 edge-box" in dom.stdout
     for name in ("sim-m4-fast", "sim-m4-slow", "te10", "pw03"):
         assert name in dom.stdout
 
     ARTIFACTS.mkdir(exist_ok=True)
-    screenshot = ARTIFACTS / "report-three-sessions.png"
+    screenshot = ARTIFACTS / "report-four-sessions.png"
     screenshot.unlink(missing_ok=True)
     shot = _run_chromium(chromium, tmp_path, f"--screenshot={screenshot}",
-                         "--window-size=1280,4000", out.as_uri())
+                         "--window-size=1280,5000", out.as_uri())
     assert shot.returncode == 0, shot.stderr[-2000:]
-    assert mpimg.imread(screenshot).shape[:2] == (4000, 1280)
+    assert mpimg.imread(screenshot).shape[:2] == (5000, 1280)
     with capsys.disabled():
         print(f"\nreport screenshot: {screenshot}")
 
@@ -139,6 +150,23 @@ def test_report_rows_say_where_each_number_came_from(sessions, report) -> None:
     assert text.count("energy windows (duration / N)") == 2
     windows = json.loads((sessions[1] / "results.json").read_text())["windows"]
     assert f"{windows[0]['energy_uj']:.3f}" in text
+
+
+def test_power_session_shows_its_phases_and_joins_the_scales_plot(power_session, report) -> None:
+    text = report.read_text()
+    results = json.loads((power_session / "results.json").read_text())
+    power = text[text.index('<section id="power">'):text.index('<section id="windows">')]
+    for phase in ("ranging", "testing"):
+        m = results["phases"][phase]["ptd"]
+        row = (f"<td>{phase}</td><td>SingleStream</td><td>{m['value']:.4g} mJ/query</td>"
+               f"<td>{m['average_power_w']:.3f}</td><td>{m['samples_in_window']}</td>")
+        assert row in power, phase
+    assert "ranging_power (validity)" in power and "run_length (compliance)" in power
+    assert "LoadGen window 3.0 s (MLPerf needs at least 600 s)" in power
+    scales = text[text.index('<section id="scales">'):text.index('<section id="scaleout">')]
+    assert scales.count("<img") == 1
+    summary = text[text.index('<section id="summary">'):text.index('<section id="traces">')]
+    assert f"{results['testing']['value']:.4g} mJ/query" in summary
 
 
 def test_bad_input_gives_clear_errors(sessions, tmp_path, capsys) -> None:

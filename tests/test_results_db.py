@@ -45,6 +45,9 @@ def test_failed_session_is_stored_invalid_with_its_reason(sessions, tmp_path) ->
     [r] = records_from_session(folder)
     assert r.value is None and not r.valid
     assert r.failed_rules == ("session.incomplete",) and r.extras["reason"] == "meter unplugged"
+    add_records(tmp_path / "store.sqlite", [r])  # stays invalid through the store
+    assert query(tmp_path / "store.sqlite") == [r]
+    assert query(tmp_path / "store.sqlite", ["valid=false"]) == [r]
 
 
 def test_bad_records_and_folders_name_the_problem(tmp_path) -> None:

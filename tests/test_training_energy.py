@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +21,8 @@ from energy_monitor.sim.fleet import (
     write_openmetrics,
 )
 from tinypower.cli import main
+from tinypower.results.db import query
+from tinypower.results.record import records_from_session
 from tinypower.rules.training import (
     NodeSampling,
     estimate_interconnect,
@@ -89,9 +93,15 @@ def test_energy_to_train_of_1000_nodes_matches_the_truth(big_fleet, tmp_path, ca
                  "--query", "node_energy_joules_total", "--kind", "energy",
                  "--nodes", ",".join(n.name for n in fleet.nodes),
                  "--measured-as", "simulated", "--interconnect-max-w", "2000",
-                 "--provisioning-ratio", "0.5", "--json"])
+                 "--provisioning-ratio", "0.5", "--runs-dir", str(tmp_path / "runs"),
+                 "--json"])
     took = time.monotonic() - began
     out = json.loads(capsys.readouterr().out)
+    [record] = query(tmp_path / "runs" / "results.sqlite")
+    assert (record.scale, record.scenario, record.unit) == ("fleet", "training", "kJ")
+    assert record.value == pytest.approx(out["energy_to_train_kj"])
+    assert record.source == str(Path(out["session"]).resolve())
+    assert not record.valid and record.failed_rules == ("training.no_gaps",)
     print(f"energy-to-train of {NODES} nodes x 1 h: {took:.1f} s")
     assert code == 1  # the gap makes it invalid
     assert out["nodes"] == NODES and out["measured_as"] == "simulated"
@@ -152,7 +162,7 @@ def test_csv_node_logs_give_energy_to_train_with_estimated_interconnect(tmp_path
     # the same through the CLI
     code = main(["training-energy", "--log", str(tmp_path / "log.txt"), "--csv-dir", str(logs),
                  "--measured-as", "simulated", "--interconnect-max-w", "100",
-                 "--provisioning-ratio", "0.25"])
+                 "--provisioning-ratio", "0.25", "--runs-dir", str(tmp_path / "runs")])
     assert code == 0
 
 
@@ -187,8 +197,9 @@ def test_bad_logs_name_the_problem(tmp_path, capsys) -> None:
     with pytest.raises(TrainingLogError, match="no run_stop"):
         read_run_window(log)
     code = main(["training-energy", "--log", str(log), "--csv-dir", str(tmp_path),
-                 "--measured-as", "simulated"])
+                 "--measured-as", "simulated", "--runs-dir", str(tmp_path / "runs")])
     assert code == 2 and "no run_stop" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # no result, no session folder
     bad = tmp_path / "csv"
     bad.mkdir()
     (bad / "n1.csv").write_text("t,watts\n1,2\n")
@@ -196,3 +207,48 @@ def test_bad_logs_name_the_problem(tmp_path, capsys) -> None:
     with pytest.raises(TrainingLogError, match="expected time_s,power_w"):
         training_energy_from_csv(run, bad, None, estimate_interconnect(0, 1, 1),
                                  measured_as="simulated")
+
+
+def test_scale_out_sessions_are_stored_and_plotted_by_the_report(tmp_path, capsys) -> None:
+    """Runs of 2, 4 and 8 nodes, each kept as a session folder and stored as a fleet record;
+    the report of the three shows energy against nodes, from scale_out_rows()."""
+    runs, db = tmp_path / "runs", tmp_path / "store.sqlite"
+    folders = []
+    for nodes, duration_s in ((2, 300), (4, 160), (8, 90)):
+        fleet = simulate_fleet(nodes, T0, duration_s + 20, kind="power", seed=nodes)
+        logs = tmp_path / f"nodes-{nodes}"
+        logs.mkdir()
+        for n in fleet.nodes:
+            np.savetxt(logs / f"{n.name}.csv", np.column_stack([n.time_s, n.value]),
+                       delimiter=",", header="time_s,power_w", comments="", fmt="%.3f")
+        log = _training_log(tmp_path / f"log-{nodes}.txt", T0 + 10, T0 + 10 + duration_s)
+        assert main(["training-energy", "--log", str(log), "--csv-dir", str(logs),
+                     "--measured-as", "simulated", "--runs-dir", str(runs), "--db", str(db),
+                     "--system", f"cluster-{nodes}", "--json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        folder = Path(out["session"])
+        saved = json.loads((folder / "training.json").read_text())
+        assert saved["scale_out"]["nodes"] == nodes
+        assert saved["scale_out"]["energy_to_train_kj"] == pytest.approx(
+            fleet.true_energy_j(T0 + 10, T0 + 10 + duration_s) / 1000, rel=1e-3)
+        assert (folder / "training_log.txt").read_bytes() == log.read_bytes()
+        folders.append(folder)
+    records = query(db)
+    assert [r.system for r in records] == ["cluster-2", "cluster-4", "cluster-8"]
+    for record, folder in zip(records, folders, strict=True):
+        assert record == records_from_session(folder)[0]
+        assert record.scale == "fleet" and record.measured_as == "simulated" and record.valid
+        assert record.power_w == pytest.approx(record.energy_j / record.duration_s)
+        assert record.alignment_bound_s == pytest.approx(1.0)  # the nodes' 1 s readings
+    assert not (runs / "results.sqlite").exists()  # --db took the record instead
+
+    report = tmp_path / "report.html"
+    assert main(["report", *map(str, reversed(folders)), "--out", str(report)]) == 0
+    text = report.read_text()
+    section = text[text.index('<section id="scaleout">'):text.index('<section id="published">')]
+    assert section.count("<img") == 1
+    rows = re.findall(r"<tr><td>#(\d)</td><td>[^<]*</td><td>(\d+)</td>", section)
+    assert rows == [("3", "2"), ("2", "4"), ("1", "8")]  # sorted by nodes, run numbers kept
+    for folder in folders:
+        row = json.loads((folder / "training.json").read_text())["scale_out"]
+        assert f"{row['energy_to_train_kj']:.3f}" in section

@@ -4,6 +4,9 @@ Why: a result is shared as a picture more often than as a folder. The report sho
 trace with its windows shaded and a zoomed plot per window, the per-window energies, latency
 against energy across the runs (with their Pareto front), and energy per unit of work across
 scales among a curated table of published MLPerf results (:mod:`tinypower.report.published`).
+It takes the folders of every kind of session: ``tinypower measure`` Tiny sessions, power
+director sessions (the analyzer's readings per phase with LoadGen's window, ranging against
+testing) and ``tinypower training-energy`` sessions (energy against the number of nodes).
 Plots are PNGs embedded as base64 and the styles are inline: the file has no scripts and no
 external references, so it opens anywhere, offline, and can be attached to an email. Numbers
 that were not measured on hardware carry their ``measured_as`` label wherever they appear.
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,18 +26,36 @@ from pathlib import Path
 from energy_monitor.trace import Trace, Window
 from tinypower.report.plot import (
     Point,
+    PowerPhase,
     pareto_front,
     pareto_png,
+    power_phases_png,
+    scale_out_png,
     scales_png,
     trace_png,
     window_zooms_png,
 )
 from tinypower.report.published import PUBLISHED
 from tinypower.results.exports import TINY_BENCH_FOLDERS, StoredSession, load_session
-from tinypower.results.record import ResultRecord
+from tinypower.results.power_logs import PowerLogError, loadgen_window, read_mlperf_log, read_spl
+from tinypower.results.record import (
+    POWER_SESSION_FILE,
+    TRAINING_FILE,
+    RecordError,
+    ResultRecord,
+    file_hashes,
+    read_power_session,
+    record_from_power_session,
+    record_from_training,
+)
 
 # Every report has these sections, in this order; tests look for them in the rendered page.
-SECTION_IDS = ("summary", "traces", "windows", "pareto", "scales", "published", "sessions")
+SECTION_IDS = ("summary", "traces", "power", "windows", "pareto", "scales", "scaleout",
+               "published", "sessions")
+NOT_OK = '<span class="bad">not ok</span>'
+# The files of each kind of session whose sha256 the sessions table shows.
+SHOWN_FILES = ("trace.npz", "results.json", "transcript.log", "run_1/spl.txt",
+               "run_1/mlperf_log_detail.txt", "training.json", "training_log.txt")
 
 
 class ReportError(ValueError):
@@ -49,6 +71,9 @@ class _Run:
     record: ResultRecord
     trace: Trace | None = None
     windows: list[Window] = field(default_factory=list)
+    phases: list[PowerPhase] = field(default_factory=list)  # a power director session's
+    power_results: dict = field(default_factory=dict)  # its results.json
+    training: dict = field(default_factory=dict)  # a training session's training.json
 
     @property
     def label(self) -> str:
@@ -58,6 +83,11 @@ class _Run:
 
 
 def _load(number: int, folder: Path) -> _Run:
+    if not (folder / "session.json").is_file():
+        if (folder / POWER_SESSION_FILE).is_file():
+            return _load_power(number, folder)
+        if (folder / TRAINING_FILE).is_file():
+            return _load_training(number, folder)
     session = load_session(folder)
     run = _Run(number, session, session.result())
     if run.record.scenario == "energy":
@@ -66,21 +96,64 @@ def _load(number: int, folder: Path) -> _Run:
     return run
 
 
+def _load_power(number: int, folder: Path) -> _Run:
+    """A director session: its record, and each phase's ``spl.txt`` readings and LoadGen window
+    (seconds from the phase's first reading)."""
+    try:
+        server, results = read_power_session(folder)
+        record = record_from_power_session(folder)
+    except RecordError as exc:
+        raise ReportError(str(exc)) from None
+    phases = []
+    for name, sub in (("ranging", "ranging"), ("testing", "run_1")):
+        if not (folder / sub).is_dir():
+            continue
+        try:
+            samples = read_spl(folder / sub / "spl.txt")
+            detail = folder / sub / "mlperf_log_detail.txt"
+            begin, end = loadgen_window(read_mlperf_log(detail), detail)
+        except PowerLogError as exc:
+            raise ReportError(f"{folder}: the {name} phase cannot be plotted ({exc})") from None
+        if not samples:
+            raise ReportError(f"{folder / sub / 'spl.txt'} holds no readings to plot")
+        t0 = samples[0].time
+        phases.append(PowerPhase(
+            name, [(x.time - t0).total_seconds() for x in samples], [x.watts for x in samples],
+            ((begin - t0).total_seconds(), (end - t0).total_seconds())))
+    data = {"started_utc": server.get("started_utc", ""), "status": server.get("status", ""),
+            "files": server.get("results") or {}}
+    session = StoredSession(folder=folder, data=data, record={})
+    return _Run(number, session, record, phases=phases, power_results=results)
+
+
+def _load_training(number: int, folder: Path) -> _Run:
+    try:
+        record = record_from_training(folder)
+        data = json.loads((folder / TRAINING_FILE).read_text())
+    except (RecordError, json.JSONDecodeError) as exc:
+        raise ReportError(str(exc)) from None
+    meta = {"started_utc": data.get("recorded_utc", ""), "files": file_hashes(folder),
+            "status": "complete" if record.valid else "invalid"}
+    return _Run(number, StoredSession(folder=folder, data=meta, record={}), record,
+                training=data)
+
+
 def render_report(session_folders: Sequence[Path]) -> str:
     """The report's HTML for the given session folders."""
     if not session_folders:
         raise ReportError("give at least one session folder")
     runs = [_load(i, Path(f)) for i, f in enumerate(session_folders, start=1)]
-    if not any(r.trace is not None for r in runs):
+    if not any(r.trace is not None or r.phases or r.training for r in runs):
         raise ReportError(
             "none of the sessions has a power trace (they are "
             + ", ".join(sorted({r.record.scenario or "unknown" for r in runs}))
             + " sessions): give at least one energy session, e.g. from "
-            "`tinypower measure --mode performance,energy`"
+            "`tinypower measure --mode performance,energy`, a power session from "
+            "`tinypower measure --sut`, or a `tinypower training-energy` session"
         )
     body = "\n".join((
-        _summary(runs), _traces(runs), _windows(runs), _pareto(runs), _scales(runs),
-        _published(), _sessions(runs),
+        _summary(runs), _traces(runs), _power(runs), _windows(runs), _pareto(runs),
+        _scales(runs), _scale_out(runs), _published(), _sessions(runs),
     ))
     made = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return (
@@ -128,7 +201,22 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def _value(record: ResultRecord) -> str:
-    return "-" if record.value is None else f"{record.value:.3f} {record.unit}"
+    return "-" if record.value is None else f"{record.value:.4g} {record.unit}"
+
+
+def _energy_per_work_j(run: _Run) -> float | None:
+    """Energy per unit of work in J: per inference (Tiny), per query (SingleStream and
+    MultiStream), per sample (Offline and Server: average W / samples per second)."""
+    r = run.record
+    if r.value is None:
+        return None
+    per_unit = {"uJ/inf": 1e-6, "mJ/query": 1e-3, "J/query": 1.0}.get(r.unit)
+    if per_unit is not None:
+        return r.value * per_unit
+    throughput = r.extras.get("throughput_samples_per_s")
+    if r.unit == "W" and throughput:
+        return r.value / float(throughput)
+    return None
 
 
 def _summary(runs: list[_Run]) -> str:
@@ -171,6 +259,72 @@ def _traces(runs: list[_Run]) -> str:
             f"are its timestamp edges.</p>{zooms}</div>"
         )
     return _section("traces", "Power traces and windows", "\n".join(parts))
+
+
+def _power(runs: list[_Run]) -> str:
+    parts = []
+    for r in (r for r in runs if r.phases):
+        phases = r.power_results.get("phases") or {}
+        rows = []
+        for phase in r.phases:
+            m = next(iter((phases.get(phase.name) or {}).values()), {})
+            rows.append([
+                _e(phase.name), _e(m.get("scenario", "-")),
+                _e(f"{m['value']:.4g} {m['unit']}" if "value" in m else m.get("error", "-")),
+                _e(f"{m['average_power_w']:.3f}" if "average_power_w" in m else "-"),
+                _e(m.get("samples_in_window", "-")), _e(f"{m.get('window_s', 0):.1f}"),
+                _e(len(phase.power_w)),
+            ])
+        checks = "".join(
+            f"<li>{'ok' if c.get('ok') else NOT_OK} "
+            f"{_e(c.get('name'))} ({_e(c.get('kind'))}): {_e(c.get('message'))}</li>"
+            for c in r.power_results.get("checks") or [])
+        bound = r.record.alignment_bound_s
+        parts.append(
+            f'<div class="run" id="power-{r.number}">'
+            f"<h3>{_e(r.label)} {_badge(r.record.measured_as)}</h3>"
+            + _img(power_phases_png(r.phases, f"{r.label}: {_value(r.record)}"),
+                   f"analyzer readings of {r.label}, ranging and testing")
+            + '<p class="meta">The analyzer\'s readings (spl.txt) of each phase; shaded: '
+              "LoadGen's power window, whose readings the score averages. Testing runs at "
+              "fixed ranges set from the ranging maxima; its power may not fall more than 5% "
+              "below ranging's.</p>"
+            + _table(("phase", "scenario", "result", "average power (W)", "readings in window",
+                      "window (s)", "readings"), rows)
+            + f"<p>Meter: {_e(r.record.meter or '-')}; alignment bound (measured clock skew): "
+            + (f"{bound * 1e3:.2f} ms" if bound is not None else "not measured")
+            + f"</p><ul>{checks}</ul></div>"
+        )
+    return _section("power", "Power sessions (MLPerf power workflow)", "\n".join(parts)
+                    or "<p>No power sessions in this report.</p>")
+
+
+def _scale_out(runs: list[_Run]) -> str:
+    rows = sorted((dict(r.training["scale_out"], run=r) for r in runs
+                   if r.training.get("scale_out")),
+                  key=lambda row: (row["nodes"], row["time_to_train_s"]))
+    if not rows:
+        return _section("scaleout", "Training energy against nodes",
+                        "<p>No training energy sessions in this report.</p>")
+    table = _table(
+        ("run", "benchmark", "nodes", "time-to-train (s)", "energy-to-train (kJ)",
+         "per node (kJ)", "mean power (kW)", "interconnect", "validity", "measured as"),
+        [[_e(f"#{row['run'].number}"), _e(row["run"].record.benchmark), _e(row["nodes"]),
+          f"{row['time_to_train_s']:.1f}", f"{row['energy_to_train_kj']:.3f}",
+          f"{row['energy_per_node_kj']:.3f}", f"{row['mean_power_kw']:.3f}",
+          _e(row["interconnect"]),
+          "valid" if row["valid"] else
+          f'<span class="bad">invalid: {_e(", ".join(row["run"].record.failed_rules))}</span>',
+          _badge(row["measured_as"])] for row in rows])
+    png = scale_out_png([row["nodes"] for row in rows],
+                        [row["energy_to_train_kj"] for row in rows],
+                        [row["time_to_train_s"] for row in rows],
+                        [f"#{row['run'].number}" for row in rows])
+    return _section("scaleout", "Training energy against nodes", _img(
+        png, "energy-to-train and time-to-train against the number of nodes") + table
+        + '<p class="meta">MLPerf Training energy-to-train: every node\'s energy over the '
+          "timed portion (run_start to run_stop), plus the interconnect, measured or "
+          "estimated as stated.</p>")
 
 
 def _windows(runs: list[_Run]) -> str:
@@ -249,9 +403,10 @@ def _pareto(runs: list[_Run]) -> str:
 
 def _scales(runs: list[_Run]) -> str:
     points = [
-        Point(r.label, r.record.power_w, r.record.value * 1e-6)
+        Point(r.label, r.record.power_w, per_work)
         for r in runs
-        if r.trace is not None and r.record.value is not None and r.record.power_w
+        if (r.trace is not None or r.phases) and r.record.power_w
+        and (per_work := _energy_per_work_j(r)) is not None
     ]
     published = [
         Point(f"{p.case} {p.system} {p.benchmark} {p.scenario}", p.mean_power_w,
@@ -286,7 +441,7 @@ def _sessions(runs: list[_Run]) -> str:
     for r in runs:
         files = r.session.data.get("files") or {}
         hashes = "<br>".join(f"{_e(n)}: <code>{_e(h[:16])}</code>" for n, h in sorted(
-            files.items()) if n in ("trace.npz", "results.json", "transcript.log"))
+            files.items()) if n in SHOWN_FILES)
         rows.append([
             _e(f"#{r.number}"), _e(r.session.folder), _e(r.session.data.get("started_utc", "")),
             _e(r.session.data.get("status", "")), _e(r.record.meter or "-"),

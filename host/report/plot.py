@@ -180,3 +180,51 @@ def scales_png(points: Sequence[Point], published: Sequence[Point]) -> bytes:
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     return _png(fig)
+
+
+@dataclass(frozen=True)
+class PowerPhase:
+    """One phase of a power session as plotted: the analyzer's readings (seconds from the
+    phase's first reading, W) and LoadGen's power window on the same axis."""
+
+    name: str
+    time_s: Sequence[float]
+    power_w: Sequence[float]
+    window_s: tuple[float, float]
+
+
+def power_phases_png(phases: Sequence[PowerPhase], title: str) -> bytes:
+    """The ``spl.txt`` readings of each phase (ranging, testing) side by side, LoadGen's window
+    shaded: the samples the score averages are the ones inside the shading."""
+    fig, axes = plt.subplots(1, len(phases), figsize=(5 * len(phases), 3.2), dpi=100,
+                             squeeze=False, sharey=True)
+    for ax, phase in zip(axes[0], phases, strict=True):
+        ax.plot(phase.time_s, phase.power_w, lw=0.8, color=LINE, marker=".", ms=3)
+        ax.axvspan(*phase.window_s, color=SHADE, alpha=0.25, lw=0)
+        ax.set_title(f"{phase.name}: LoadGen window {phase.window_s[1] - phase.window_s[0]:.1f} s",
+                     fontsize=9)
+        ax.set_xlabel("time from the first reading (s)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("power (W)")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def scale_out_png(nodes: Sequence[int], energy_kj: Sequence[float],
+                  time_to_train_s: Sequence[float], labels: Sequence[str]) -> bytes:
+    """Energy-to-train and time-to-train against the number of nodes (log-log): whether
+    scaling out shortens the run more than it costs in energy."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=100)
+    for ax, values, label in ((left, energy_kj, "energy-to-train (kJ)"),
+                              (right, time_to_train_s, "time-to-train (s)")):
+        ax.plot(nodes, values, color=LINE, marker="o", lw=1)
+        for x, y, text in zip(nodes, values, labels, strict=True):
+            ax.annotate(text, (x, y), xytext=(5, 4), textcoords="offset points", fontsize=7)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("nodes")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    return _png(fig)

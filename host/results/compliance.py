@@ -12,6 +12,11 @@ reader can see *why* a run passes, not only that it does.
 - MLPerf power: run duration (600 s), testing vs ranging power (at most 5% below), the
   analyzer's uncertainty checking and warnings inside the testing window, client/server clock
   skew, LoadGen's validity, and the sha1 the power client and server recorded for each log.
+  Our director's sessions get the same checks from the files it writes (the uncertainty it
+  recorded, its client's workload times, its sha256), plus ``measured_as``. A director session
+  that declares itself a short, non-compliant run (``--quick``) is held to the run length it
+  was configured for, and the 600 s rule is reported beside it as a warning: never waived,
+  never hidden.
 Sessions additionally have their files checked against the sha256 ``session.json`` recorded.
 """
 
@@ -56,6 +61,7 @@ VERDICTS = ("pass", "warn", "fail")
 MIN_POWER_RUN_S = 600.0  # mlperf.conf min_duration for every scenario
 MAX_CLOCK_SKEW_S = 0.8  # the power checker's TIME_DELTA_TOLERANCE
 UNCERTAINTY_MARGIN_S = 0.8
+MAX_UNCERTAINTY = 0.01  # PTDaemon's per-sample limit for a valid power result
 _PTD_LINE = re.compile(r"^(\d\d-\d\d-\d{4} \d\d:\d\d:\d\d\.\d+): (.*)$")
 _UNCERTAINTY_HIGH = re.compile(r"WARNING: Uncertainty ([\d.]+)%, which is above")
 
@@ -223,9 +229,7 @@ def check_tiny(folder: Path, kind: str, case: CaseResult) -> list[ComplianceChec
 def _ptd_checks(folder: Path, begin: datetime, end: datetime) -> list[ComplianceCheck]:
     path = folder / "power" / "ptd_logs.txt"
     if not path.is_file():
-        return [ComplianceCheck("power.uncertainty", "warn",
-                                "no power/ptd_logs.txt: no PTDaemon record of per-sample "
-                                "uncertainty to check")]
+        return [_director_uncertainty(folder)]
     text = path.read_text(errors="replace")
     activated = re.search(r"Uncertainty checking for \S+ is activated", text)
     checks = [_check("power.uncertainty_checking", activated is not None,
@@ -246,6 +250,24 @@ def _ptd_checks(folder: Path, begin: datetime, end: datetime) -> list[Compliance
                          f"{len(too_high)} sample(s) above 1.00% inside the window: "
                          + ", ".join(too_high[:5])))
     return checks
+
+
+def _director_uncertainty(folder: Path) -> ComplianceCheck:
+    """Our director records the analyzer's largest per-sample uncertainty over the testing run
+    (PTDaemon's Uncertainty summary) in ``power/server.json``, instead of a ptd_logs.txt."""
+    try:
+        server = json.loads((folder / "power" / "server.json").read_text())
+        meters = server["phases"]["testing"]["meters"]
+        name, record = next((n, m) for n, m in meters.items() if "uncertainty_max" in m)
+        worst = float(record["uncertainty_max"])
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError, StopIteration,
+            AttributeError):
+        return ComplianceCheck("power.uncertainty", "warn",
+                               "no power/ptd_logs.txt and no recorded uncertainty: no record "
+                               "of per-sample uncertainty to check")
+    return _check("power.uncertainty", worst <= MAX_UNCERTAINTY,
+                  f"meter {name}: largest per-sample uncertainty over the testing run "
+                  f"{worst:.2%} (power/server.json), at most {MAX_UNCERTAINTY:.0%}")
 
 
 def _checksum_check(folder: Path) -> ComplianceCheck:
@@ -269,9 +291,68 @@ def _checksum_check(folder: Path) -> ComplianceCheck:
                   + (": " + ", ".join(bad) if bad else ", all hashes unchanged"))
 
 
+def _director_results(folder: Path) -> dict | None:
+    """A ``tinypower.scale`` director session's ``results.json`` (None for other folders)."""
+    if not (folder / "results.json").is_file() or not (folder / "power").is_dir():
+        return None
+    try:
+        results = json.loads((folder / "results.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return results if isinstance(results, dict) and "testing" in results else None
+
+
+def declared_short_run_s(results: dict | None, log: dict) -> float | None:
+    """The run length a director session says it was configured for, when it says it is a
+    short (quick, smoke) run that does not claim MLPerf compliance; else None.
+
+    Both must hold: the director's ``results.json`` says ``compliant: false`` and names its
+    failed ``run_length`` compliance check (so the session itself declares it too short for
+    MLPerf), and LoadGen's detail log records the minimum duration the run was configured for
+    (``effective_min_duration_ms``), below MLPerf's 600 s.
+    """
+    if not results or results.get("compliant") is not False:
+        return None
+    declared = any(c.get("name") == "run_length" and c.get("ok") is False
+                   and c.get("kind") == "compliance" for c in results.get("checks") or [])
+    try:
+        configured_s = float(log["effective_min_duration_ms"]) / 1000.0  # type: ignore[arg-type]
+    except (KeyError, TypeError, ValueError):
+        return None
+    return configured_s if declared and configured_s < MIN_POWER_RUN_S else None
+
+
+def _run_duration_checks(window_s: float, min_run_s: float,
+                         configured_s: float | None) -> list[ComplianceCheck]:
+    """MLPerf's run length, or, for a session declared short, the length it was configured
+    for plus a warning that it is not MLPerf-compliant (the 600 s rule is never waived)."""
+    if configured_s is None:
+        return [_check("power.run_duration", window_s >= min_run_s,
+                       f"testing window {window_s:.3f} s, at least {min_run_s:g} s")]
+    return [
+        _check("power.run_duration", window_s >= configured_s,
+               f"testing window {window_s:.3f} s, at least the {configured_s:g} s this "
+               "session declares it was configured for (a short run marked not "
+               "MLPerf-compliant)"),
+        _check("power.mlperf_run_duration", window_s >= min_run_s,
+               f"not MLPerf-compliant: run lasted {window_s:.1f} s, MLPerf requires "
+               f"{min_run_s:g} s", "warn"),
+    ]
+
+
+def _measured_as_check(results: dict | None) -> list[ComplianceCheck]:
+    if results is None:
+        return []  # a published folder: measured on the submitter's hardware
+    measured_as = str(results.get("measured_as") or "unknown")
+    return [_check("measured_as", measured_as == "hardware",
+                   f"measured_as: {measured_as}" + ("" if measured_as == "hardware" else
+                                                    ": not a hardware measurement"), "warn")]
+
+
 def check_power(folder: Path, case: CaseResult,
                 min_run_s: float = MIN_POWER_RUN_S) -> list[ComplianceCheck]:
-    """The MLPerf power checks on a ``<Scenario>`` folder (run_1, ranging, power)."""
+    """The MLPerf power checks on a ``<Scenario>`` folder (run_1, ranging, power), published
+    or written by our director."""
     era = era_rules(_version(folder))
     try:
         scored = score_power_folder(folder, **era)
@@ -282,15 +363,16 @@ def check_power(folder: Path, case: CaseResult,
         return [ComplianceCheck("power.readable", "fail", str(exc)), _rescore_check(case)]
     testing, ranging = scored["testing"], scored["ranging"]
     validity = str(log.get("result_validity", "missing"))
+    director = _director_results(folder)
     checks = [
         _check("power.loadgen_valid", validity == "VALID", f"result_validity: {validity}"),
-        _check("power.run_duration", testing.window_s >= min_run_s,
-               f"testing window {testing.window_s:.3f} s, at least {min_run_s:g} s"),
+        *_run_duration_checks(testing.window_s, min_run_s, declared_short_run_s(director, log)),
         _check("power.ranging_duration", testing.window_s >= 0.5 * ranging.window_s,
                f"testing {testing.window_s:.1f} s vs ranging {ranging.window_s:.1f} s "
                "(warn when testing is over 50% shorter)", "warn"),
         _check("power.ranging_vs_testing", scored["ranging_ok"], scored["ranging_message"]),
     ]
+    checks += _measured_as_check(director)
     checks += _ptd_checks(folder, begin, end)
     skew = _clock_skew_s(folder)
     if skew is None:  # a tinypower.scale session states its measured skew bound instead
@@ -312,11 +394,16 @@ def check_power(folder: Path, case: CaseResult,
 
 
 def _window_in_phases(folder: Path, begin: datetime, end: datetime) -> ComplianceCheck:
-    """LoadGen's power window must lie between the client's 'started' and 'workload done'."""
+    """LoadGen's power window must lie between the client's 'started' and 'workload done'
+    (MLPerf's client.json: a list of phase times; our client's: the workload's wall start and
+    end)."""
     try:
         phases = json.loads((folder / "power" / "client.json").read_text())["phases"]["testing"]
-        started, done = phases[1][0], phases[2][0]
-    except (OSError, json.JSONDecodeError, KeyError, IndexError, TypeError):
+        if isinstance(phases, dict):
+            started, done = float(phases["wall_start_s"]), float(phases["wall_end_s"])
+        else:
+            started, done = phases[1][0], phases[2][0]
+    except (OSError, json.JSONDecodeError, KeyError, IndexError, TypeError, ValueError):
         return ComplianceCheck("power.window_in_phases", "warn",
                                "client.json records no testing phases")
     b = begin.replace(tzinfo=UTC).timestamp()

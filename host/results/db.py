@@ -120,7 +120,7 @@ def _record(row: Sequence[Any]) -> ResultRecord:
     d = dict(zip(COLUMNS, row, strict=True))
     for c in JSON_COLUMNS:
         d[c] = json.loads(d[c]) if d[c] else None
-    d["valid"] = bool(d["valid"])
+    d["valid"] = bool(int(d["valid"]))  # a TEXT column: 0 comes back as "0", which is truthy
     if d["work_count"] is not None:
         d["work_count"] = int(d["work_count"])
     try:

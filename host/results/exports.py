@@ -8,7 +8,9 @@ Why: a number is easier to trust when the tools that check published results can
 A trace not sampled at the MLCommons runner's 1 kHz is written as the EEMBC runner's
 ``trace1-energy.bin`` and ``trace1-timestamps.json`` instead (§2), which carry their sample rate.
 :func:`export_power` lays a power session's LoadGen and analyzer logs out as
-``<out>/results/<system>/<model>/<Scenario>/performance/{run_1,ranging}/`` (§5).
+``<out>/results/<system>/<model>/<Scenario>/performance/{run_1,ranging}/`` (§5); a director
+session's other files (its ``results.json``, each meter's raw readings) go along at the same
+relative paths, so the export is checked, rescored and hash-verified like the session itself.
 
 Each export is read back with the published-log readers (:mod:`tinypower.results.tiny_logs`,
 :mod:`tinypower.results.power_logs`) before it is reported done: an export that does not re-derive
@@ -29,7 +31,13 @@ import numpy as np
 
 from energy_monitor.trace import Trace, TraceError, Window, load_trace
 from tinypower.results.power_logs import PowerLogError, read_mlperf_log, score_run_dir
-from tinypower.results.record import RecordError, ResultRecord, records_from_session
+from tinypower.results.record import (
+    POWER_SESSION_FILE,
+    RecordError,
+    ResultRecord,
+    record_from_power_session,
+    records_from_session,
+)
 from tinypower.results.tiny_logs import (
     EEMBC_BIN_MAGIC,
     MLCOMMONS_SAMPLE_RATE_HZ,
@@ -438,7 +446,7 @@ def _power_session(folder: Path) -> StoredSession:
     """A power session: the scaling layer's (``power/server.json``, ``results.json`` with
     ``testing``) or any folder with a ``session.json`` and a ``results.json`` ``record``."""
     folder = Path(folder)
-    for name in ("session.json", "power/server.json"):
+    for name in ("session.json", POWER_SESSION_FILE):
         if (folder / name).is_file():
             try:
                 data = json.loads((folder / name).read_text())
@@ -449,6 +457,15 @@ def _power_session(folder: Path) -> StoredSession:
                                          f"({exc})") from exc
             record = dict(results.get("record") or results.get("testing") or {})
             record.setdefault("measured_as", results.get("measured_as"))
+            if name == POWER_SESSION_FILE and results:  # the SUT's name and the model it ran
+                try:
+                    director = record_from_power_session(folder)
+                except RecordError as exc:
+                    raise SessionFolderError(str(exc)) from exc
+                if not any(data.get(k) for k in ("system", "sut", "board")):
+                    record["system"] = director.system
+                if not data.get("model") and director.benchmark:
+                    record["model"] = director.benchmark
             return StoredSession(folder=folder, data=data, record=record)
     raise SessionFolderError(
         f"{folder} is not a power session: no power/server.json or session.json (power sessions "
@@ -493,6 +510,13 @@ def export_power(session_folder: Path, out: Path) -> Path:
     for path in (p for p in side if p.is_file()):
         (performance / "power").mkdir(exist_ok=True)
         shutil.copyfile(path, performance / "power" / path.name)
+    for relative in session.data.get("results") or {}:  # what the director hashed
+        source, target = session.folder / relative, performance / relative
+        inside = relative.split("/")[0] in ("run_1", "ranging", "power") \
+            or relative == "results.json"
+        if inside and source.is_file() and not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
     _write_system(session, out / "systems")
     try:
         derived = score_run_dir(performance / "run_1")

@@ -5,8 +5,10 @@ what ran where, what was measured, over how long and how much work, how it was m
 (``hardware``, ``emulated``, ``simulated`` or ``counter``), with which meter, how well the
 workload and the meter shared a clock, whether the rules passed, and which raw files it came
 from (by sha256). :class:`ResultRecord` is that shape; the store (:mod:`tinypower.results.db`),
-the exporters and the report all read it. Our own session folders become records through
-:func:`records_from_session`; rescored published cases through
+the exporters and the report all read it. Our own folders become records through
+:func:`records_from_session`, whichever command wrote them: a ``tinypower measure`` Tiny session
+(``session.json``), a power director session (``power/server.json``) or a training energy
+session (``training.json``). Rescored published cases become records through
 :meth:`tinypower.results.rescore.CaseResult.to_record`.
 """
 
@@ -26,6 +28,11 @@ MEASURED_AS = ("hardware", "emulated", "simulated", "counter")
 
 # The resolution of the DUT's m-lap-us counter: the alignment bound of a performance window.
 DUT_LAP_RESOLUTION_S = 1e-6
+# What marks a folder as a power director session and as a training energy session.
+POWER_SESSION_FILE = "power/server.json"
+TRAINING_FILE = "training.json"
+# LoadGen scenarios of the datacenter suite only; the others are run on edge systems.
+DATACENTER_SCENARIOS = ("Server", "Interactive")
 
 
 class RecordError(ValueError):
@@ -146,7 +153,8 @@ def _meter_name(meter: Mapping[str, Any] | None) -> str:
 
 
 def records_from_session(folder: Path) -> list[ResultRecord]:
-    """The records of one ``tinypower measure`` session folder (one per measured mode).
+    """The records of one session folder: a Tiny session (one per measured mode), a power
+    director session or a training energy session (one record each).
 
     Reads ``session.json`` (board, suite, mode, meter, status, sha256 of every file written)
     and ``results.json`` (the scored record, windows and checks). A session that ended without
@@ -155,9 +163,14 @@ def records_from_session(folder: Path) -> list[ResultRecord]:
     """
     folder = Path(folder)
     if not (folder / "session.json").is_file():
+        if (folder / POWER_SESSION_FILE).is_file():
+            return [record_from_power_session(folder)]
+        if (folder / TRAINING_FILE).is_file():
+            return [record_from_training(folder)]
         raise RecordError(
-            f"{folder} has no session.json: not a tinypower session folder (give the folder "
-            "`tinypower measure` printed, under --runs-dir)"
+            f"{folder} has no session.json, {POWER_SESSION_FILE} or {TRAINING_FILE}: not a "
+            "tinypower session folder (give the folder `tinypower measure` or `tinypower "
+            "training-energy` printed)"
         )
     session = _read_json(folder / "session.json")
     results_path = folder / "results.json"
@@ -225,3 +238,146 @@ def records_from_session(folder: Path) -> list[ResultRecord]:
             extras=extras,
         )
     ]
+
+
+def read_power_session(folder: Path) -> tuple[dict, dict]:
+    """``power/server.json`` and ``results.json`` of a director session (results may be empty
+    when the run ended before it was scored)."""
+    folder = Path(folder)
+    server = _read_json(folder / POWER_SESSION_FILE)
+    results_path = folder / "results.json"
+    results = _read_json(results_path) if results_path.is_file() else {}
+    if not isinstance(server, dict) or not isinstance(results, dict):
+        raise RecordError(f"{folder}: server.json or results.json is not a JSON object")
+    return server, results
+
+
+def _power_benchmark(folder: Path) -> str:
+    """The model the client's LoadGen ran (``--model`` of its recorded command), by file stem."""
+    try:
+        client = json.loads((folder / "power" / "client.json").read_text())
+        command = client["phases"]["testing"]["command"]
+        return Path(command[command.index("--model") + 1]).stem
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return ""
+
+
+def record_from_power_session(folder: Path) -> ResultRecord:
+    """The record of one ``tinypower.scale`` director session: the testing run's MLPerf metric
+    (mJ/query for SingleStream/MultiStream, average W otherwise) from its first meter.
+
+    The alignment bound is the largest client/director clock skew bound measured during the
+    session. ``failed_rules`` lists the checks that make the number untrustworthy (the director's
+    ``validity`` checks); those that only make it non-compliant with MLPerf (a short run, a
+    simulated meter) are listed in ``extras["not_compliant"]``.
+    """
+    folder = Path(folder)
+    server, results = read_power_session(folder)
+    testing = results.get("testing") or {}
+    primary = ((server.get("config") or {}).get("meters") or [{}])[0].get("name", "")
+    identity = ((server.get("phases") or {}).get("testing", {}).get("meters", {})
+                .get(primary, {}).get("identity") or {})
+    measured_as = str(testing.get("measured_as") or results.get("measured_as")
+                      or identity.get("measured_as") or "")
+    if measured_as not in MEASURED_AS:
+        raise RecordError(f"{folder}: the power session does not say how it measured "
+                          f"(measured_as {measured_as!r}); was it scored?")
+    checks = results.get("checks") or []
+    failed = [str(c["name"]) for c in checks if not c.get("ok") and c.get("kind") != "compliance"]
+    not_compliant = [str(c["name"]) for c in checks
+                     if not c.get("ok") and c.get("kind") == "compliance"]
+    status = str(server.get("status", ""))
+    if not results:
+        failed.append(f"session.{status or 'unscored'}")
+    scenario = str(testing.get("scenario") or "")
+    power_w = testing.get("average_power_w")
+    window_s = testing.get("window_s")
+    # MLPerf's arithmetic (mean of the samples x window), so energy / queries is the value;
+    # the integral of the meter's readings stays beside it as a cross-check.
+    energy_j = power_w * window_s if power_w is not None and window_s is not None else None
+    queries = testing.get("query_count")
+    extras: dict[str, Any] = {
+        k: testing[k] for k in ("samples_per_joule", "throughput_samples_per_s",
+                                "samples_in_window", "coverage", "power_begin", "power_end")
+        if isinstance(testing.get(k), int | float | str)
+    }
+    if isinstance(testing.get("energy_j"), int | float):
+        extras["meter_energy_j"] = testing["energy_j"]
+    extras["compliant"] = bool(results.get("compliant"))
+    if not_compliant:
+        extras["not_compliant"] = ", ".join(not_compliant)
+    if server.get("reasons"):
+        extras["reason"] = "; ".join(map(str, server["reasons"]))
+    value = testing.get("value")
+    return ResultRecord(
+        system=str(server.get("label") or folder.name),
+        scale="datacenter" if scenario in DATACENTER_SCENARIOS else "edge",
+        benchmark=_power_benchmark(folder),
+        scenario=scenario,
+        metric=str(testing.get("metric") or ""),
+        value=float(value) if value is not None else None,
+        unit=str(testing.get("unit") or ""),
+        measured_as=measured_as,
+        energy_j=float(energy_j) if energy_j is not None else None,
+        duration_s=float(window_s) if window_s is not None else None,
+        work_count=int(queries) if queries is not None and scenario in (
+            "SingleStream", "MultiStream") else None,
+        power_w=float(power_w) if power_w is not None else None,
+        meter=_meter_name(identity),
+        alignment_bound_s=results.get("alignment_bound_s"),
+        valid=bool(results.get("valid")) and not failed,
+        failed_rules=tuple(failed),
+        artifacts_sha256=dict(server.get("results") or file_hashes(folder)),
+        source=str(folder.resolve()),
+        recorded_utc=str(server.get("started_utc", "")),
+        extras=extras,
+    )
+
+
+def record_from_training(folder: Path) -> ResultRecord:
+    """The record of one ``tinypower training-energy`` session folder (``training.json``):
+    energy-to-train in kJ, at fleet scale.
+
+    The alignment bound is the coarsest node's median reading interval: the run window's edges
+    cannot be placed on the telemetry finer than one reading. It does not include the skew
+    between the training log's clock and the telemetry's, which the fleet's NTP must bound.
+    """
+    folder = Path(folder)
+    data = _read_json(folder / TRAINING_FILE)
+    try:
+        result = data["result"]
+        duration_s = float(result["time_to_train_s"])
+        energy_j = float(result["energy_to_train_kj"]) * 1000.0
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RecordError(f"{folder / TRAINING_FILE}: not a training energy result ({exc})") \
+            from None
+    failed = [c["rule"] for c in result.get("checks") or [] if not c.get("passed")]
+    intervals = [float(i) for i in (data.get("median_intervals_s") or {}).values()]
+    extras: dict[str, Any] = {
+        "nodes": int(result.get("nodes") or 0),
+        "interconnect": str((result.get("interconnect") or {}).get("how", "")),
+        "interconnect_kj": float((result.get("interconnect") or {}).get("energy_kj") or 0.0),
+        "run_status": str(result.get("run_status", "")),
+    }
+    return ResultRecord(
+        system=str(data.get("system") or f"{extras['nodes']}-node fleet"),
+        scale="fleet",
+        benchmark=str(result.get("benchmark") or ""),
+        scenario="training",
+        metric="energy_to_train",
+        value=energy_j / 1000.0,
+        unit="kJ",
+        measured_as=str(result.get("measured_as", "")),
+        energy_j=energy_j,
+        duration_s=duration_s,
+        work_count=1,
+        power_w=energy_j / duration_s if duration_s > 0 else None,
+        meter=str(result.get("telemetry") or ""),
+        alignment_bound_s=max(intervals) if intervals else None,
+        valid=bool(result.get("valid")) and not failed,
+        failed_rules=tuple(failed),
+        artifacts_sha256=file_hashes(folder),
+        source=str(folder.resolve()),
+        recorded_utc=str(data.get("recorded_utc", "")),
+        extras=extras,
+    )

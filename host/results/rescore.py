@@ -606,16 +606,29 @@ def _director_claim(folder: Path) -> tuple[float, str] | None:
         return None
 
 
+def _power_measured_as(folder: Path) -> str:
+    """How a power folder was measured: a director session says so in results.json, and its
+    export keeps the director's power/server.json (meter identities); published folders were
+    measured on hardware."""
+    try:
+        if (folder / "results.json").is_file():
+            stated = json.loads((folder / "results.json").read_text()).get("measured_as")
+            if stated:
+                return str(stated)
+        server = json.loads((folder / "power" / "server.json").read_text())
+        primary = server["config"]["meters"][0]["name"]  # the meter spl.txt is from
+        return str(server["phases"]["testing"]["meters"][primary]["identity"]["measured_as"])
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError, IndexError):
+        return "hardware"
+
+
 def rescore_power(folder: Path, table: dict[Path, tuple[float, str]]) -> CaseResult:
     claim = table.get(folder.resolve()) or _director_claim(folder)
     version = _version(folder)
     era = era_rules(version)
     if claim and claim[1]:
         era["joules_per_query"] = claim[1] == "J/query"
-    measured_as = "hardware"
-    if (folder / "results.json").is_file():  # a tinypower.scale session says how it measured
-        measured_as = str(json.loads((folder / "results.json").read_text()).get("measured_as")
-                          or "hardware")
+    measured_as = _power_measured_as(folder)
     case = CaseResult(folder, "power", claim[0] if claim else None, None,
                       claim[1] if claim else "", facts={"measured_as": measured_as})
     flags: list[str] = []

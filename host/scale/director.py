@@ -38,6 +38,7 @@ import json
 import math
 import os
 import socketserver
+import sqlite3
 import sys
 import threading
 import time
@@ -51,12 +52,14 @@ import numpy as np
 
 from energy_monitor.meter import MeterError
 from energy_monitor.series import CounterSeries, PowerSeries
+from tinypower.results.db import DEFAULT_DB, StoreError, add_session
 from tinypower.results.power_logs import (
     PowerLogError,
     loadgen_window,
     read_mlperf_log,
     read_spl,
 )
+from tinypower.results.record import RecordError
 from tinypower.results.session import sha256_bytes
 from tinypower.rules.power import ENERGY_SCENARIOS, ranging_check, score_power
 from tinypower.scale.sut import (
@@ -512,7 +515,13 @@ class Director:
                 json.dumps(results, indent=2, default=str) + "\n")
             session.data["results"] = session.file_hashes()
             session.save()
-        return {"results": results}
+        reply: dict[str, Any] = {"results": results}
+        try:  # every session is indexed in its output folder's store, as runner.py does
+            add_session(self.out_dir / DEFAULT_DB.name, session.folder)
+        except (RecordError, StoreError, sqlite3.Error) as exc:
+            # The session folder holds everything; the store is an index that can be rebuilt.
+            reply["store_error"] = f"not added to the result store: {exc}"
+        return reply
 
     # -- phases -------------------------------------------------------------------------------
 

@@ -1,12 +1,14 @@
 """``tinypower fleet`` and ``tinypower training-energy``: fleet energy from Prometheus or node
 logs. Errors a user can act on are printed as one message; the exit code is 0 only for a
-valid result (every node present, no gaps, the training rules passed)."""
+valid result (every node present, no gaps, the training rules passed). ``training-energy`` keeps
+each result as a session folder under ``--runs-dir`` and adds it to the result store."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import re
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,6 +19,8 @@ from rich.table import Table
 from energy_monitor.meter import MEASURED_AS
 from energy_monitor.prometheus import KINDS, FleetEnergy, FleetQuery, PrometheusClient, read_fleet
 from energy_monitor.trace import TraceError
+from tinypower.results.db import DEFAULT_DB, StoreError, add_session
+from tinypower.results.record import RecordError
 from tinypower.rules.training import (
     InterconnectEnergy,
     estimate_interconnect,
@@ -28,6 +32,7 @@ from tinypower.scale.training import (
     read_run_window,
     training_energy_from_csv,
     training_energy_from_prometheus,
+    write_training_session,
 )
 
 EXIT_INVALID = 1
@@ -60,6 +65,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="share of the interconnect provisioned to this run (default 1)")
     t.add_argument("--interconnect-j", type=float,
                    help="interconnect energy measured over the run (J), instead of estimating")
+    t.add_argument("--system", default="",
+                   help="name of the system in the result store and report (default: "
+                        "'<N>-node fleet')")
+    t.add_argument("--runs-dir", type=Path, default=Path("runs"),
+                   help="where the session folder is written (default: runs)")
+    t.add_argument("--db", type=Path,
+                   help="result store to add the result to (default: <runs-dir>/results.sqlite)")
     t.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     t.set_defaults(func=training_energy_command)
 
@@ -192,10 +204,21 @@ def training_energy_command(args: argparse.Namespace, err: Console) -> int:
                 measured_as=args.measured_as)
     except (*_ERRORS, TrainingLogError) as exc:
         return _fail(err, exc)
+    try:
+        folder = write_training_session(result, args.runs_dir, args.system)
+    except OSError as exc:
+        return _fail(err, exc)
+    try:  # every session is indexed in its store, as `tinypower measure` does
+        add_session(args.db or args.runs_dir / DEFAULT_DB.name, folder)
+    except (RecordError, StoreError, sqlite3.Error) as exc:
+        # The session folder holds everything; the store is an index that can be rebuilt.
+        err.print(f"[yellow]note:[/] not added to the result store: {escape(str(exc))}",
+                  highlight=False)
     if args.json:
-        print(json.dumps(result.to_dict()))
+        print(json.dumps({**result.to_dict(), "session": str(folder)}))
     else:
         _print_training(result)
+        Console().print(f"session: {escape(str(folder))}", highlight=False)
     return 0 if result.valid else EXIT_INVALID
 
 

@@ -10,14 +10,21 @@ skew, measured by NTP) is the caller's to state.
 
 Per-node CSV logs: one file per node, ``<node>.csv``, header ``time_s,power_w`` (a W reading)
 or ``time_s,energy_j`` (a J counter), ``time_s`` in UTC epoch seconds.
+
+Each result is kept as a session folder, ``<runs>/<UTC time>-training-<benchmark>-<N>nodes/``
+(:func:`write_training_session`): ``training.json`` (the result, its scale-out row and each
+node's sampling interval) and a copy of the training log. The result store and the report read
+these folders like the others.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -227,3 +234,29 @@ def scale_out_rows(results: Sequence[TrainingEnergy]) -> list[dict[str, Any]]:
         "measured_as": r.fleet.measured_as,
     } for r in results]
     return sorted(rows, key=lambda row: (row["nodes"], row["time_to_train_s"]))
+
+
+def write_training_session(result: TrainingEnergy, runs_dir: Path, system: str = "") -> Path:
+    """Keep one result as a session folder and return it: ``training.json`` holds the result
+    (:meth:`TrainingEnergy.to_dict`), its scale-out row (:func:`scale_out_rows`), each node's
+    median reading interval and the system name; ``training_log.txt`` is the log it came from.
+    """
+    stamp = datetime.now(UTC)
+    benchmark = re.sub(r"[^A-Za-z0-9_.-]+", "_", result.run.benchmark or "run")
+    base = Path(runs_dir) / f"{stamp:%Y%m%dT%H%M%SZ}-training-{benchmark}-{result.node_count}nodes"
+    folder, n = base, 1
+    while folder.exists():
+        n += 1
+        folder = base.with_name(f"{base.name}-{n}")
+    folder.mkdir(parents=True)
+    if Path(result.run.source).is_file():
+        shutil.copyfile(result.run.source, folder / "training_log.txt")
+    (folder / "training.json").write_text(json.dumps({
+        "system": system or f"{result.node_count}-node fleet",
+        "recorded_utc": stamp.isoformat(),
+        "result": result.to_dict(),
+        "scale_out": scale_out_rows([result])[0],
+        "median_intervals_s": {name: n.median_interval_s
+                               for name, n in result.fleet.nodes.items()},
+    }, indent=1, default=str) + "\n")
+    return folder

@@ -1,0 +1,132 @@
+"""A session of the scaling layer through the result tools: `tinypower check` passes it, the
+MLPerf power export round-trips and rescores to its stored value, and the director adds it to the
+result store. The session is made once, by the command a user types (`tinypower measure --sut
+FILE --quick`: the real director, client, LoadGen and PTDaemon simulator on loopback; see
+director_session.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from director_session import quick_director_session
+
+from tinypower.cli import main
+from tinypower.results.compliance import check_tree
+from tinypower.results.db import query
+from tinypower.results.record import records_from_session
+from tinypower.results.rescore import rescore_case, rescore_tree
+
+
+@pytest.fixture(scope="module")
+def power_session(tmp_path_factory) -> Path:
+    return quick_director_session(tmp_path_factory.mktemp("power"))
+
+
+def stored(folder: Path) -> dict:
+    return json.loads((folder / "results.json").read_text())["testing"]
+
+
+def verdicts(folder: Path, **kwargs) -> dict[str, tuple[str, str]]:
+    [case] = check_tree(folder, **kwargs)
+    return {c.rule: (c.verdict, c.evidence) for c in case.checks}
+
+
+def test_quick_session_passes_check_with_the_600_s_rule_as_a_warning(power_session,
+                                                                     capsys) -> None:
+    assert main(["check", str(power_session), "--json"]) == 0
+    [case] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    got = {c["rule"]: (c["verdict"], c["evidence"]) for c in case["checks"]}
+    assert case["kind"] == "power" and not case["failed"]
+    window_s = stored(power_session)["window_s"]
+    assert got["power.run_duration"][0] == "pass"
+    assert "declares it was configured for" in got["power.run_duration"][1]
+    assert got["power.mlperf_run_duration"] == (
+        "warn", f"not MLPerf-compliant: run lasted {window_s:.1f} s, MLPerf requires 600 s")
+    for rule in ("power.loadgen_valid", "power.ranging_vs_testing", "power.uncertainty",
+                 "power.clock_skew", "power.window_in_phases", "power.checksums", "rescore"):
+        assert got[rule][0] == "pass", (rule, got[rule])
+    assert got["measured_as"][0] == "warn"  # the PTDaemon simulator: simulated numbers
+
+
+def _claim_compliant(folder: Path) -> None:
+    """Rewrite results.json as if the director had called the run MLPerf-compliant, and its
+    recorded sha256, so that only the run length can fail."""
+    results = json.loads((folder / "results.json").read_text())
+    results["compliant"] = True
+    results["checks"] = [c for c in results["checks"] if c["name"] != "run_length"]
+    (folder / "results.json").write_text(json.dumps(results))
+    server = json.loads((folder / "power" / "server.json").read_text())
+    server["results"]["results.json"] = hashlib.sha256(
+        (folder / "results.json").read_bytes()).hexdigest()
+    (folder / "power" / "server.json").write_text(json.dumps(server))
+
+
+def test_a_short_run_claiming_compliance_fails_the_600_s_rule(power_session, tmp_path,
+                                                               capsys) -> None:
+    copy = shutil.copytree(power_session, tmp_path / "claims-compliant")
+    _claim_compliant(copy)
+    got = verdicts(copy)
+    assert got["power.run_duration"][0] == "fail"
+    assert "at least 600 s" in got["power.run_duration"][1]
+    assert "power.mlperf_run_duration" not in got
+    assert [r for r, (v, _) in got.items() if v == "fail"] == ["power.run_duration"]
+    assert main(["check", str(copy)]) == 1
+    assert "power.run_duration" in capsys.readouterr().out
+
+
+def test_a_quick_run_shorter_than_it_was_configured_for_fails(power_session, tmp_path) -> None:
+    copy = shutil.copytree(power_session, tmp_path / "too-short")
+    detail = copy / "run_1" / "mlperf_log_detail.txt"
+    text = detail.read_text()
+    configured = [line for line in text.splitlines() if '"effective_min_duration_ms"' in line]
+    assert configured, "LoadGen records the configured minimum duration"
+    doubled = json.loads(configured[0].removeprefix(":::MLLOG "))
+    doubled["value"] = 2 * int(doubled["value"])
+    detail.write_text(text.replace(configured[0], ":::MLLOG " + json.dumps(doubled)))
+    got = verdicts(copy)
+    assert got["power.run_duration"][0] == "fail"
+    assert got["power.checksums"][0] == "fail"  # and the edit itself is caught
+
+
+def test_export_round_trips_and_rescores_to_the_stored_value(power_session, tmp_path,
+                                                              capsys) -> None:
+    out = tmp_path / "export"
+    assert main(["export", str(power_session), "--format", "power", "--out", str(out)]) == 0
+    scenario_dir = Path(capsys.readouterr().out.strip())
+    testing = stored(power_session)
+    assert scenario_dir == out / "results" / "edge-box" / scenario_dir.parent.name / \
+        testing["scenario"]
+    performance = scenario_dir / "performance"
+    assert (performance / "run_1" / "spl.txt").is_file()
+    assert (performance / "ranging" / "spl.txt").is_file()
+
+    case = rescore_case(performance)
+    assert case.status == "match", case.reasons
+    assert case.derived == pytest.approx(testing["value"], rel=1e-4)
+    assert case.unit == testing["unit"] == "mJ/query"
+    assert case.facts["measured_as"] == "simulated"
+    assert [c.status for c in rescore_tree(out)] == ["match"]
+    assert main(["check", str(out)]) == 0  # the export is checked like the session itself
+
+
+def test_the_director_adds_its_session_to_the_result_store(power_session) -> None:
+    [record] = query(power_session.parent / "results.sqlite")
+    assert record == records_from_session(power_session)[0]
+    testing = stored(power_session)
+    server = json.loads((power_session / "power" / "server.json").read_text())
+    assert record.scale == "edge" and record.system == "edge-box"
+    assert (record.scenario, record.metric, record.unit) == (
+        "SingleStream", "energy_per_query", "mJ/query")
+    assert record.value == pytest.approx(testing["value"])
+    assert record.measured_as == "simulated" and "SIMULATED" in record.meter
+    assert record.alignment_bound_s == max(s["bound_s"] for s in server["skew"])
+    assert record.energy_j / record.work_count * 1e3 == pytest.approx(record.value)
+    assert record.valid and record.failed_rules == ()
+    assert record.extras["compliant"] is False
+    assert "run_length" in record.extras["not_compliant"]
+    assert record.artifacts_sha256["run_1/spl.txt"] == hashlib.sha256(
+        (power_session / "run_1" / "spl.txt").read_bytes()).hexdigest()

@@ -318,10 +318,9 @@ def meter_simulator(kind: str, tmp: Path, monkeypatch):
         from energy_monitor.sim.yokogawa_sim import YokogawaSimulator
 
         with YokogawaSimulator(server_load_w) as sim:
-            # Fixed ranges: the director sets the testing run's ranges to the ranging maxima x
-            # 1.1 (230 V, 2.02 A), which a WT310E refuses (-224): it takes only its own ranges.
-            yield {**common, "address": sim.resource, "update_rate": "100MS"}, \
-                {"mode": "fixed", "max_volts": 300.0, "max_amps": 5.0}
+            # Auto ranging, then testing at the ranging maxima (230 V, 2.02 A x 1.1): the driver
+            # rounds them up to the WT310E's own ranges, which it refuses otherwise (-224).
+            yield {**common, "address": sim.resource, "update_rate": "100MS"}, {}
     elif kind == "redfish":
         from energy_monitor.sim.redfish_sim import RedfishSimulator
 

@@ -75,8 +75,15 @@ def test_ranging_then_fixed_ranges_and_overrange() -> None:
             assert volts == 230.0 and amps == pytest.approx(200 / (230 * 0.95), rel=1e-3)
             meter.set_ranges(300.0, 1.0)
             assert (sim.voltage_range_v, sim.current_range_a) == (300.0, 1.0)
+            meter.set_ranges(volts, amps * 1.1)  # the testing run: 230 V, 1.007 A
+            assert (sim.voltage_range_v, sim.current_range_a) == (300.0, 2.0)  # rounded up
+            meter.set_ranges(230.0, 3.0)
+            assert sim.current_range_a == 5.0
+            with pytest.raises(MeterError, match="above the analyzer's largest current range"):
+                meter.set_ranges(300.0, 25.0)
             with pytest.raises(MeterError, match=r"refused ':INPut:CURRent:RANGe 3'.*-224"):
-                meter.set_ranges(300.0, 3.0)
+                meter._set(":INPut:CURRent:RANGe 3")  # the analyzer's own refusal is named
+            meter.set_ranges(300.0, 1.0)
             watts["now"] = 2000.0  # 9 A on the 1 A range
             meter.start()
             time.sleep(0.2)

@@ -27,11 +27,10 @@ from collections.abc import Callable
 
 from energy_monitor.sim.faults import SimFaults
 from energy_monitor.sim.tcp_lines import SILENT, Hangup, TcpLineServer
+from energy_monitor.yokogawa import CURRENT_RANGES_A, VOLTAGE_RANGES_V
 
 IDN = "YOKOGAWA,WT310E,SIMULATED01,F1.03"
 RATES = {"100MS": 0.1, "250MS": 0.25, "500MS": 0.5, "1S": 1.0, "2S": 2.0, "5S": 5.0}
-VOLTAGE_RANGES_V = (15.0, 30.0, 60.0, 150.0, 300.0, 600.0)
-CURRENT_RANGES_A = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0)
 FUNCTIONS = ("U", "I", "P", "S", "Q", "LAMBDA", "WH", "AH", "TIME")
 OVERRANGE = 9.9e37
 ERR_NOT_DURING_INTEGRATION = 813

@@ -29,16 +29,12 @@ import os
 import re
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
-
-import numpy as np
 
 from energy_monitor.meter import MeterError, MeterIdentity
-from energy_monitor.poller import Poller
+from energy_monitor.poller import Poller, ReadingLog
 from energy_monitor.series import PowerSeries
 
 READINGS = {"instantaneous": "Instantaneous power reading",
@@ -103,10 +99,7 @@ class Ipmi:
         if password is not None:
             self._env["IPMI_PASSWORD"] = password
         self._argv += ["dcmi", "power", "reading"]
-        self._lock = threading.Lock()
-        self._times: list[float] = []
-        self._watts: list[float] = []
-        self._csv: TextIO | None = None
+        self._log = ReadingLog("ipmi", ("power_w", "state"))
         self._poller = Poller(self.poll, poll_interval_s, "ipmi-poll")
         self.state = "unknown"
         self.read_power_w()  # fail now (unreachable BMC, no DCMI), not mid-run
@@ -120,43 +113,29 @@ class Ipmi:
                              self.address or "local", "-", self.measured_as)
 
     def start(self, folder: Path | None = None) -> None:
-        with self._lock:
-            self._times, self._watts = [], []
-        if folder:
-            self._csv = (folder / "ipmi.csv").open("w")
-            self._csv.write("time_s,power_w,state\n")
+        self._log.start(folder)
         self.poll()
         self._poller.start()
 
     def stop(self) -> PowerSeries:
-        self._poller.finish(self._close_csv)
+        self._poller.finish(self._log.close)
         return self.series()
 
     def close(self) -> None:
         self._poller.stop()
-        self._close_csv()
+        self._log.close()
 
     def series(self) -> PowerSeries:
-        with self._lock:
-            return PowerSeries(np.array(self._times), np.array(self._watts),
-                               source=f"ipmi {self.address or 'local'}")
+        return PowerSeries(*self._log.arrays(), source=f"ipmi {self.address or 'local'}")
 
     def poll(self) -> None:
         watts = self.read_power_w()
-        now = self.clock()
-        with self._lock:
-            if self._times and now <= self._times[-1]:
-                return
-            self._times.append(now)
-            self._watts.append(watts)
-        if self._csv:
-            self._csv.write(f"{now:.6f},{watts:.1f},{self.state}\n")
-            self._csv.flush()
+        self._log.add(self.clock(), watts, self.state)
 
     def read_power_w(self) -> float:
         """Run ``ipmitool dcmi power reading`` once; the chosen reading in W."""
-        kept = (f" after {len(self._times)} readings (the readings so far are kept)"
-                if self._times else "")
+        kept = (f" after {len(self._log)} readings (the readings so far are kept)"
+                if len(self._log) else "")
         try:
             done = subprocess.run(self._argv, capture_output=True, text=True,
                                   timeout=self.timeout_s, env=self._env)
@@ -189,7 +168,3 @@ class Ipmi:
                     "(snmp_pdu) or an analyzer")
         return f"ipmitool dcmi power reading failed on {self.where}: {said}"
 
-    def _close_csv(self) -> None:
-        if self._csv:
-            self._csv.close()
-            self._csv = None

@@ -22,17 +22,14 @@ real GPU: ``benchmarks/gpu_nvml_check.py``.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Any, TextIO
-
-import numpy as np
+from typing import Any
 
 from energy_monitor.meter import MeterError, MeterIdentity
-from energy_monitor.poller import Poller
+from energy_monitor.poller import Poller, ReadingLog
 from energy_monitor.series import CounterSeries, PowerSeries
 
 MODES = ("auto", "energy", "power")
@@ -78,12 +75,10 @@ class Nvml:
         except BaseException:
             self._nvml.nvmlShutdown()
             raise
-        self._lock = threading.Lock()
-        self._times: list[float] = []
-        self._values: list[float] = []  # J since start (energy) or W (power)
+        # J since start (energy counter) or W (power polling)
+        self._log = ReadingLog("nvml", ("energy_j" if self.mode == "energy" else "power_w",))
         self._last_mj: list[int] = []
         self._total_mj = 0
-        self._csv: TextIO | None = None
         self._poller = Poller(self.poll, poll_interval_s, "nvml-poll")
         self._open = True
 
@@ -98,29 +93,19 @@ class Nvml:
     def start(self, folder: Path | None = None) -> None:
         """First reading now, then one each ``poll_interval_s``; with a folder, readings go
         to ``folder/nvml.csv`` as they are taken."""
-        with self._lock:
-            self._times, self._values = [], []
-            self._total_mj = 0
-            self._last_mj = []
-        if folder:
-            self._csv = (folder / "nvml.csv").open("w")
-            unit = "energy_j" if self.mode == "energy" else "power_w"
-            self._csv.write(f"time_s,{unit}\n")
+        self._total_mj = 0
+        self._last_mj = []
+        self._log.start(folder)
         self.poll()
         self._poller.start()
 
     def stop(self) -> CounterSeries | PowerSeries:
-        self._poller.finish(self._close_csv)
+        self._poller.finish(self._log.close)
         return self.series()
-
-    def _close_csv(self) -> None:
-        if self._csv:
-            self._csv.close()
-            self._csv = None
 
     def close(self) -> None:
         self._poller.stop()
-        self._close_csv()
+        self._log.close()
         if self._open:
             self._open = False
             self._nvml.nvmlShutdown()
@@ -145,19 +130,11 @@ class Nvml:
                           for h in self.handles]
             now = self.clock()
             value = sum(milliwatts) / 1000.0
-        with self._lock:
-            if self._times and now <= self._times[-1]:
-                return
-            self._times.append(now)
-            self._values.append(value)
-        if self._csv:
-            self._csv.write(f"{now:.6f},{value:.6f}\n")
-            self._csv.flush()
+        self._log.add(now, value)
 
     def series(self) -> CounterSeries | PowerSeries:
         """What was read so far (also after a failure)."""
-        with self._lock:
-            t, v = np.array(self._times), np.array(self._values)
+        t, v = self._log.arrays()
         source = f"nvml {'+'.join(self.uuids)}"
         if self.mode == "energy":
             return CounterSeries(t, v, source=source)

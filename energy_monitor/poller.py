@@ -1,4 +1,5 @@
-"""A thread that reads a series meter at a fixed interval and keeps its first failure.
+"""What polled series meters share: a thread that reads at a fixed interval and keeps its first
+failure (:class:`Poller`), and the log of timestamped readings (:class:`ReadingLog`).
 
 Every series meter that is polled (RAPL, NVML, PDUs, BMCs, an analyzer over SCPI) needs the
 same loop: call ``poll`` every ``interval_s`` until stopped; a
@@ -9,7 +10,11 @@ after keeping the readings taken so far.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
 
 from energy_monitor.meter import MeterError
 
@@ -67,3 +72,49 @@ class Poller:
             except MeterError as exc:
                 self.fail(str(exc))
                 return
+
+
+class ReadingLog:
+    """One polled meter's timestamped readings: kept in memory for its series and, while it
+    measures into a folder, appended to ``<folder>/<name>.csv`` and flushed per reading, so a
+    crash loses nothing already read. A reading not later than the last is dropped (a clock
+    that did not move between two polls gives no new information)."""
+
+    def __init__(self, name: str, columns: Sequence[str]) -> None:
+        self.name = name
+        self.columns = tuple(columns)  # after time_s: the value, then any extras
+        self._lock = threading.Lock()
+        self._times: list[float] = []
+        self._values: list[float] = []
+        self._csv: TextIO | None = None
+
+    def start(self, folder: Path | None) -> None:
+        with self._lock:
+            self._times, self._values = [], []
+        if folder:
+            self._csv = (folder / f"{self.name}.csv").open("w")
+            self._csv.write(",".join(("time_s", *self.columns)) + "\n")
+
+    def add(self, time_s: float, value: float, *extras: object) -> None:
+        with self._lock:
+            if self._times and time_s <= self._times[-1]:
+                return
+            self._times.append(time_s)
+            self._values.append(value)
+        if self._csv:
+            self._csv.write(",".join((f"{time_s:.6f}", f"{value:.6f}", *map(str, extras)))
+                            + "\n")
+            self._csv.flush()
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Times and values read so far (also after a failure)."""
+        with self._lock:
+            return np.array(self._times), np.array(self._values)
+
+    def __len__(self) -> int:
+        return len(self._times)
+
+    def close(self) -> None:
+        if self._csv:
+            self._csv.close()
+            self._csv = None

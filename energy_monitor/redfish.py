@@ -23,18 +23,15 @@ import base64
 import json
 import math
 import ssl
-import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
-
-import numpy as np
+from typing import Any
 
 from energy_monitor.meter import MeterError, MeterIdentity
-from energy_monitor.poller import Poller
+from energy_monitor.poller import Poller, ReadingLog
 from energy_monitor.series import PowerSeries
 
 SOURCES = ("auto", "environment_metrics", "power", "power_subsystem")
@@ -67,10 +64,7 @@ class Redfish:
             self._headers["Authorization"] = f"Basic {token}"
         self._ssl = None if verify_tls else ssl._create_unverified_context()
         self.chassis, self.source = self._discover(chassis, source)
-        self._lock = threading.Lock()
-        self._times: list[float] = []
-        self._watts: list[float] = []
-        self._csv: TextIO | None = None
+        self._log = ReadingLog("redfish", ("power_w",))
         self._poller = Poller(self.poll, poll_interval_s, "redfish-poll")
 
     def identify(self) -> MeterIdentity:
@@ -78,38 +72,24 @@ class Redfish:
                              self.chassis, "-", self.measured_as)
 
     def start(self, folder: Path | None = None) -> None:
-        with self._lock:
-            self._times, self._watts = [], []
-        if folder:
-            self._csv = (folder / "redfish.csv").open("w")
-            self._csv.write("time_s,power_w\n")
+        self._log.start(folder)
         self.poll()
         self._poller.start()
 
     def stop(self) -> PowerSeries:
-        self._poller.finish(self._close_csv)
+        self._poller.finish(self._log.close)
         return self.series()
 
     def close(self) -> None:
         self._poller.stop()
-        self._close_csv()
+        self._log.close()
 
     def series(self) -> PowerSeries:
-        with self._lock:
-            return PowerSeries(np.array(self._times), np.array(self._watts),
-                               source=f"redfish {self.url} {self.chassis}")
+        return PowerSeries(*self._log.arrays(), source=f"redfish {self.url} {self.chassis}")
 
     def poll(self) -> None:
         watts = self.read_power_w()
-        now = self.clock()
-        with self._lock:
-            if self._times and now <= self._times[-1]:
-                return
-            self._times.append(now)
-            self._watts.append(watts)
-        if self._csv:
-            self._csv.write(f"{now:.6f},{watts:.3f}\n")
-            self._csv.flush()
+        self._log.add(self.clock(), watts)
 
     def read_power_w(self) -> float:
         """One reading from the chosen resource."""
@@ -164,7 +144,7 @@ class Redfish:
         except (urllib.error.URLError, OSError) as exc:
             raise MeterError(
                 f"the BMC at {self.url} did not answer GET {path} "
-                f"({getattr(exc, 'reason', exc)}) after {len(getattr(self, '_times', []))} "
+                f"({getattr(exc, 'reason', exc)}) after {len(getattr(self, '_log', ()))} "
                 "readings: check its address and network; the readings so far are kept"
             ) from None
         try:
@@ -176,7 +156,3 @@ class Redfish:
             raise MeterError(f"malformed reply to GET {path} from the BMC: not a JSON object")
         return doc
 
-    def _close_csv(self) -> None:
-        if self._csv:
-            self._csv.close()
-            self._csv = None

@@ -40,12 +40,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
-
-import numpy as np
+from typing import Any
 
 from energy_monitor.meter import MeterError, MeterIdentity, parse_host_port
-from energy_monitor.poller import Poller
+from energy_monitor.poller import Poller, ReadingLog
 from energy_monitor.series import CounterSeries, PowerSeries
 
 DEFAULT_PORT = 161
@@ -133,10 +131,7 @@ class SnmpPdu:
         self.clock = clock
         self._community = community
         self._retries = retries
-        self._lock = threading.Lock()
-        self._times: list[float] = []
-        self._values: list[float] = []
-        self._csv: TextIO | None = None
+        self._log = ReadingLog("snmp_pdu", ("power_w" if measure == "power" else "energy_j",))
         self._loop = asyncio.new_event_loop()
         self._loop_thread = threading.Thread(target=self._loop.run_forever,
                                              name="snmp-pdu-loop", daemon=True)
@@ -159,22 +154,17 @@ class SnmpPdu:
                              f"{self.host}:{self.port}", self.object_id, self.measured_as)
 
     def start(self, folder: Path | None = None) -> None:
-        with self._lock:
-            self._times, self._values = [], []
-        if folder:
-            self._csv = (folder / "snmp_pdu.csv").open("w")
-            self._csv.write("time_s," + ("power_w" if self.measure == "power" else "energy_j")
-                            + "\n")
+        self._log.start(folder)
         self.poll()
         self._poller.start()
 
     def stop(self) -> PowerSeries | CounterSeries:
-        self._poller.finish(self._close_csv)
+        self._poller.finish(self._log.close)
         return self.series()
 
     def close(self) -> None:
         self._poller.stop()
-        self._close_csv()
+        self._log.close()
         if self._loop.is_closed():
             return
         with contextlib.suppress(TimeoutError, RuntimeError):  # closing anyway
@@ -186,23 +176,14 @@ class SnmpPdu:
     def series(self) -> PowerSeries | CounterSeries:
         """What was read since :meth:`start` (W, or the counter in J), also after a failure."""
         source = f"snmp_pdu {self.host}:{self.port} {self.channel.what}"
-        with self._lock:
-            t, v = np.array(self._times), np.array(self._values)
+        t, v = self._log.arrays()
         if self.measure == "power":
             return PowerSeries(t, v, source=source)
         return CounterSeries(t, v, source=source)
 
     def poll(self) -> None:
         value = self.read()
-        now = self.clock()
-        with self._lock:
-            if self._times and now <= self._times[-1]:
-                return
-            self._times.append(now)
-            self._values.append(value)
-        if self._csv:
-            self._csv.write(f"{now:.6f},{value:.6f}\n")
-            self._csv.flush()
+        self._log.add(self.clock(), value)
 
     def read(self) -> float:
         """One reading, scaled: W, or the energy counter in J."""
@@ -260,7 +241,7 @@ class SnmpPdu:
             raise MeterError(
                 f"no SNMP answer from the PDU at {self.host}:{self.port} within "
                 f"{self.timeout_s:g} s x {self._retries + 1} tries ({indication}) after "
-                f"{len(self._times)} readings: check the address, that SNMP v2c is enabled, and "
+                f"{len(self._log)} readings: check the address, that SNMP v2c is enabled, and "
                 "the community (an agent ignores a wrong community without answering); the "
                 "readings so far are kept")
         if int(status):
@@ -283,7 +264,3 @@ class SnmpPdu:
                      f"{ENTERPRISES[enterprise]}): set vendor = \"{ENTERPRISES[enterprise]}\"")
         return text
 
-    def _close_csv(self) -> None:
-        if self._csv:
-            self._csv.close()
-            self._csv = None

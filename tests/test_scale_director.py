@@ -273,8 +273,12 @@ def test_skew_over_the_limit_is_refused_and_marks_the_run_invalid(director, tmp_
     assert (folder / "ranging" / "spl.txt").read_text().startswith("Time,")
 
 
-def test_a_meter_that_stops_answering_fails_the_run_and_keeps_its_data(tmp_path):
-    faults = SimFaults(stall_after=int(1.0 / SAMPLE_PERIOD_S))  # silent 1 s into ranging
+@pytest.mark.parametrize("fault, says", [
+    ({"stall_after": int(1.0 / SAMPLE_PERIOD_S)}, "did not answer"),  # silent 1 s in
+    ({"garble_at": int(1.0 / SAMPLE_PERIOD_S)}, "malformed PTDaemon reply"),  # 1 s in
+], ids=["stops-answering", "malformed-reply"])
+def test_a_meter_that_fails_mid_run_fails_the_run_and_keeps_its_data(tmp_path, fault, says):
+    faults = SimFaults(**fault)
     with PtdSimulator(load_w, sample_period_s=SAMPLE_PERIOD_S, faults=faults) as sim:
         director = DirectorProcess(sut_toml(tmp_path, sim.address, timeout_s=0.5),
                                    tmp_path / "sessions")
@@ -282,7 +286,7 @@ def test_a_meter_that_stops_answering_fails_the_run_and_keeps_its_data(tmp_path)
             done = director.client(tmp_path, "--model", str(MODEL), "--min-duration-s", "2")
             assert done.returncode == 1, done.stderr
             out = json.loads(done.stdout)
-            assert "did not answer" in out["error"] and "run marked invalid" in out["error"]
+            assert says in out["error"] and "run marked invalid" in out["error"]
             assert not out["results"]["valid"]
             folder = Path(out["folder"])
             server = json.loads((folder / "power" / "server.json").read_text())

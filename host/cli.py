@@ -4,8 +4,12 @@
 (or JSON records with ``--json``); without ``--board`` it measures the board discovery finds, or
 the virtual lab when nothing is attached, and says which. ``tinypower doctor`` lists what is
 attached and what each mode still lacks; ``tinypower flash`` programs firmware through pyOCD;
-``tinypower models fetch`` caches the MLPerf Tiny reference models. Errors a user can act on
-are printed as one message, never a traceback; the exit code of ``measure`` is 0 only when every
+``tinypower models fetch`` caches the MLPerf Tiny reference models; ``tinypower build`` turns
+a model into C. ``measure --sut`` runs the MLPerf power workflow on an edge or datacenter SUT
+(``scale/commands.py``). The result commands (``results``, ``rescore``, ``check``), the
+sharing commands (``export``, ``report``) and the fleet commands (``fleet``,
+``training-energy``) register themselves from their packages. Errors a user can act on are
+printed as one message, never a traceback; the exit code of ``measure`` is 0 only when every
 requested result is valid.
 """
 
@@ -67,7 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    m = sub.add_parser("measure", help="run MLPerf Tiny modes on a board")
+    m = sub.add_parser("measure", help="run MLPerf Tiny modes on a board, or the MLPerf power "
+                                       "workflow on a SUT (--sut)")
     m.add_argument("--board",
                    help="board name in boards/ or a board TOML path (default: the attached "
                         "board `tinypower doctor` finds, else the virtual lab sim-m4)")

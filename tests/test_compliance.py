@@ -76,7 +76,7 @@ def test_short_windows_and_changed_files_fail(runs: Path, tmp_path: Path, capsys
 @needs_logs
 def test_published_tree_has_no_failures_and_warns_on_short_windows() -> None:
     cases = {c.path: c for c in check_tree(LOGS)}
-    assert len(cases) == 8 and not any(c.failed for c in cases.values())
+    assert len(cases) == 14 and not any(c.failed for c in cases.values())
     te13 = verdicts(cases[TE13].checks)
     assert te13["tiny.window_length[0]"] == "warn" and te13["tiny.window_count"] == "pass"
     assert verdicts(cases[TA01].checks)["tiny.accuracy_target"] == "pass"

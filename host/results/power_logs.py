@@ -8,16 +8,16 @@ scorer reads ours and published ones.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from pathlib import Path
 
+from tinypower.results.logio import ResultFileError, lines, parse_json, printable, read_text
 from tinypower.rules.power import PowerSample, PowerScore, ranging_check, score_power
 
 SPL_TIME_FORMAT = "%m-%d-%Y %H:%M:%S.%f"
 
 
-class PowerLogError(ValueError):
+class PowerLogError(ResultFileError):
     """A power result file is missing or malformed; the message names it."""
 
 
@@ -26,18 +26,20 @@ def read_spl(path: Path, time_lines_only: bool = False) -> list[PowerSample]:
     if not path.is_file():
         raise PowerLogError(f"{path} is missing: the analyzer's sample log is needed")
     samples = []
-    for lineno, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+    for lineno, line in enumerate(lines(_text(path)), 1):
         if not line.strip() or (time_lines_only and not line.startswith("Time")):
             continue
         fields = line.split(",")
         try:
             if fields[0] != "Time" or fields[2] != "Watts":
                 raise ValueError("expected 'Time,<time>,Watts,<value>,...'")
-            samples.append(
-                PowerSample(datetime.strptime(fields[1], SPL_TIME_FORMAT), float(fields[3]))
-            )
+            watts = float(fields[3])
+            if watts != watts or abs(watts) == float("inf"):
+                raise ValueError(f"{fields[3]!r} W is not a finite number")
+            samples.append(PowerSample(datetime.strptime(fields[1], SPL_TIME_FORMAT), watts))
         except (IndexError, ValueError) as exc:
-            raise PowerLogError(f"{path}:{lineno}: not an spl.txt sample line ({exc})") from None
+            why = printable(str(exc))[:120]
+            raise PowerLogError(f"{path}:{lineno}: not an spl.txt sample line ({why})") from None
     return samples
 
 
@@ -46,15 +48,24 @@ def read_mlperf_log(path: Path) -> dict[str, object]:
     if not path.is_file():
         raise PowerLogError(f"{path} is missing: LoadGen's detail log is needed")
     values: dict[str, object] = {}
-    for lineno, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+    for lineno, line in enumerate(lines(_text(path)), 1):
         if not line.startswith(":::MLLOG "):
             continue
         try:
-            entry = json.loads(line.removeprefix(":::MLLOG "))
-        except json.JSONDecodeError as exc:
-            raise PowerLogError(f"{path}:{lineno}: malformed MLLOG line ({exc})") from None
+            entry = parse_json(line.removeprefix(":::MLLOG "), f"{path}:{lineno}")
+        except ResultFileError as exc:
+            raise PowerLogError(f"malformed MLLOG line: {exc}") from None
+        if not isinstance(entry, dict) or not isinstance(entry.get("key"), str):
+            raise PowerLogError(f"{path}:{lineno}: MLLOG line is not an object with a key")
         values.setdefault(entry["key"], entry.get("value"))
     return values
+
+
+def _text(path: Path) -> str:
+    try:
+        return read_text(path)
+    except ResultFileError as exc:
+        raise PowerLogError(str(exc)) from None
 
 
 def loadgen_window(log: dict[str, object], path: Path) -> tuple[datetime, datetime]:
@@ -63,6 +74,9 @@ def loadgen_window(log: dict[str, object], path: Path) -> tuple[datetime, dateti
         end = datetime.strptime(str(log["power_end"]), SPL_TIME_FORMAT)
     except KeyError as exc:
         raise PowerLogError(f"{path} has no {exc.args[0]}: not a power run's LoadGen log") from None
+    except ValueError as exc:
+        why = printable(str(exc))[:120]
+        raise PowerLogError(f"{path}: power_begin/power_end unreadable ({why})") from None
     if end <= begin:
         raise PowerLogError(f"{path}: power_end {end} is not after power_begin {begin}")
     return begin, end
@@ -82,10 +96,19 @@ def score_run_dir(
     begin, end = loadgen_window(log, detail)
     scenario = str(log.get("effective_scenario", ""))
     count = log.get("result_query_count")
-    return score_power(
-        scenario, read_spl(run_dir / "spl.txt", time_lines_only), begin, end,
-        int(count) if count is not None else None, joules_per_query, positive_only,
-    )
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int)
+                              or not 0 < count < 10**15):
+        raise PowerLogError(f"{detail}: result_query_count {printable(repr(count))[:40]} is not "
+                            "a positive count")
+    try:
+        return score_power(
+            scenario, read_spl(run_dir / "spl.txt", time_lines_only), begin, end,
+            count, joules_per_query, positive_only,
+        )
+    except PowerLogError:
+        raise
+    except ValueError as exc:
+        raise PowerLogError(f"{run_dir}: {printable(str(exc))}") from None
 
 
 def era_rules(version: tuple[int, int] | None) -> dict[str, bool]:

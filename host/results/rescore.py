@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 
 from energy_monitor.trace import TraceError, integrate, load_trace, window_from_events
+from tinypower.results.logio import ResultFileError, lines, printable, read_json, read_text
 from tinypower.results.power_logs import (
-    PowerLogError,
     era_rules,
     read_mlperf_log,
     score_power_folder,
@@ -46,28 +46,36 @@ from tinypower.results.record import (
     records_from_session,
 )
 from tinypower.results.tiny_logs import (
+    AccuracyRun,
     EembcEnergyRun,
     LogFormatError,
     _find,
+    _load_results_json,
+    is_sww,
     printed_energy_windows,
     printed_performance_windows,
+    published_auc,
+    published_sww,
     published_top1,
     published_value,
     read_eembc_accuracy,
     read_eembc_energy,
     read_eembc_performance,
+    read_mlcommons_accuracy,
     read_mlcommons_energy,
     read_mlcommons_performance,
+    read_sww,
     score_eembc_summary,
 )
+from tinypower.rules.power import SCENARIO_NAMES, score_for_scenario
 from tinypower.rules.tiny import (
     REQUIRED_WINDOWS,
     PerfWindow,
     TinyResult,
+    accuracy_scores,
     median,
     score_energy,
     score_performance,
-    top1_percent,
 )
 
 STATUSES = ("match", "mismatch", "flagged", "unsupported")
@@ -82,7 +90,9 @@ BENCHMARKS = {
     "ad": "ad01", "anomaly_detection": "ad01", "ad01": "ad01",
 }
 TINY_MODES = ("energy", "performance", "accuracy", "power", "enegy")
-_VERSION = re.compile(r"^v(\d+)\.(\d+)$")
+_VERSION = re.compile(r"^v(\d{1,3})\.(\d{1,3})$")
+_REPO_VERSION = re.compile(r"results_v(\d{1,3})\.(\d{1,3})$", re.IGNORECASE)
+_SUFFIX_VERSION = re.compile(r"[_-]v(\d{1,3})\.(\d{1,3})$")
 _TRANSCRIPT_INFER = re.compile(r"^[\d.]+ > (?:\S+ )*?infer (\d+)(?: (\d+))?")
 _TRANSCRIPT_LAP = re.compile(r"^[\d.]+ < .*m-lap-us-(\d+)")
 _TRANSCRIPT_SENT = re.compile(r"^[\d.]+ > ")
@@ -154,51 +164,134 @@ class CaseResult:
 # Finding cases
 
 
-def case_kind(folder: Path) -> str | None:
-    """What kind of result folder this is, or None when it is not one."""
+_SCENARIO_DIRS = set(SCENARIO_NAMES)
+_COMPLIANCE = re.compile(r"^TEST\d\d$", re.IGNORECASE)
+# Result folders whose files are missing or unrecognised are still reported, never dropped.
+MISSING_FILES = "tiny_unreadable"
+
+
+def _has_power_logs(folder: Path) -> bool:
+    """A LoadGen folder holds a power result: a ranging run, the director's logs or spl.txt."""
+    return ((folder / "ranging").is_dir() or (folder / "power").is_dir()
+            or (folder / "run_1" / "spl.txt").is_file())
+
+
+def _results_json_kind(path: Path) -> str:
+    try:
+        elements = _load_results_json(path)
+    except LogFormatError:
+        return "tiny_newrunner_unreadable"
+    modes = {str(e.get("mode")) for e in elements}
+    if is_sww(path.parent):
+        return "tiny_sww_energy_newrunner" if "e" in modes else "tiny_sww_perf_newrunner"
+    if "e" in modes:
+        return "tiny_energy_newrunner"
+    return "tiny_perf_newrunner" if "p" in modes else "tiny_accuracy_newrunner"
+
+
+def classify(folder: Path) -> tuple[str | None, str | None]:
+    """``(kind, None)`` for a result folder, ``(None, why)`` for one that is not a result of a
+    kind rescored here (skipped, listed once), ``(None, None)`` for anything else."""
     if (folder / "session.json").is_file():
-        return "tinypower_session"
-    if any((folder / d).is_dir() for d in ("run_1", "ranging")):
-        return "power"
+        return "tinypower_session", None
+    if _COMPLIANCE.match(folder.name):
+        return None, "compliance test folder (TEST0x), not a result"
+    if (folder / "run_1").is_dir() or (folder / "ranging").is_dir():
+        if _has_power_logs(folder):
+            return "power", None
+        return None, "MLPerf Inference result without power logs"
+    if (folder / "mlperf_log_accuracy.json").is_file() or (
+            folder / "mlperf_log_detail.txt").is_file():
+        return None, "MLPerf Inference accuracy or LoadGen log folder, not a power result"
     if _find(folder, "trace1-energy.bin") or _find(folder, "trace1-timestamps.json"):
-        return "tiny_energy_eembc"
+        return "tiny_energy_eembc", None
     if (results_json := _find(folder, "results.json")) is not None:
-        try:
-            modes = {e.get("mode") for e in json.loads(results_json.read_text())}
-        except (json.JSONDecodeError, AttributeError, TypeError):
-            return "tiny_newrunner_unreadable"
-        if "e" in modes:
-            return "tiny_energy_newrunner"
-        return "tiny_perf_newrunner" if "p" in modes else "tiny_accuracy_newrunner"
+        return _results_json_kind(results_json), None
     results_txt = _find(folder, "results.txt")
     log = _find(folder, "log.txt")
+    mode = folder.name.lower()
     if results_txt is None and log is None:
-        return None
-    text = results_txt.read_text(errors="replace") if results_txt else ""
-    if "Energy data for window" in text or (not text and folder.name in ("energy", "power")):
-        return "tiny_energy_summary"
-    if "Median throughput" in text or (not text and folder.name == "performance"):
-        return "tiny_perf_eembc"
-    if re.search(r"Top[- ]1", text) or (not text and folder.name == "accuracy"):
-        return "tiny_accuracy"
-    return None
+        if mode in TINY_MODES and not _has_subfolders(folder):
+            return MISSING_FILES, None
+        return None, None
+    try:
+        text = read_text(results_txt) if results_txt else ""
+    except ResultFileError:
+        return MISSING_FILES, None
+    if "Energy data for window" in text or (not text and mode in ("energy", "power", "enegy")):
+        return "tiny_energy_summary", None
+    if "Median throughput" in text or (not text and mode == "performance"):
+        return "tiny_perf_eembc", None
+    if re.search(r"Top[- ]1|AUC", text) or (not text and mode == "accuracy"):
+        return "tiny_accuracy", None
+    return (MISSING_FILES, None) if mode in TINY_MODES else (None, None)
+
+
+def _has_subfolders(folder: Path) -> bool:
+    try:
+        return any(entry.is_dir(follow_symlinks=False) for entry in os.scandir(folder))
+    except OSError:
+        return False
+
+
+def case_kind(folder: Path) -> str | None:
+    """What kind of result folder this is, or None when it is not one."""
+    return classify(folder)[0]
+
+
+@dataclass
+class TreeScan:
+    """What a walk of a tree found: result folders, and folders skipped with the reason."""
+
+    cases: list[Path] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+    def skipped_summary(self) -> list[str]:
+        """One line per reason: how many folders, and the first of them."""
+        by_reason: dict[str, list[Path]] = {}
+        for path, why in self.skipped:
+            by_reason.setdefault(why, []).append(path)
+        return [f"skipped {len(paths)} folder(s): {why} (e.g. {printable(paths[0])})"
+                for why, paths in by_reason.items()]
+
+
+def scan_tree(root: Path) -> TreeScan:
+    """Walk ``root`` without recursion (trees thousands deep occur in damaged copies) and
+    without following links; stop descending at a result or skipped folder."""
+    root = Path(root)
+    if not root.exists():
+        raise RescoreError(f"{printable(root)} does not exist")
+    scan = TreeScan()
+    kind, why = classify(root)
+    if kind:
+        scan.cases.append(root)
+        return scan
+    stack = [root]
+    while stack:
+        here = stack.pop()
+        if here != root:
+            kind, why = classify(here)
+            if kind:
+                scan.cases.append(here)
+                continue
+            if why:
+                scan.skipped.append((here, why))
+                continue
+        try:
+            subdirs = sorted(
+                (Path(e.path) for e in os.scandir(here)
+                 if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)),
+                reverse=True)
+        except OSError:
+            continue
+        stack.extend(subdirs)
+    scan.cases.sort(key=lambda p: p.parts)
+    return scan
 
 
 def find_cases(root: Path) -> list[Path]:
     """Every result folder under ``root`` (``root`` itself if it is one), in path order."""
-    root = Path(root)
-    if not root.exists():
-        raise RescoreError(f"{root} does not exist")
-    if case_kind(root):
-        return [root]
-    found: list[Path] = []
-    for dirpath, dirnames, _ in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        here = Path(dirpath)
-        if here != root and case_kind(here):
-            found.append(here)
-            dirnames[:] = []
-    return found
+    return scan_tree(root).cases
 
 
 # --------------------------------------------------------------------------------------------
@@ -213,7 +306,7 @@ def read_published_table(path: Path) -> dict[Path, tuple[float, str]]:
     """
     table: dict[Path, tuple[float, str]] = {}
     header: list[str] | None = None
-    for line in Path(path).read_text(errors="replace").splitlines():
+    for line in lines(read_text(Path(path))):
         if not line.startswith("|"):
             header = None if not line.strip() else header
             continue
@@ -325,10 +418,24 @@ def _path_facts(folder: Path, scale: str = "tiny") -> dict[str, Any]:
 
 
 def _version(folder: Path) -> tuple[int, int] | None:
-    for part in reversed(folder.resolve().parts):
-        if m := _VERSION.match(part):
-            return int(m.group(1)), int(m.group(2))
+    """The round a result belongs to, from the path: a results repository's name
+    (``inference_results_v2.1``), else a component ``v2.1``, else one ending ``_v2.1``; the
+    nearest to the folder wins within each form. A system named ``...-v2.7.1-...`` is not a
+    round."""
+    parts = Path(os.path.abspath(folder)).parts
+    for pattern in (_REPO_VERSION, _VERSION, _SUFFIX_VERSION):
+        for part in reversed(parts):
+            if m := pattern.search(part):
+                return int(m.group(1)), int(m.group(2))
     return None
+
+
+def parse_round(text: str) -> tuple[int, int]:
+    """``--round`` as ``v2.1``, ``2.1`` or ``inference_results_v2.1``."""
+    m = re.search(r"(\d{1,3})\.(\d{1,3})$", text.strip())
+    if not m:
+        raise RescoreError(f"--round {printable(text)!s}: expected a round such as v2.1 or 4.0")
+    return int(m.group(1)), int(m.group(2))
 
 
 # --------------------------------------------------------------------------------------------
@@ -366,8 +473,11 @@ def _in_order_pairing(folder: Path) -> str:
 
 def _perf_sibling_throughput(folder: Path) -> float | None:
     sibling = folder.parent / "performance"
-    claim = published_value(sibling) if sibling.is_dir() else None
-    return claim[0] if claim and claim[1] == "inf/s" else None
+    try:
+        claim = published_value(sibling) if sibling.is_dir() else None
+    except ResultFileError:
+        return None
+    return claim[0] if claim and claim[1] == "inf/s" and claim[0] > 0 else None
 
 
 def rescore_eembc_energy(folder: Path) -> CaseResult:
@@ -423,21 +533,31 @@ def rescore_eembc_energy(folder: Path) -> CaseResult:
     if printed and len(offsets_used) == len(run.windows) == len(printed):
         exact = median([by_window[i][o] / counts[i] for i, o in enumerate(offsets_used)])
         notes.append(f"every printed window reproduced to 0.005 uJ with edge offsets "
-                     f"{offsets_used}: exact median {exact:.3f} uJ/inf")
+                     f"{offsets_used}: derived is the exact median {exact:.3f} uJ/inf (the "
+                     f"default rule gives {case.derived:.3f})")
+        case.derived = exact
     notes.append(f"+-1 sample window ambiguity: {case.derived_range[0]:.3f} .. "
                  f"{case.derived_range[1]:.3f} uJ/inf (default rule: samples round(t0*fs)+1 .. "
                  "round(t1*fs))")
     throughput = _perf_sibling_throughput(folder)
     if throughput:
+        slower = []
         for w in energies:
             expected_s = w.window.work_count / throughput
             off = w.duration_s / expected_s - 1
-            if abs(off) > PERF_CROSSCHECK_TOLERANCE:
+            if off < -PERF_CROSSCHECK_TOLERANCE:
                 flags.append(
                     f"window {w.window.label} lasts {w.duration_s:.3f} s but "
                     f"{w.window.work_count} inferences take {expected_s:.3f} s in performance "
                     f"mode ({off:+.1%}): the window measures the wrong interval"
                 )
+            elif off > PERF_CROSSCHECK_TOLERANCE:
+                slower.append(off)
+        if slower:
+            # Energy-mode firmware often runs slower (other clocks, the isolated supply): a
+            # longer window is no evidence of a wrong interval, a shorter one is.
+            notes.append(f"energy mode is {min(slower):+.1%} .. {max(slower):+.1%} slower than "
+                         "performance mode in windows that last longer than N x its latency")
     case.facts.update(_tiny_energy_facts(energies, run.trace.period_s))
     return _settle(case, flags, notes)
 
@@ -551,20 +671,113 @@ def rescore_eembc_summary(folder: Path) -> CaseResult:
     return _settle(case, flags, notes + window_notes)
 
 
-def rescore_accuracy(folder: Path) -> CaseResult:
-    published = published_top1(folder)
-    case = CaseResult(folder, "tiny_accuracy", published, None, "% top-1",
+def _agrees_printed(derived: float, printed: str) -> bool:
+    """Equal at the printed precision, rounded or truncated (the EEMBC runner's AUC: 0.99
+    where the outputs give 0.9953 is truncation; its method is unpublished)."""
+    d = len(printed.split(".")[1]) if "." in printed else 0
+    scale = 10**d
+    return (f"{derived:.{d}f}" == f"{float(printed):.{d}f}"
+            or math.isclose(math.floor(derived * scale + 1e-9) / scale, float(printed)))
+
+
+def rescore_accuracy(folder: Path, kind: str = "tiny_accuracy") -> CaseResult:
+    """Top-1 (classifiers) or AUC (anomaly detection) re-derived from the per-file outputs.
+
+    EEMBC runner: ``log.txt`` outputs with labels from the evaluation set's list. MLCommons
+    runner: ``results.json`` with the runner's recorded classes. A run over fewer files than
+    it was meant to cover is flagged incomplete with the count seen, not scored as a worse
+    accuracy.
+    """
+    top1 = published_top1(folder)
+    auc = published_auc(folder)
+    case = CaseResult(folder, kind, top1, None, "% top-1", facts=_path_facts(folder))
+    reader = read_mlcommons_accuracy if kind == "tiny_accuracy_newrunner" else read_eembc_accuracy
+    try:
+        run: AccuracyRun = reader(folder)
+    except LogFormatError as exc:
+        raw = "results.json" if kind == "tiny_accuracy_newrunner" else "log.txt"
+        if (top1 is not None or auc is not None) and _find(folder, raw) is None:
+            case.status = "unsupported"
+            case.reasons = [f"summary only: results.txt prints the accuracy but no {raw} "
+                            "was published to re-derive it from"]
+            return case
+        return _settle(case, [str(exc)], [])
+    scores = accuracy_scores(run.outputs, run.labels)
+    is_ad = scores["width"] == 1
+    flags: list[str] = []
+    notes = [f"labels from {run.label_source}", *run.notes]
+    if is_ad:
+        case.unit = "AUC"
+        case.published = auc[0] if auc else None
+        case.derived = scores["auc"]
+        if top1 is not None:
+            notes.append(f"the runner's threshold 'Top 1%' from the outputs: "
+                         f"{scores['top1']:.1f} (printed {top1})")
+    else:
+        case.derived = scores["top1"]
+        notes.insert(0, f"{scores['hits']} of {scores['files']} files classified correctly")
+        if auc and scores["auc"] is not None:
+            agree = _agrees_printed(scores["auc"], auc[1])
+            if kind == "tiny_accuracy_newrunner" and not agree:
+                flags.append(f"results.txt prints AUC {auc[1]} but the outputs give "
+                             f"{scores['auc']:.4f}")
+            else:
+                notes.append(f"AUC {scores['auc']:.4f} from the outputs, printed {auc[1]}"
+                             + ("" if agree else " (EEMBC's AUC method is unpublished: "
+                                "not compared)"))
+    if run.incomplete:
+        flags.insert(0, f"incomplete: the run holds {len(run.files)} of the {run.expected} "
+                        f"files it was meant to cover ({run.results_seen} results seen): the "
+                        "published accuracy is not over this set")
+    if (auc and case.derived is not None and is_ad and not flags
+            and _agrees_printed(case.derived, auc[1])):
+        case.status = "match"
+        case.reasons = [f"matches published (AUC {case.derived:.4f}, printed {auc[1]})", *notes]
+        case.facts.update({"metric": "auc", "work_count": len(run.files)})
+        return case
+    case.facts.update({"metric": "auc" if is_ad else "top1", "work_count": len(run.files)})
+    return _settle(case, flags, notes)
+
+
+def rescore_sww(folder: Path, kind: str) -> CaseResult:
+    """Streaming wake word (MLCommons runner): throughput = 1 / mean processing time, which is
+    1 / (duty cycle x period) as ``results.txt`` prints it, from the DUT's raw pulse edges;
+    detections re-counted and compared with the printed accuracy line."""
+    printed = published_sww(folder)
+    case = CaseResult(folder, kind, printed.get("throughput"), None, "inf/s",
                       facts=_path_facts(folder))
     try:
-        run = read_eembc_accuracy(folder)
+        runs = read_sww(folder)
+        flags: list[str] = []
+        notes: list[str] = []
+        run = runs[0]
+        on, period, duty = run.duty_cycle()
+        case.derived = 1.0 / on
+        notes.append(f"{min(len(run.start_times_s), len(run.stop_times_s))} processing pulses: "
+                     f"mean on-time {on * 1e3:.4f} ms, period {period * 1e3:.4f} ms, duty cycle "
+                     f"{duty:.5f}")
+        if len(runs) > 1:
+            notes.append(f"{len(runs)} streamed files; the throughput is the first's")
+        if "duty_cycle" in printed and printed["duty_cycle"] is not None and not math.isclose(
+                duty, printed["duty_cycle"], rel_tol=1e-3):
+            flags.append(f"results.txt prints duty cycle {printed['duty_cycle']} but the pulses "
+                         f"give {duty:.5f}")
+        if run.detections_ms:
+            counts = run.detection_counts()
+            notes.append(f"detections: {counts[0]} true positives, {counts[1]} false negatives, "
+                         f"{counts[2]} false positives")
+            if "counts" in printed and tuple(printed["counts"]) != counts:
+                flags.append(f"results.txt prints {printed['counts']} (TP, FN, FP) but the "
+                             f"detections give {counts}")
     except LogFormatError as exc:
         return _settle(case, [str(exc)], [])
-    case.derived = top1_percent(run.outputs, run.labels)
-    hits = round(case.derived * len(run.labels) / 100)
-    notes = [f"{hits} of {len(run.labels)} files classified correctly",
-             "AUC not compared: the EEMBC runner's AUC method is unpublished"]
-    case.facts.update({"metric": "top1", "work_count": len(run.labels)})
-    return _settle(case, [], notes)
+    if kind == "tiny_sww_energy_newrunner":
+        case.status = "unsupported"
+        case.reasons = ["streaming wake word energy: only its performance and detections are "
+                        "re-derived here", *notes]
+        return case
+    case.facts.update({"metric": "throughput", "work_count": None})
+    return _settle(case, flags, notes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -578,31 +791,36 @@ def _power_scale(folder: Path, scenario: str) -> str:
         return "edge"
     if scenario == "Offline":
         parent = folder.parent if folder.name != "performance" else folder.parent.parent
-        if any((parent / s).is_dir() for s in ("SingleStream", "singlestream")):
-            return "edge"
+        try:
+            if any(e.name.lower() == "singlestream" for e in os.scandir(parent)):
+                return "edge"
+        except OSError:
+            pass
     return "datacenter"
 
 
 def _clock_skew_s(folder: Path) -> float | None:
     """Largest client/server wall-clock difference over the phase checkpoints, if recorded."""
     try:
-        client = json.loads((folder / "power" / "client.json").read_text())
-        server = json.loads((folder / "power" / "server.json").read_text())
+        client = read_json(folder / "power" / "client.json")
+        server = read_json(folder / "power" / "server.json")
         return max(
             abs(c[0] - s[0])
             for mode in ("ranging", "testing")
             for c, s in zip(client["phases"][mode], server["phases"][mode], strict=True)
         )
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+    except (ResultFileError, KeyError, TypeError, ValueError, IndexError, AttributeError):
         return None
 
 
 def _director_claim(folder: Path) -> tuple[float, str] | None:
     """The testing value a ``tinypower.scale`` director stored in the session's results.json."""
     try:
-        testing = json.loads((folder / "results.json").read_text())["testing"]
+        if not (folder / "results.json").is_file():
+            return None
+        testing = read_json(folder / "results.json")["testing"]
         return float(testing["value"]), str(testing["unit"])
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+    except (ResultFileError, KeyError, TypeError, ValueError, OverflowError):
         return None
 
 
@@ -612,39 +830,57 @@ def _power_measured_as(folder: Path) -> str:
     measured on hardware."""
     try:
         if (folder / "results.json").is_file():
-            stated = json.loads((folder / "results.json").read_text()).get("measured_as")
+            stated = read_json(folder / "results.json").get("measured_as")
             if stated:
-                return str(stated)
-        server = json.loads((folder / "power" / "server.json").read_text())
+                return printable(stated)
+        if not (folder / "power" / "server.json").is_file():
+            return "hardware"
+        server = read_json(folder / "power" / "server.json")
         primary = server["config"]["meters"][0]["name"]  # the meter spl.txt is from
         return str(server["phases"]["testing"]["meters"][primary]["identity"]["measured_as"])
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError, IndexError):
+    except (ResultFileError, KeyError, TypeError, AttributeError, IndexError):
         return "hardware"
 
 
-def rescore_power(folder: Path, table: dict[Path, tuple[float, str]]) -> CaseResult:
+def _filed_scenario(folder: Path) -> str | None:
+    """The scenario a result is filed under: its ``<Scenario>`` folder (any case), if named so."""
+    scenario_dir = folder.parent if folder.name == "performance" else folder
+    return SCENARIO_NAMES.get(scenario_dir.name.lower())
+
+
+def rescore_power(folder: Path, table: dict[Path, tuple[float, str]],
+                  round_: tuple[int, int] | None = None) -> CaseResult:
+    """Average power or energy per query over LoadGen's window, by the checker rules of the
+    result's round (``round_``, else the path; never a table's unit), for the scenario the
+    folder is filed under."""
     claim = table.get(folder.resolve()) or _director_claim(folder)
-    version = _version(folder)
+    version = round_ or _version(folder)
     era = era_rules(version)
-    if claim and claim[1]:
-        era["joules_per_query"] = claim[1] == "J/query"
     measured_as = _power_measured_as(folder)
     case = CaseResult(folder, "power", claim[0] if claim else None, None,
                       claim[1] if claim else "", facts={"measured_as": measured_as})
     flags: list[str] = []
-    rules = ", ".join(k for k, on in era.items() if on) or "all samples, W or J/query as listed"
-    round_name = f"v{version[0]}.{version[1]}" if version else "the current round"
+    rules = ", ".join(k for k, on in era.items() if on) or "all samples, W or mJ/query"
+    round_name = (f"v{version[0]}.{version[1]}" if version
+                  else "the current round (no round in the path: give --round)")
     notes: list[str] = [f"checker rules of {round_name}: {rules}"]
     try:
         scored = score_power_folder(folder, **era)
         log = read_mlperf_log(folder / "run_1" / "mlperf_log_detail.txt")
-    except (PowerLogError, ValueError) as exc:
-        return _settle(case, [str(exc)], notes)
-    testing = scored["testing"]
+        run = scored["testing"]
+        filed = _filed_scenario(folder) or run.scenario
+        testing, inferred = score_for_scenario(run, filed)
+    except (ResultFileError, ValueError) as exc:
+        return _settle(case, [printable(str(exc))], notes)
+    if inferred:
+        notes.insert(0, inferred)
     case.derived, case.unit = testing.value, testing.unit
+    if claim and claim[1] and claim[1] != testing.unit:
+        notes.append(f"the table lists the value in {claim[1]}; {round_name}'s rules give "
+                     f"{testing.unit}")
     if str(log.get("result_validity", "VALID")) != "VALID":
-        flags.append(f"LoadGen says the run is {log.get('result_validity')}: no power result "
-                     "can be published for it")
+        flags.append(f"LoadGen says the run is {printable(log.get('result_validity'))}: no "
+                     "power result can be published for it")
     notes.append(f"{testing.samples} samples inside the {testing.window_s:.3f} s LoadGen window, "
                  f"mean {testing.average_power_w:.7g} W")
     missing = math.floor(testing.window_s) - testing.samples
@@ -654,15 +890,14 @@ def rescore_power(folder: Path, table: dict[Path, tuple[float, str]]) -> CaseRes
     notes.append(("" if scored["ranging_ok"] else "warning: ") + "ranging check: "
                  + scored["ranging_message"])
     queries = log.get("result_query_count")
-    scenario = testing.scenario
     skew = _clock_skew_s(folder)
     scenario_dir = folder.parent if folder.name == "performance" else folder
     case.facts.update({
-        "scale": _power_scale(folder, scenario), "scenario": scenario,
+        "scale": _power_scale(folder, testing.scenario), "scenario": testing.scenario,
         "benchmark": scenario_dir.parent.name, "system": scenario_dir.parents[1].name,
         "metric": testing.metric, "power_w": testing.average_power_w,
         "duration_s": testing.window_s, "energy_j": testing.average_power_w * testing.window_s,
-        "work_count": int(queries) if queries is not None and testing.metric ==
+        "work_count": queries if isinstance(queries, int) and testing.metric ==
         "energy_per_query" else None,
         "meter": "PTDaemon power analyzer", "alignment_bound_s": skew,
     })
@@ -763,14 +998,34 @@ def _session_energy(folder: Path, session: dict, infers: list) -> TinyResult:
 # Dispatch
 
 
-def rescore_case(folder: Path, table: dict[Path, tuple[float, str]] | None = None) -> CaseResult:
-    """Rescore one result folder of any kind we know."""
+def rescore_case(folder: Path, table: dict[Path, tuple[float, str]] | None = None,
+                 round_: tuple[int, int] | None = None) -> CaseResult:
+    """Rescore one result folder of any kind we know; never raises for a folder's content."""
     folder = Path(folder)
+    try:
+        return _rescore_case(folder, table, round_)
+    except (ResultFileError, OSError, ValueError, TraceError, RecursionError) as exc:
+        # The readers turn every damage they know of into a flag; this is the last guard, so
+        # that one unforeseen file cannot stop a whole tree or reach the user as a traceback.
+        return CaseResult(folder, case_kind_safe(folder), None, None, "", "flagged",
+                          [f"{printable(folder)}: unreadable ({type(exc).__name__}: "
+                           f"{printable(str(exc))[:300]})"])
+
+
+def case_kind_safe(folder: Path) -> str:
+    try:
+        return case_kind(folder) or "unknown"
+    except (ResultFileError, OSError, ValueError):
+        return "unknown"
+
+
+def _rescore_case(folder: Path, table: dict[Path, tuple[float, str]] | None,
+                  round_: tuple[int, int] | None) -> CaseResult:
     kind = case_kind(folder)
     if kind == "tinypower_session":
         return rescore_session(folder)
     if kind == "power":
-        return rescore_power(folder, table or {})
+        return rescore_power(folder, table or {}, round_)
     if kind == "tiny_energy_eembc":
         case = rescore_eembc_energy(folder)
     elif kind == "tiny_energy_newrunner":
@@ -781,8 +1036,20 @@ def rescore_case(folder: Path, table: dict[Path, tuple[float, str]] | None = Non
         case = _rescore_perf(folder, kind, read_eembc_performance)
     elif kind == "tiny_energy_summary":
         case = rescore_eembc_summary(folder)
-    elif kind == "tiny_accuracy":
-        case = rescore_accuracy(folder)
+    elif kind in ("tiny_accuracy", "tiny_accuracy_newrunner"):
+        case = rescore_accuracy(folder, kind)
+    elif kind in ("tiny_sww_perf_newrunner", "tiny_sww_energy_newrunner"):
+        case = rescore_sww(folder, kind)
+    elif kind in (MISSING_FILES, "tiny_newrunner_unreadable"):
+        case = CaseResult(folder, kind, None, None, "", "flagged", [
+            f"{printable(folder)}: a result folder without a readable results.txt, log.txt or "
+            "results.json: nothing to re-derive or compare"])
+        if kind == "tiny_newrunner_unreadable":
+            try:
+                _load_results_json(_find(folder, "results.json"))
+            except LogFormatError as exc:
+                case.reasons = [str(exc)]
+        return case
     else:
         claim = published_value(folder)
         return CaseResult(folder, kind or "unknown", claim[0] if claim else None, None,
@@ -797,18 +1064,25 @@ def rescore_case(folder: Path, table: dict[Path, tuple[float, str]] | None = Non
 
 
 def rescore_tree(
-    root: Path, table_path: Path | None = None
+    root: Path, table_path: Path | None = None, round_: tuple[int, int] | None = None,
+    scan: TreeScan | None = None,
 ) -> Iterator[CaseResult]:
     """Rescore every result folder under ``root``; the published table is ``table_path`` or
-    the nearest ``CASES.md`` above ``root``."""
-    cases = find_cases(root)
-    if not cases:
+    the nearest ``CASES.md`` above ``root``. Pass ``scan`` to learn what was skipped."""
+    found = scan_tree(root)
+    if scan is not None:
+        scan.cases, scan.skipped = found.cases, found.skipped
+    if not found.cases:
         raise RescoreError(
-            f"no MLPerf Tiny, MLPerf power or tinypower session folders under {root}: pass a "
-            "folder holding results.txt/log.txt, run_1/ + ranging/, or session.json"
+            f"no MLPerf Tiny, MLPerf power or tinypower session folders under "
+            f"{printable(root)}: pass a folder holding results.txt/log.txt, run_1/ + ranging/, "
+            "or session.json"
+            + (f" ({'; '.join(found.skipped_summary())})" if found.skipped else "")
         )
     table_path = table_path or find_published_table(Path(root))
-    table = read_published_table(table_path) if table_path else {}
-    for folder in cases:
-        yield rescore_case(folder, table)
-
+    try:
+        table = read_published_table(table_path) if table_path else {}
+    except ResultFileError as exc:
+        raise RescoreError(str(exc)) from None
+    for folder in found.cases:
+        yield rescore_case(folder, table, round_)

@@ -15,12 +15,12 @@ make a window measure the wrong interval (a lost timestamp, a truncated trace) r
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +31,18 @@ from energy_monitor.trace import (
     WindowEnergy,
     integrate,
     window_from_events,
+)
+from tinypower.results.labels import LabelList, best_list
+from tinypower.results.logio import (
+    ResultFileError,
+    json_float,
+    json_int,
+    lines,
+    parse_json,
+    printable,
+    read_bytes,
+    read_text,
+    to_int,
 )
 from tinypower.rules.tiny import (
     REQUIRED_WINDOWS,
@@ -55,17 +67,43 @@ _MEDIAN_ENERGY = re.compile(r"Median energy cost is\s+([\d.]+) uJ/inf")
 _MEDIAN_THROUGHPUT = re.compile(r"Median throughput is\s+([\d.]+) inf\./sec")
 
 
-class LogFormatError(ValueError):
+class LogFormatError(ResultFileError):
     """A published result file cannot be read or scored; the message names the file and why."""
 
 
 def _find(folder: Path, name: str) -> Path | None:
-    """``folder/name``, or its prefixed variant (``energy_log.txt``) that some submitters use."""
+    """``folder/name``, or its prefixed variant (``energy_log.txt``) that some submitters use.
+
+    Hidden files never count: macOS copies leave ``._log.txt`` resource forks beside the logs.
+    """
     exact = folder / name
     if exact.is_file():
         return exact
-    variants = sorted(folder.glob(f"*_{name}"))
+    try:
+        variants = sorted(p for p in folder.glob(f"*_{name}")
+                          if not p.name.startswith(".") and p.is_file())
+    except OSError:
+        return None
     return variants[0] if len(variants) == 1 else None
+
+
+def _text(path: Path) -> str:
+    """A log's text through the defensive reader, its errors as :class:`LogFormatError`."""
+    try:
+        return read_text(path)
+    except LogFormatError:
+        raise
+    except ResultFileError as exc:
+        raise LogFormatError(str(exc)) from None
+
+
+def _json(path: Path) -> Any:
+    try:
+        return parse_json(_text(path), path)
+    except LogFormatError:
+        raise
+    except ResultFileError as exc:
+        raise LogFormatError(str(exc)) from None
 
 
 def _require(folder: Path, name: str) -> Path:
@@ -109,7 +147,10 @@ def read_eembc_trace(path: Path) -> Trace:
     The header and size are checked because a truncated download still parses as floats: the
     loss would only show up as a window that quietly ends early.
     """
-    data = path.read_bytes()
+    try:
+        data = read_bytes(path)
+    except ResultFileError as exc:
+        raise LogFormatError(str(exc)) from None
     if len(data) < EEMBC_HEADER_BYTES:
         raise LogFormatError(
             f"{path}: {len(data)} byte(s), shorter than the {EEMBC_HEADER_BYTES}-byte header"
@@ -140,15 +181,17 @@ def read_eembc_trace(path: Path) -> Trace:
 
 def _read_timestamps(path: Path) -> list[float]:
     """The timestamps list, checked to be numbers in time order."""
-    try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise LogFormatError(f"{path}: not valid JSON ({exc})") from exc
+    raw = _json(path)
     if not isinstance(raw, list) or not all(
         isinstance(t, int | float) and not isinstance(t, bool) for t in raw
     ):
         raise LogFormatError(f"{path}: expected a JSON list of times in seconds")
-    times = [float(t) for t in raw]
+    try:
+        times = [json_float(t, path) for t in raw]
+    except ResultFileError as exc:
+        raise LogFormatError(str(exc)) from None
+    if any(t < 0 or t > 1e7 for t in times):
+        raise LogFormatError(f"{path}: a timestamp is negative or beyond 10^7 s")
     if any(b < a for a, b in pairwise(times)):
         raise LogFormatError(f"{path}: timestamps are not in time order")
     return times
@@ -160,8 +203,8 @@ def _eembc_inference_counts(log: Path) -> list[int]:
     The infer commands also say how many windows the runner ran, which is what the timestamp
     count must be checked against; only a log without them falls back to the required five.
     """
-    text = log.read_text(errors="replace")
-    counts = [int(m.group(1)) for m in _INFER_COMMAND.finditer(text)]
+    text = _text(log)
+    counts = [_count(m.group(1), log) for m in _INFER_COMMAND.finditer(text)]
     if counts:
         return counts
     cfg = _ITER_INFER.search(text)
@@ -169,7 +212,18 @@ def _eembc_inference_counts(log: Path) -> list[int]:
         raise LogFormatError(
             f"{log}: no 'infer N W' command and no iterInfer setting: inference count unknown"
         )
-    return [int(cfg.group(1))] * REQUIRED_WINDOWS
+    return [_count(cfg.group(1), log)] * REQUIRED_WINDOWS
+
+
+def _count(digits: str, where: object) -> int:
+    """A positive count from a log (an inference count of 0 cannot be divided by)."""
+    try:
+        n = to_int(digits, where)
+    except ResultFileError as exc:
+        raise LogFormatError(str(exc)) from None
+    if n <= 0:
+        raise LogFormatError(f"{where}: inference count {n}: nothing was run")
+    return n
 
 
 def read_eembc_energy(
@@ -205,6 +259,8 @@ def read_eembc_energy(
     if len(offsets) != n_windows or any(d not in (0, 1) for pair in offsets for d in pair):
         raise ValueError(f"offsets must be {n_windows} (j0, j1) pairs from {{0, 1}}, got {offsets}")
     fs = trace.sample_rate_hz
+    if fs > 1e7:
+        raise LogFormatError(f"{bin_path}: sample rate {fs:g} Hz in the header is implausible")
     trace.events = [Event(index=round(t * fs) + 1, time_s=t) for t in timestamps]
     windows = []
     for i, (n, (d0, d1)) in enumerate(zip(counts, offsets, strict=True)):
@@ -245,15 +301,18 @@ def read_eembc_performance(folder: Path) -> list[PerfWindow]:
     log = _require(folder, "log.txt")
     groups: list[tuple[int, list[int]]] = []
     in_infer = False
-    for line in log.read_text(errors="replace").splitlines():
+    for lineno, line in enumerate(lines(_text(log)), 1):
         infer = _INFER_COMMAND.search(line)
         if infer:
-            groups.append((int(infer.group(1)), []))
+            groups.append((_count(infer.group(1), f"{log}:{lineno}"), []))
             in_infer = True
         elif _ANY_COMMAND.search(line):
             in_infer = False
         elif in_infer and (lap := _LAP_US.search(line)):
-            groups[-1][1].append(int(lap.group(1)))
+            try:
+                groups[-1][1].append(to_int(lap.group(1), f"{log}:{lineno}"))
+            except ResultFileError as exc:
+                raise LogFormatError(str(exc)) from None
     if not groups:
         raise LogFormatError(f"{log}: no 'infer N W' command: nothing to time")
     windows = []
@@ -272,13 +331,19 @@ def read_eembc_performance(folder: Path) -> list[PerfWindow]:
 
 def _load_results_json(path: Path) -> list[dict]:
     """The ``results.json`` list, one element per window, trial or accuracy segment."""
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise LogFormatError(f"{path}: not valid JSON ({exc})") from exc
+    data = _json(path)
     if not isinstance(data, list) or not all(isinstance(e, dict) for e in data):
         raise LogFormatError(f"{path}: expected a list of window objects")
     return data
+
+
+def _get(element: Any, *keys: str) -> Any:
+    """``element[k1][k2]...``, or None where any level is missing or not an object."""
+    for key in keys:
+        if not isinstance(element, dict):
+            return None
+        element = element.get(key)
+    return element
 
 
 def _mlcommons_elements(folder: Path, mode: str) -> tuple[Path, list[dict]]:
@@ -317,20 +382,32 @@ def read_mlcommons_energy(folder: Path) -> MlcommonsEnergyRun:
     path, elements = _mlcommons_elements(folder, "e")
     traces, windows = [], []
     for i, element in enumerate(elements):
+        where = f"{path}: trial {i}"
         try:
-            power = element["power"]
-            samples = np.asarray(power["samples"], dtype=np.float64)
-            events = [
-                Event(index=int(idx), time_s=int(idx) / MLCOMMONS_SAMPLE_RATE_HZ)
-                for _counter, idx in power["timestamps"]
-            ]
-            iterations = int(element["infer"]["iterations"])
+            power = _get(element, "power")
+            raw_samples = _get(power, "samples")
+            raw_events = _get(power, "timestamps")
+            if not isinstance(raw_samples, list) or not isinstance(raw_events, list):
+                raise LogFormatError(f"{where}: no power.samples/power.timestamps lists")
+            samples = np.asarray([json_float(v, where) for v in raw_samples], dtype=np.float64)
+            events = []
+            for event in raw_events:
+                if not isinstance(event, list) or len(event) != 2:
+                    raise LogFormatError(f"{where}: timestamp {printable(event)[:40]} is not "
+                                         "[counter, sample index]")
+                idx = json_int(event[1], where)
+                events.append(Event(index=idx, time_s=idx / MLCOMMONS_SAMPLE_RATE_HZ))
+            iterations = json_int(_get(element, "infer", "iterations"), f"{where}: iterations")
+            if iterations <= 0:
+                raise LogFormatError(f"{where}: {iterations} iterations")
             trace = Trace(sample_rate_hz=MLCOMMONS_SAMPLE_RATE_HZ, energy_j=samples, events=events)
             window = window_from_events(events, trace, work_count=iterations, label=str(i))
-        except (KeyError, TypeError, ValueError) as exc:
+        except LogFormatError:
+            raise
+        except (ResultFileError, ValueError) as exc:
             # TraceError is a ValueError: a trial with < 2 edges lands here too.
-            raise LogFormatError(f"{path}: trial {i}: {exc}") from exc
-        if window.end_index > len(trace):
+            raise LogFormatError(f"{where}: {exc}") from None
+        if window.start_index < 0 or window.end_index > len(trace):
             raise LogFormatError(
                 f"{path}: trial {i} ends at sample {window.end_index} but holds {len(trace)}"
             )
@@ -342,37 +419,55 @@ def read_mlcommons_energy(folder: Path) -> MlcommonsEnergyRun:
 def read_mlcommons_performance(folder: Path) -> list[PerfWindow]:
     """One :class:`PerfWindow` per ``"mode": "p"`` element: DUT laps ``start/end_time`` in us."""
     path, elements = _mlcommons_elements(folder, "p")
-    try:
-        return [
-            PerfWindow(
-                inferences=int(e["infer"]["iterations"]),
-                start_us=int(e["infer"]["start_time"]),
-                end_us=int(e["infer"]["end_time"]),
-            )
-            for e in elements
-        ]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise LogFormatError(f"{path}: {exc}") from exc
+    windows = []
+    for i, e in enumerate(elements):
+        where = f"{path}: window {i + 1}"
+        if _get(e, "infer", "start_time") is None or _get(e, "infer", "end_time") is None:
+            raise LogFormatError(f"{where}: no infer.start_time/end_time laps to time it by")
+        try:
+            n = json_int(_get(e, "infer", "iterations"), f"{where}: iterations")
+            start = json_int(_get(e, "infer", "start_time"), f"{where}: start_time")
+            end = json_int(_get(e, "infer", "end_time"), f"{where}: end_time")
+        except ResultFileError as exc:
+            raise LogFormatError(str(exc)) from None
+        if n <= 0 or start < 0 or end < 0 or start == end:
+            raise LogFormatError(f"{where}: {n} iterations from {start} to {end} us")
+        windows.append(PerfWindow(inferences=n, start_us=start, end_us=end))
+    return windows
 
 
 # --------------------------------------------------------------------------------------------
 # Published claim and dispatch
 
 
+def _results_text(folder: Path) -> str | None:
+    path = _find(folder, "results.txt")
+    return None if path is None else _text(path)
+
+
+def _number(text: str) -> float | None:
+    """A printed decimal; None for anything else (``1.2.3``, an empty match)."""
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
 def published_value(folder: Path) -> tuple[float, str] | None:
     """The median ``results.txt`` claims, as ``(value, unit)``; None if it prints none.
 
     Energy wins over throughput: an EEMBC energy ``results.txt`` also prints a throughput from
-    the energy timestamps, which is not the published one.
+    the energy timestamps, which is not the published one. A streaming-wake-word
+    ``results.txt`` prints an ``Estimated throughput`` instead of a median.
     """
-    path = _find(folder, "results.txt")
-    if path is None:
+    text = _results_text(folder)
+    if text is None:
         return None
-    text = path.read_text(errors="replace")
-    for pattern, unit in ((_MEDIAN_ENERGY, "uJ/inf"), (_MEDIAN_THROUGHPUT, "inf/s")):
+    for pattern, unit in ((_MEDIAN_ENERGY, "uJ/inf"), (_MEDIAN_THROUGHPUT, "inf/s"),
+                          (_SWW_THROUGHPUT, "inf/s")):
         match = pattern.search(text)
-        if match:
-            return float(match.group(1)), unit
+        if match and (value := _number(match.group(1))) is not None:
+            return value, unit
     return None
 
 
@@ -388,7 +483,7 @@ def score_published(folder: Path) -> TinyResult:
     if (folder / "trace1-energy.bin").is_file():
         result, source = read_eembc_energy(folder).score(), "eembc-energy"
     elif (results_json := _find(folder, "results.json")) is not None:
-        modes = {e.get("mode") for e in _load_results_json(results_json)}
+        modes = {str(e.get("mode")) for e in _load_results_json(results_json)}
         if "e" in modes:
             result, source = read_mlcommons_energy(folder).score(), "mlcommons-energy"
         elif "p" in modes:
@@ -396,12 +491,10 @@ def score_published(folder: Path) -> TinyResult:
             source = "mlcommons-performance"
         else:
             raise LogFormatError(
-                f"{results_json}: modes {sorted(map(str, modes))}, no energy or performance "
+                f"{results_json}: modes {sorted(modes)}, no energy or performance "
                 "windows to score"
             )
-    elif (log := _find(folder, "log.txt")) is not None and _LAP_US.search(
-        log.read_text(errors="replace")
-    ):
+    elif (log := _find(folder, "log.txt")) is not None and _LAP_US.search(_text(log)):
         result, source = score_performance(read_eembc_performance(folder)), "eembc-performance"
     elif (claim := published_value(folder)) is not None:
         raise LogFormatError(
@@ -425,7 +518,7 @@ _EEMBC_WINDOW = re.compile(
 )
 _MLCOMMONS_TRIAL = re.compile(
     r"Energy data for trial (\d+)\s*\n"
-    r"\s*Elapsed time\s*:\s*([\d.e+-]+)\s*\n"
+    r"\s*Elapsed time\s*:\s*([\d.e+-]+)[^\n]*\n"
     r"\s*Inferences\s*:\s*(\d+)\s*\n"
     r"\s*Power\s*:\s*([\d.]+) mW\.?\s*\n"
     r"\s*Total Energy\s*:\s*([\d.]+) uJ\s*\n"
@@ -438,6 +531,10 @@ _PERF_WINDOW = re.compile(
     r".*?Throughput\s*:?\s*([\d.]+) inf\./sec"
 )
 _TOP1 = re.compile(r"Top[- ]1(?::|%\s*=)\s*([\d.]+)")
+_AUC = re.compile(r"AUC\s*[:=]\s*([\d.]+)")
+_SWW_THROUGHPUT = re.compile(r"Estimated throughput:\s*([\d.eE+-]+) inf\./sec")
+_SWW_COUNTS = re.compile(
+    r"Accuracy:\s*(\d+) True positives,\s*(\d+) False negatives,\s*(\d+) False positives")
 
 
 @dataclass(frozen=True)
@@ -459,12 +556,17 @@ class PrintedWindow:
     throughput: str = ""
 
 
+def _unix(text: str) -> str:
+    """Text with ``\\r\\n`` and lone ``\\r`` line ends as ``\\n``, so multi-line patterns match."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def printed_energy_windows(folder: Path) -> list[PrintedWindow]:
     """The energy windows (EEMBC) or trials (MLCommons) ``results.txt`` prints, in order."""
-    path = _find(folder, "results.txt")
-    if path is None:
+    text = _results_text(folder)
+    if text is None:
         return []
-    text = path.read_text(errors="replace")
+    text = _unix(text)
     windows = [
         PrintedWindow(label=m[0], duration_s=m[2], energy_uj=m[3], power=m[4],
                       per_inference_uj=m[5])
@@ -479,12 +581,12 @@ def printed_energy_windows(folder: Path) -> list[PrintedWindow]:
 
 def printed_performance_windows(folder: Path) -> list[PrintedWindow]:
     """The performance windows ``results.txt`` prints, in order."""
-    path = _find(folder, "results.txt")
-    if path is None:
+    text = _results_text(folder)
+    if text is None:
         return []
     return [
         PrintedWindow(label=m[0], inferences=m[1], runtime_s=m[2], throughput=m[3])
-        for m in _PERF_WINDOW.findall(path.read_text(errors="replace"))
+        for m in _PERF_WINDOW.findall(_unix(text))
     ]
 
 
@@ -509,9 +611,12 @@ def score_eembc_summary(folder: Path) -> TinyResult:
         )
     energies = []
     for w, n in zip(windows, counts, strict=True):
-        energy_j = float(w.energy_uj) * 1e-6
-        power_w = float(w.power) * 1e-6
-        duration_s = energy_j / power_w if power_w > 0 else float(w.duration_s)
+        energy_j, power_w = _number(w.energy_uj), _number(w.power)
+        printed_s = _number(w.duration_s)
+        if energy_j is None or power_w is None or printed_s is None:
+            raise LogFormatError(f"{folder}: window {w.label} prints unreadable numbers")
+        energy_j, power_w = energy_j * 1e-6, power_w * 1e-6
+        duration_s = energy_j / power_w if power_w > 0 else printed_s
         window = Window(start_s=0.0, end_s=duration_s, work_count=n, source="eembc-printed",
                         alignment_bound_s=float("nan"), label=w.label)
         energies.append(WindowEnergy(window, energy_j, round(duration_s * 1000), duration_s))
@@ -520,58 +625,349 @@ def score_eembc_summary(folder: Path) -> TinyResult:
     return result
 
 
+# --------------------------------------------------------------------------------------------
+# Accuracy: both runners
+
+
 @dataclass
 class AccuracyRun:
-    """Per-file outputs and labels of an EEMBC accuracy log."""
+    """Per-file outputs and labels of an accuracy run, ready to score.
+
+    ``outputs[i]`` is file ``files[i]``'s result vector, averaged over its segments (anomaly
+    detection sends several windows of one file) after scaling each to sum 1 where it has more
+    than one class, as the MLCommons runner does. ``expected`` is how many files the run was
+    meant to cover (the script's ``bload`` count, the runner's "full set", or the label list),
+    so a truncated log is recognised as incomplete rather than scored as a worse accuracy.
+    """
 
     files: list[str]
     outputs: list[list[float]]
     labels: list[int]
+    suite: str
+    label_source: str
+    expected: int | None = None
+    results_seen: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def incomplete(self) -> bool:
+        return self.expected is not None and len(self.files) < self.expected
 
 
-_BLOAD_FILE = re.compile(r'Command "bload .*?([^"\\/]+\.bin)')
+_BLOAD_FILE = re.compile(r'Command "bload\b.*?([^"\\/]+\.bin)')
+_SCRIPT_BLOAD = re.compile(r"bload\b[^\n]*?([^\"'\\/\s]+\.bin)")
 _RESULTS = re.compile(r"m-results-\[([^\]]*)\]")
-_LABEL = re.compile(r"_(\d+)\.bin$")
+_MODEL = re.compile(r"m-model-\[([a-z]+\d\d)\]|key\[model\]-val\[([a-z]+\d\d)\]")
+_FULL_SET = re.compile(r"Using full set \((\d+) test files\)")
+
+
+def parse_results_vector(inner: str, where: object) -> list[float]:
+    """The numbers inside ``m-results-[...]``: a trailing comma and spaces are tolerated."""
+    values = []
+    for item in inner.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        value = _number(item)
+        if value is None or value != value or abs(value) == float("inf"):
+            raise LogFormatError(f"{where}: m-results value {printable(item)[:30]!s} is not a "
+                                 "finite number")
+        values.append(value)
+    if not values:
+        raise LogFormatError(f"{where}: m-results line holds no values")
+    return values
+
+
+def _suite_of(text: str) -> str | None:
+    match = _MODEL.search(text)
+    return (match.group(1) or match.group(2)) if match else None
+
+
+def _normalised(vector: list[float]) -> list[float]:
+    """The MLCommons runner's ``normalize_probabilities`` for multi-class outputs (an all-zero
+    vector, which would make the runner divide by zero, stays zero)."""
+    if len(vector) == 1:
+        return vector
+    total = sum(vector)
+    return [v / total for v in vector] if total > 0 else vector
+
+
+def _per_file(pairs: list[tuple[str, list[float]]], where: object
+              ) -> tuple[list[str], list[list[float]]]:
+    """Average each file's (normalised) result vectors over its segments, first-seen order."""
+    grouped: dict[str, list[list[float]]] = {}
+    for name, vector in pairs:
+        grouped.setdefault(name, []).append(_normalised(vector))
+    widths = {len(v) for vs in grouped.values() for v in vs}
+    if len(widths) > 1:
+        raise LogFormatError(f"{where}: result vectors of different lengths {sorted(widths)}")
+    return list(grouped), [list(np.mean(vs, axis=0)) for vs in grouped.values()]
+
+
+def _labels_from_list(files: list[str], suite: str | None, where: object
+                      ) -> tuple[list[int], LabelList]:
+    label_list = best_list(files, suite)
+    if label_list is None:
+        raise LogFormatError(
+            f"{where}: none of the {len(files)} files is in an evaluation set's label list"
+            + (f" for {suite}" if suite else "") + f" (first: {printable(files[0])})")
+    labels = [label_list.lookup(f) for f in files]
+    missing = [f for f, lab in zip(files, labels, strict=True) if lab is None]
+    if missing:
+        raise LogFormatError(
+            f"{where}: {len(missing)} of {len(files)} files are not in {label_list.name} "
+            f"(first: {printable(missing[0])}): their class is unknown")
+    return [int(lab) for lab in labels if lab is not None], label_list
 
 
 def read_eembc_accuracy(folder: Path) -> AccuracyRun:
     """Pair each ``bload ... <file>.bin`` command with the next ``m-results-[...]``.
 
-    The label is the file name's trailing ``_<class>.bin`` (``tst_000000_Stop_7.bin`` -> 7).
-    A file without a result, or a result without a file, is an error: the top-1 would be over
-    a different set of files than the log claims.
+    Labels come from the evaluation set's label list, looked up by file name
+    (:mod:`tinypower.results.labels`), never from the name itself. A file loaded but never
+    inferred in the middle of the log is an error (the top-1 would be over other files than
+    the log claims); one at the end is a truncated log, reported through ``expected``.
     """
     log = _require(folder, "log.txt")
-    files: list[str] = []
-    outputs: list[list[float]] = []
+    text = _text(log)
+    pairs: list[tuple[str, list[float]]] = []
     pending: str | None = None
-    for lineno, line in enumerate(log.read_text(errors="replace").splitlines(), 1):
+    for lineno, line in enumerate(lines(text), 1):
         if (load := _BLOAD_FILE.search(line)) is not None:
             if pending is not None:
-                raise LogFormatError(f"{log}:{lineno}: {pending} was loaded but never inferred")
+                raise LogFormatError(f"{log}:{lineno}: {printable(pending)} was loaded but "
+                                     "never inferred")
             pending = load.group(1)
         elif (res := _RESULTS.search(line)) is not None and pending is not None:
-            try:
-                outputs.append([float(v) for v in res.group(1).split(",")])
-            except ValueError:
-                raise LogFormatError(f"{log}:{lineno}: unreadable m-results line") from None
-            files.append(pending)
+            pairs.append((pending, parse_results_vector(res.group(1), f"{log}:{lineno}")))
             pending = None
-    if not files:
+    if not pairs:
         raise LogFormatError(f"{log}: no bload/m-results pairs: not an accuracy log")
-    labels = []
-    for name in files:
-        label = _LABEL.search(name)
-        if label is None:
-            raise LogFormatError(f"{log}: {name} has no trailing _<class>.bin label")
-        labels.append(int(label.group(1)))
-    return AccuracyRun(files=files, outputs=outputs, labels=labels)
+    files, outputs = _per_file(pairs, log)
+    suite = _suite_of(text)
+    labels, label_list = _labels_from_list(files, suite, log)
+    expected = None
+    script = _find(folder, "script.async")
+    if script is not None:
+        scripted = set(_SCRIPT_BLOAD.findall(_text(script)))
+        expected = len(scripted) or None
+    expected = expected or len(label_list.labels)
+    return AccuracyRun(files, outputs, labels, label_list.suite, label_list.name, expected,
+                       len(pairs))
+
+
+def read_mlcommons_accuracy(folder: Path) -> AccuracyRun:
+    """The accuracy elements of an MLCommons-runner ``results.json`` (v1.3 on).
+
+    As the runner's ``summarize_result``: elements without ``infer``/``class``/``file`` or
+    with an ``error`` are skipped; each file's class is the runner's own record (``class``);
+    vectors are scaled to sum 1 and averaged per file.
+    """
+    path = _require(folder, "results.json")
+    pairs: list[tuple[str, list[float]]] = []
+    classes: dict[str, int] = {}
+    skipped = 0
+    for i, e in enumerate(_load_results_json(path)):
+        results = _get(e, "infer", "results")
+        if "class" not in e or "file" not in e or results is None or e.get("error"):
+            skipped += 1
+            continue
+        where = f"{path}: element {i}"
+        if not isinstance(results, list) or not results:
+            raise LogFormatError(f"{where}: infer.results is not a list of numbers")
+        try:
+            vector = [json_float(v, where) for v in results]
+            label = json_int(e["class"], f"{where}: class")
+        except ResultFileError as exc:
+            raise LogFormatError(str(exc)) from None
+        name = printable(e["file"]) if isinstance(e["file"], str) else printable(e["file"])
+        if classes.setdefault(name, label) != label:
+            raise LogFormatError(f"{where}: {name} recorded with classes {classes[name]} and "
+                                 f"{label}")
+        pairs.append((name, vector))
+    if not pairs:
+        raise LogFormatError(f"{path}: no accuracy elements (file, class, infer.results)")
+    files, outputs = _per_file(pairs, path)
+    labels = [classes[f] for f in files]
+    log = _find(folder, "log.txt")
+    log_text = _text(log) if log is not None else ""
+    suite = _suite_of(log_text) or _suite_from_record(log_text)
+    label_list = best_list(files, suite)
+    full = _FULL_SET.search(log_text)
+    expected = (to_int(full.group(1), log) if full
+                else len(label_list.labels) if label_list else None)
+    run = AccuracyRun(files, outputs, labels, label_list.suite if label_list else (suite or ""),
+                      "results.json", expected, len(pairs))
+    if skipped:
+        run.notes.append(f"{skipped} element(s) without a file, class or result, or marked as "
+                         "an error, skipped as the runner skips them")
+    if label_list is not None:
+        differ = [f for f, lab in zip(files, labels, strict=True)
+                  if label_list.lookup(f) not in (None, lab)]
+        if differ:
+            run.notes.append(f"warning: {len(differ)} file(s) recorded with a class other than "
+                             f"{label_list.name} gives (first: {differ[0]})")
+    return run
+
+
+def _suite_from_record(log_text: str) -> str | None:
+    match = re.search(r"Device model retrieved:\s*([a-z]+\d\d)", log_text)
+    return match.group(1) if match else None
 
 
 def published_top1(folder: Path) -> float | None:
     """The top-1 percentage an accuracy ``results.txt`` prints, if any."""
-    path = _find(folder, "results.txt")
+    text = _results_text(folder)
+    match = _TOP1.search(text) if text is not None else None
+    return _number(match.group(1)) if match else None
+
+
+def published_auc(folder: Path) -> tuple[float, str] | None:
+    """The AUC an accuracy ``results.txt`` prints, with its text (for its precision)."""
+    text = _results_text(folder)
+    match = _AUC.search(text) if text is not None else None
+    value = _number(match.group(1)) if match else None
+    return (value, match.group(1)) if match and value is not None else None
+
+
+# --------------------------------------------------------------------------------------------
+# Streaming wake word (MLCommons runner, v1.3 on)
+
+
+@dataclass
+class SwwRun:
+    """One streamed wav file: the DUT's processing pulses and its wake-word detections."""
+
+    wav_file: str
+    start_times_s: list[float]
+    stop_times_s: list[float]
+    processing_time_s: float  # as the runner recorded it
+    detections_ms: list[int]
+    windows_s: list[tuple[float, float]]
+
+    def duty_cycle(self) -> tuple[float, float, float]:
+        """(mean on-time s, mean period s, duty cycle) from the raw pulse edges, as the runner's
+        ``process_dutycycle``: unequal counts are cut to the shorter."""
+        n = min(len(self.start_times_s), len(self.stop_times_s))
+        starts = np.asarray(self.start_times_s[:n])
+        stops = np.asarray(self.stop_times_s[:n])
+        if n < 2:
+            raise LogFormatError(f"{self.wav_file}: {n} processing pulse(s): no period")
+        on = float(np.mean(stops - starts))
+        period = float(np.mean(np.diff(starts)))
+        if on <= 0 or period <= 0:
+            raise LogFormatError(f"{self.wav_file}: processing pulses give on-time {on} s and "
+                                 f"period {period} s")
+        return on, period, on / period
+
+    def throughput(self) -> float:
+        """Inferences per second the DUT could sustain: 1 / mean processing time."""
+        return 1.0 / self.duty_cycle()[0]
+
+    def detection_counts(self) -> tuple[int, int, int]:
+        """(true positives, false negatives, false positives) as the runner counts them."""
+        return detection_stats(self.detections_ms, self.windows_s)
+
+
+def detection_stats(detections_ms: Sequence[int], windows_s: Sequence[tuple[float, float]],
+                    suppression_s: float = 1.0, debounce_s: float = 1.0
+                    ) -> tuple[int, int, int]:
+    """Count detections as the MLCommons runner's ``calc_detection_stats`` does.
+
+    The first detection marks the start of the stream; the others are times from it. A true
+    window (start, stop) is found if any detection lies in [start, stop + 2 x suppression]
+    (the runner adds the suppression delay twice); those detections are used up. Of what is
+    left, detections within ``debounce_s`` after a kept one are merged into it; the rest are
+    false positives.
+    """
+    if not detections_ms:
+        raise LogFormatError("no detections captured: the first marks the start of the run")
+    start = detections_ms[0]
+    free = [d - start for d in detections_ms[1:]]  # ms, as the runner keeps them
+    tp = fn = 0
+    for w_start, w_stop in windows_s:
+        hi = (w_stop + suppression_s) + suppression_s
+        hit = [t for t in free if w_start <= t / 1000 <= hi]
+        if hit:
+            tp += 1
+            free = [t for t in free if not w_start <= t / 1000 <= hi]
+        else:
+            fn += 1
+    kept: list[int] = []
+    debounce_ms = int(debounce_s * 1000)
+    for t in free:  # in stream order, as the runner walks them
+        if kept and kept[-1] < t <= kept[-1] + debounce_ms:
+            continue
+        kept.append(t)
+    return tp, fn, len(kept)
+
+
+def read_sww(folder: Path) -> list[SwwRun]:
+    """The streamed files of an MLCommons-runner streaming-wake-word ``results.json``."""
+    path = _require(folder, "results.json")
+    runs = []
+    for i, e in enumerate(_load_results_json(path)):
+        infer = _get(e, "infer")
+        if not isinstance(infer, dict) or "detections" not in infer:
+            continue
+        where = f"{path}: element {i}"
+        try:
+            duty = _get(e, "dutycycle") or {}
+            starts = [json_float(v, where) for v in _list(duty.get("start_times_s"), where)]
+            stops = [json_float(v, where) for v in _list(duty.get("stop_times_s"), where)]
+            processing = duty.get("processing_time")
+            detections = [json_int(v, where) for v in _list(infer.get("detections"), where)]
+            windows = []
+            for w in _list(infer.get("detection_windows"), where):
+                if not isinstance(w, list) or len(w) != 2:
+                    raise LogFormatError(f"{where}: detection window {printable(w)[:40]} is "
+                                         "not [start, stop]")
+                windows.append((json_float(w[0], where), json_float(w[1], where)))
+            runs.append(SwwRun(
+                wav_file=printable(infer.get("wav_file", "")), start_times_s=starts,
+                stop_times_s=stops,
+                processing_time_s=(json_float(processing, where) if processing is not None
+                                   else float("nan")),
+                detections_ms=detections, windows_s=windows))
+        except LogFormatError:
+            raise
+        except ResultFileError as exc:
+            raise LogFormatError(str(exc)) from None
+    if not runs:
+        raise LogFormatError(f"{path}: no streamed file (infer.detections) to score")
+    return runs
+
+
+def _list(value: Any, where: object) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise LogFormatError(f"{where}: expected a list, got {printable(repr(value))[:40]}")
+    return value
+
+
+def is_sww(folder: Path) -> bool:
+    """Whether the folder's ``results.json`` is a streaming-wake-word run."""
+    path = _find(folder, "results.json")
     if path is None:
-        return None
-    match = _TOP1.search(path.read_text(errors="replace"))
-    return float(match.group(1)) if match else None
+        return False
+    try:
+        return any(isinstance(_get(e, "infer"), dict) and "detections" in e["infer"]
+                   for e in _load_results_json(path))
+    except LogFormatError:
+        return False
+
+
+def published_sww(folder: Path) -> dict[str, Any]:
+    """What a streaming-wake-word ``results.txt`` prints: throughput, duty cycle, counts."""
+    text = _results_text(folder) or ""
+    out: dict[str, Any] = {}
+    if m := _SWW_THROUGHPUT.search(text):
+        out["throughput"] = _number(m.group(1))
+    if m := re.search(r"Average duty cycle:\s*([\d.eE+-]+)", text):
+        out["duty_cycle"] = _number(m.group(1))
+    if m := re.search(r"Average period:\s*([\d.eE+-]+) s", text):
+        out["period_s"] = _number(m.group(1))
+    if m := _SWW_COUNTS.search(text):
+        out["counts"] = tuple(int(g) for g in m.groups()[:3] if len(g) <= 9)
+    return out

@@ -79,3 +79,39 @@ def ranging_check(testing_w: float, ranging_w: float) -> tuple[bool, str]:
         f"testing {testing_w:.3f} W vs ranging {ranging_w:.3f} W ({-drop:+.2%}); "
         f"at most {MAX_RANGING_DROP:.0%} below is allowed"
     )
+
+
+# An edge system's MultiStream query is 8 samples (mlperf.conf ``multistream_samples_per_query``).
+MULTISTREAM_SAMPLES_PER_QUERY = 8
+SCENARIO_NAMES = {s.lower(): s for s in (*POWER_SCENARIOS, *ENERGY_SCENARIOS)}
+
+
+def score_for_scenario(score: PowerScore, scenario: str) -> tuple[PowerScore, str]:
+    """The metric of the scenario a result is filed under, from the run LoadGen made.
+
+    Edge systems could submit Offline and MultiStream results inferred from their SingleStream
+    run (MLPerf Inference v2.1), and the published metric follows the scenario filed under,
+    not LoadGen's ``effective_scenario``: Offline reports the run's mean power (W), MultiStream
+    8 x the SingleStream energy per query. Returns the score and a sentence saying what was
+    inferred ("" when the run is the scenario itself). Any other pairing is a ``ValueError``.
+    """
+    if scenario == score.scenario:
+        return score, ""
+    if score.scenario != "SingleStream":
+        raise ValueError(f"filed as {scenario} but LoadGen ran {score.scenario}: no rule infers "
+                         f"{scenario} from {score.scenario}")
+    if scenario == "Offline":
+        return PowerScore(scenario, "average_power", score.average_power_w, "W",
+                          score.average_power_w, score.samples, score.window_s), (
+            f"filed as Offline but LoadGen ran SingleStream: the Offline result is inferred "
+            f"from the SingleStream run, so the metric is its mean power "
+            f"{score.average_power_w:.7g} W")
+    if scenario == "MultiStream":
+        value = score.value * MULTISTREAM_SAMPLES_PER_QUERY
+        return PowerScore(scenario, "energy_per_query", value, score.unit,
+                          score.average_power_w, score.samples, score.window_s), (
+            f"filed as MultiStream but LoadGen ran SingleStream: the MultiStream result is "
+            f"inferred from the SingleStream run, so the metric is "
+            f"{MULTISTREAM_SAMPLES_PER_QUERY} x its {score.value:.7g} {score.unit}")
+    raise ValueError(f"filed as {scenario} but LoadGen ran SingleStream: no rule infers "
+                     f"{scenario} from SingleStream")

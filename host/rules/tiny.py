@@ -217,3 +217,48 @@ def macro_auc(outputs: Sequence[Sequence[float]], labels: Sequence[int]) -> floa
     if not aucs:
         raise ValueError("AUC needs at least two classes among the labels")
     return float(np.mean(aucs))
+
+
+def threshold_accuracy(scores: Sequence[float], labels: Sequence[int]) -> float:
+    """The MLCommons runner's anomaly-detection "Top 1%": over 100 thresholds evenly spaced
+    from the lowest score up, the best (precision + recall) / 2 in percent, a score above the
+    threshold counting as anomalous (label 1). Re-implemented from ``calculate_accuracy`` in
+    ``mlcommons/tiny:benchmark/runner/main.py``, including its 1e-8 guards."""
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels)
+    best = 0.0
+    for threshold in s.min() + np.arange(0.0, 1.0, 0.01) * (s.max() - s.min()):
+        flagged = s > threshold
+        tp = int(np.sum(flagged[y == 1]))
+        fp = int(np.sum(flagged[y == 0]))
+        fn = int(np.sum(~flagged[y == 1]))
+        precision = tp / (tp + fp + 1e-8)
+        recall = tp / (tp + fn + 1e-8)
+        best = max(best, 100 * (precision + recall) / 2)
+    return best
+
+
+def accuracy_scores(outputs: Sequence[Sequence[float]], labels: Sequence[int]) -> dict:
+    """Top-1 % and AUC of per-file outputs, as the MLCommons runner's ``summarize_result``.
+
+    Classifiers: top-1 = argmax vs label. One output per file (anomaly detection): top-1 is
+    :func:`threshold_accuracy`. AUC: of the single score or of class 1's for one or two
+    outputs, else the one-vs-rest macro AUC. ``auc`` is None when the labels hold one class.
+    """
+    if not labels:
+        raise ValueError("accuracy of no outputs")
+    width = len(outputs[0])
+    if width == 1:
+        scores = [o[0] for o in outputs]
+        top1 = threshold_accuracy(scores, labels)
+        positives = [lab == 1 for lab in labels]
+    else:
+        top1 = top1_percent(outputs, labels)
+        scores = [normalise(o)[1] for o in outputs] if width == 2 else []
+        positives = [lab == 1 for lab in labels]
+    try:
+        auc = binary_auc(scores, positives) if width <= 2 else macro_auc(outputs, labels)
+    except ValueError:
+        auc = None
+    hits = round(top1 * len(labels) / 100) if width > 1 else None
+    return {"top1": top1, "auc": auc, "hits": hits, "files": len(labels), "width": width}

@@ -8,7 +8,9 @@ virtual-lab sessions must rescore to the value they stored.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -258,3 +260,265 @@ def test_session_with_edited_result_is_flagged(sessions: dict[str, Path], tmp_pa
     assert case.status == "flagged"
     assert case.reasons[0] == (
         "results.json changed since the run (sha256 differs from session.json)")
+
+
+# --- whole trees: every folder reported, non-results skipped once --------------------------------
+
+
+ORACLE_RUNNER = LOGS.parents[0] / "oracles" / "mlcommons-tiny" / "benchmark" / "runner"
+TA03 = LOGS / "tiny/v1.1/STMicroelectronics/NUCLEO_L4R5ZI/ic/accuracy"
+TA04 = LOGS / "tiny/v0.7/Andes/AndesCore_d25_tflite_micro_framework/vww/accuracy"
+TA05 = LOGS / "tiny/v1.3/STMicroelectronics/NUCLEO_U575ZI_Q/kws/accuracy"
+TP17 = LOGS / "tiny/v1.3/STMicroelectronics/NUCLEO_U575ZI_Q/sww/performance"
+KRAI = LOGS / "power/v2.1/Krai/firefly-tflite-v2.7.1-ruy/resnet50"
+
+
+def _need(path: Path) -> None:
+    if not path.exists():
+        why = f"{path} not found (shared fixtures absent)"
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+
+
+def test_whole_shared_folder_reports_every_case_and_a_planted_unscorable_one(
+        tmp_path: Path, capsys) -> None:
+    """Every CASES.md case comes back matched from one walk of the whole folder, and a result
+    folder with nothing readable in it is reported flagged (never dropped), with exit 1."""
+    _need(CASES)
+    root = Path(shutil.copytree(LOGS, tmp_path / "logs"))
+    planted = root / "tiny/v1.1/Planted/BOARD/kws/performance"
+    planted.mkdir(parents=True)
+    (planted / "log.txt").write_bytes(b"\xff\xfe garbage \x1b[31m no laps\r\n")
+    assert main(["rescore", str(root), "--json"]) == 1
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    by_path = {Path(line["path"]).resolve(): line for line in lines}
+    for case_id, folder, published in case_rows():
+        line = by_path[(root / folder).resolve()]
+        assert line["status"] == "match", (case_id, line["reasons"])
+        assert line["published"] == published
+    assert by_path[planted.resolve()]["status"] == "flagged"
+    assert len(lines) == len(case_rows()) + 1
+
+
+def test_inference_tree_skips_non_power_folders_once_with_a_count(tmp_path: Path,
+                                                                  capsys) -> None:
+    _need(POWER)
+    root = tmp_path / "inference_results_v2.1" / "closed" / "Dell" / "results" / "sys"
+    shutil.copytree(POWER / "Offline", root / "resnet50" / "Offline" / "performance")
+    for model in ("bert", "rnnt", "3d-unet"):  # results without power logs
+        run_1 = root / model / "Offline" / "performance" / "run_1"
+        run_1.mkdir(parents=True)
+        (run_1 / "mlperf_log_detail.txt").write_text(":::MLLOG {\"key\": \"x\", \"value\": 1}\n")
+        (root / model / "Offline" / "accuracy").mkdir()
+        (root / model / "Offline" / "accuracy" / "mlperf_log_accuracy.json").write_text("[]")
+    (root.parents[2] / "compliance" / "TEST01" / "performance" / "run_1").mkdir(parents=True)
+    assert main(["rescore", str(tmp_path / "inference_results_v2.1"), "--json"]) == 1
+    out = capsys.readouterr()
+    [line] = [json.loads(x) for x in out.out.splitlines()]
+    assert line["kind"] == "power" and line["status"] == "unsupported"  # no published table
+    assert "checker rules of v2.1" in " ".join(line["reasons"])  # round from the repo name
+    assert "skipped 3 folder(s): MLPerf Inference result without power logs" in out.err
+    assert "skipped 3 folder(s): MLPerf Inference accuracy" in out.err
+    assert "skipped 1 folder(s): compliance test folder" in out.err
+    assert "spl.txt is missing" not in out.out
+
+
+def test_result_folder_without_its_key_file_is_flagged_not_dropped(tmp_path: Path) -> None:
+    folder = tmp_path / "tiny" / "sys" / "kws" / "energy"
+    folder.mkdir(parents=True)
+    (folder / "._log.txt").write_bytes(b"\x00\x05\x16\x07 macOS resource fork")
+    [case] = rescore_tree(tmp_path / "tiny")
+    assert case.path == folder and case.status == "flagged"
+    assert "without a readable results.txt, log.txt or results.json" in case.reasons[0]
+
+
+def test_macos_resource_fork_is_not_read_as_the_log(tiny_copy: Path) -> None:
+    (tiny_copy / "performance" / "._log.txt").write_bytes(b"\x00\x05\x16\x07\xff\xfe")
+    assert rescore_case(tiny_copy / "performance").status == "match"
+
+
+def test_deep_tree_is_walked_without_recursion() -> None:
+    # Outside pytest's tmp_path: its clean-up (shutil.rmtree) recurses and would fail on it.
+    top = tempfile.mkdtemp(prefix="tinypower-deep-")
+    deep = top
+    try:
+        for _ in range(1100):  # os.makedirs and Path.mkdir(parents=True) recurse themselves
+            deep += "/d"
+            os.mkdir(deep)
+        Path(deep, "session.json").write_text("{")
+        [case] = rescore_tree(Path(top))
+        assert case.status == "flagged" and "session files unreadable" in case.reasons[0]
+    finally:  # level by level, deepest first
+        if os.path.exists(Path(deep, "session.json")):
+            os.remove(Path(deep, "session.json"))
+        while len(deep) >= len(top):
+            if os.path.isdir(deep):
+                os.rmdir(deep)
+            deep = os.path.dirname(deep)
+
+
+def test_control_characters_in_names_are_escaped_in_the_table(tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "evil\x1b]0;owned\x07" / "kws" / "performance"
+    folder.mkdir(parents=True)
+    (folder / "results.txt").write_text("Median throughput is 1.000 inf./sec.\n")
+    assert main(["rescore", str(tmp_path)]) == 1
+    out = capsys.readouterr()
+    assert "\x1b" not in out.out + out.err and "\x07" not in out.out + out.err
+    assert "\\x1b" in out.out
+
+
+# --- accuracy ---------------------------------------------------------------------------------
+
+
+def _accuracy_copy(src: Path, tmp_path: Path) -> Path:
+    _need(src)
+    return Path(shutil.copytree(src, tmp_path / "ic" / "accuracy"))
+
+
+def test_ic_labels_come_from_the_evaluation_list_not_the_name(tmp_path: Path) -> None:
+    case = rescore_case(_accuracy_copy(TA03, tmp_path))
+    assert case.status == "match" and case.derived == pytest.approx(85.0)
+    assert "labels from ic01/y_labels.6dff252.csv" in case.reasons
+    assert "170 of 200 files classified correctly" in case.reasons
+
+
+def test_truncated_accuracy_log_is_flagged_incomplete_with_the_count(tmp_path: Path) -> None:
+    folder = _accuracy_copy(TA03, tmp_path)
+    log = folder / "log.txt"
+    text = log.read_text()
+    cut = [i for i in range(len(text)) if text.startswith('Command "bload', i)][23]
+    log.write_text(text[:cut])
+    case = rescore_case(folder)
+    assert case.status == "flagged"
+    assert case.reasons[0].startswith("incomplete: the run holds 23 of the 200 files")
+
+
+def test_coco_prefixed_vww_names_find_their_labels(tmp_path: Path) -> None:
+    _need(TA04)
+    folder = Path(shutil.copytree(TA04, tmp_path / "vww" / "accuracy"))
+    log = folder / "log.txt"
+    log.write_bytes(log.read_bytes().replace(b"\\vww01\\0000", b"\\vww01\\COCO_val2014_0000"))
+    case = rescore_case(folder)
+    assert case.status == "match" and case.derived == pytest.approx(85.8), case.reasons
+
+
+def test_unreadable_result_line_names_the_file_line_despite_lone_cr(tmp_path: Path) -> None:
+    _need(TA04)
+    folder = Path(shutil.copytree(TA04, tmp_path / "vww" / "accuracy"))
+    log = folder / "log.txt"
+    raw = log.read_bytes()
+    at = raw.index(b"m-results-[0.027,0.973,]")
+    lineno = raw[:at].count(b"\n") + 1
+    log.write_bytes(raw[:at] + b"m-results-[0.027,zz,]" + raw[at + 24:])
+    case = rescore_case(folder)
+    assert case.status == "flagged"
+    assert f"log.txt:{lineno}: m-results value 'zz'" in case.reasons[0]
+
+
+def test_newrunner_accuracy_reads_results_json_and_checks_the_printed_auc(
+        tmp_path: Path) -> None:
+    _need(TA05)
+    case = rescore_case(TA05)
+    assert case.kind == "tiny_accuracy_newrunner" and case.status == "match"
+    assert case.published == 90.2 and any("AUC 0.99" in r for r in case.reasons)
+    folder = Path(shutil.copytree(TA05, tmp_path / "kws" / "accuracy"))
+    results = folder / "results.txt"
+    results.write_text(results.read_text().replace("AUC = 0.995", "AUC = 0.950"))
+    case = rescore_case(folder)
+    assert case.status == "flagged" and "prints AUC 0.950 but the outputs give 0.99" in \
+        case.reasons[0]
+
+
+def _ad_results(tmp_path: Path, scores: list[float], labels: list[int], auc: str) -> Path:
+    """An MLCommons-runner AD accuracy folder: two segments per file, the runner's layout."""
+    folder = tmp_path / "ad" / "accuracy"
+    folder.mkdir(parents=True)
+    from tinypower.results.labels import label_lists
+    names = list(next(lst for lst in label_lists() if lst.name == "ad01/y_labels_alt.csv").labels)
+    elements = []
+    for name, score, label in zip(names, scores, labels, strict=False):
+        for seg in (0.9, 1.1):
+            elements.append({"file": name, "classes": "2", "class": str(label), "mode": "a",
+                             "infer": {"results": [score * seg], "iterations": 1}})
+    (folder / "results.json").write_text(json.dumps(elements))
+    (folder / "results.txt").write_text(f"0813.204716 ulp-mlperf: Top 1% = 78.0\n"
+                                        f"0813.204716 ulp-mlperf: AUC = {auc}\n")
+    return folder
+
+
+def test_anomaly_detection_auc_is_derived_and_compared(tmp_path: Path) -> None:
+    scores = [0.1 * i for i in range(72)]
+    labels = [int(i % 3 == 0 or i > 60) for i in range(72)]
+    pairs = [(s1 > s0) + 0.5 * (s1 == s0) for s1, l1 in zip(scores, labels, strict=True) if l1
+             for s0, l0 in zip(scores, labels, strict=True) if not l0]
+    auc = sum(pairs) / len(pairs)  # the definition: P(anomaly scores above normal)
+    case = rescore_case(_ad_results(tmp_path / "a", scores, labels, f"{auc:.3f}"))
+    assert case.unit == "AUC" and case.status == "match", case.reasons
+    assert case.derived == pytest.approx(auc)
+    bad = rescore_case(_ad_results(tmp_path / "b", scores, labels, f"{auc - 0.05:.3f}"))
+    assert bad.status == "mismatch"
+
+
+# --- streaming wake word ------------------------------------------------------------------------
+
+
+def test_sww_detection_counts_agree_with_the_mlcommons_runner(tmp_path: Path) -> None:
+    """The runner's own calc_detection_stats, unmodified, on the published detections."""
+    _need(TP17)
+    if not ORACLE_RUNNER.is_dir():
+        _need(ORACLE_RUNNER)
+    import importlib.util
+    import sys
+    sys.path.insert(0, str(ORACLE_RUNNER))
+    try:
+        spec = importlib.util.spec_from_file_location(
+            "streaming_ww_utils", ORACLE_RUNNER / "streaming_ww_utils.py")
+        oracle = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(oracle)
+    finally:
+        sys.path.remove(str(ORACLE_RUNNER))
+    from tinypower.results.tiny_logs import detection_stats, read_sww
+    [run] = read_sww(TP17)
+    tp, fn, fp = oracle.calc_detection_stats(run.detections_ms, run.windows_s)
+    assert detection_stats(run.detections_ms, run.windows_s) == (len(tp), len(fn), len(fp))
+    # Shifted detections make other counts; both must still agree.
+    shifted = [run.detections_ms[0]] + [d + 1700 for d in run.detections_ms[1:]]
+    tp, fn, fp = oracle.calc_detection_stats(shifted, run.windows_s)
+    assert detection_stats(shifted, run.windows_s) == (len(tp), len(fn), len(fp))
+
+
+def test_sww_printed_counts_that_the_detections_do_not_give_are_flagged(tmp_path: Path) -> None:
+    _need(TP17)
+    folder = Path(shutil.copytree(TP17, tmp_path / "sww" / "performance"))
+    results = folder / "results.txt"
+    results.write_text(results.read_text().replace("44 True positives", "46 True positives"))
+    case = rescore_case(folder)
+    assert case.status == "flagged" and "(46, 6, 4) (TP, FN, FP)" in case.reasons[0]
+
+
+# --- power scenarios and rounds -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("scenario", "unit"), [("multistream", "J/query"), ("offline", "W")])
+def test_power_metric_follows_the_folder_scenario(scenario: str, unit: str) -> None:
+    _need(KRAI)
+    table = read_published_table(CASES)
+    case = rescore_case(KRAI / scenario, table)
+    assert case.status == "match" and case.unit == unit
+    assert case.reasons[1].startswith(f"filed as {scenario.capitalize()[:5]}")
+
+
+def test_power_round_from_repo_name_or_option_never_from_the_table_unit(
+        tmp_path: Path) -> None:
+    _need(POWER)
+    folder = Path(shutil.copytree(POWER / "SingleStream",
+                                  tmp_path / "inference_results_v2.1" / "SingleStream"))
+    (tmp_path / "CASES.md").write_text(
+        "| case | folder | published | unit |\n|---|---|---|---|\n"
+        "| x | inference_results_v2.1/SingleStream | 0.2682116017 | W |\n")
+    [case] = rescore_tree(folder)
+    assert case.status == "match" and case.unit == "J/query"  # the W in the table changes nothing
+    renamed = Path(shutil.copytree(folder, tmp_path / "results" / "SingleStream"))
+    [case] = rescore_tree(renamed, round_=(3, 0))
+    assert case.unit == "mJ/query" and case.derived == pytest.approx(268.2116017, rel=1e-9)

@@ -18,8 +18,9 @@ from rich.table import Table
 
 from tinypower.results.compliance import MIN_POWER_RUN_S, check_tree
 from tinypower.results.db import COLUMNS, DEFAULT_DB, StoreError, query, write_csv
+from tinypower.results.logio import printable
 from tinypower.results.record import RecordError
-from tinypower.results.rescore import RescoreError, rescore_tree
+from tinypower.results.rescore import RescoreError, TreeScan, parse_round, rescore_tree
 from tinypower.rules.tiny import MIN_WINDOW_S
 
 EXIT_FAIL = 1
@@ -49,6 +50,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--published-table", type=Path, metavar="FILE",
                    help="markdown table with folder/published/unit columns for folders that "
                         "carry no published value (default: the nearest CASES.md above PATH)")
+    s.add_argument("--round", metavar="vX.Y", dest="round_",
+                   help="the MLPerf round whose checker rules apply to power results (default: "
+                        "from the path, e.g. inference_results_v2.1 or v2.1)")
     s.add_argument("--json", action="store_true", help="print one JSON object per case")
     s.set_defaults(func=rescore_command)
 
@@ -66,7 +70,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _fail(err: Console, exc: Exception) -> int:
-    err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(printable(exc))}", highlight=False)
     return EXIT_USAGE
 
 
@@ -103,25 +107,32 @@ def results_command(args: argparse.Namespace, err: Console) -> int:
 
 
 def rescore_command(args: argparse.Namespace, err: Console) -> int:
+    scan = TreeScan()
     try:
-        cases = list(rescore_tree(args.path, args.published_table))
+        round_ = parse_round(args.round_) if getattr(args, "round_", None) else None
+        cases = list(rescore_tree(args.path, args.published_table, round_, scan))
     except _ERRORS as exc:
         return _fail(err, exc)
     if args.json:
         for case in cases:
             print(json.dumps(case.to_json()))
     else:
-        table = Table(title=f"rescored {len(cases)} case(s) under {args.path}")
+        table = Table(title=f"rescored {len(cases)} case(s) under {escape(printable(args.path))}")
         for col in ("case", "kind", "published", "derived", "unit", "status", "reason"):
             table.add_column(col, overflow="fold")
         for case in cases:
             style = _STATUS_STYLE[case.status]
             table.add_row(
-                escape(_short(case.path, args.path)), case.kind, _fmt(case.published, 10),
-                _fmt(case.derived, 10), case.unit, f"[{style}]{case.status}[/]",
-                escape(case.reasons[0] if case.reasons else ""),
+                escape(printable(_short(case.path, args.path))), case.kind,
+                _fmt(case.published, 10), _fmt(case.derived, 10), escape(printable(case.unit)),
+                f"[{style}]{case.status}[/]",
+                escape(printable(case.reasons[0]) if case.reasons else ""),
             )
         Console().print(table)
+    # Folders that are not results of the kinds rescored: listed once per reason, on stderr so
+    # that --json stays one case per line.
+    for line in scan.skipped_summary():
+        err.print(escape(line), highlight=False)
     return 0 if all(c.status == "match" for c in cases) else EXIT_FAIL
 
 

@@ -391,12 +391,16 @@ def _settle(case: CaseResult, flags: list[str], notes: list[str]) -> CaseResult:
     return case
 
 
-def _window_notes(result: TinyResult) -> tuple[list[str], list[str]]:
-    """Rule failures of a scored Tiny result: too few windows flag, short windows are noted."""
+def _window_notes(result: TinyResult, windows: int = REQUIRED_WINDOWS
+                  ) -> tuple[list[str], list[str]]:
+    """Rule failures of a scored Tiny result: a window count other than ``windows`` flags,
+    short windows are noted."""
     flags, notes = [], []
     for check in result.failures:
         if check.rule == "tiny.window_count":
-            flags.append(f"{check.message}: the published median is not over five windows")
+            if len(result.windows) != windows:
+                flags.append(f"{len(result.windows)} window(s) measured, {windows} required: "
+                             "the published median is not over the required windows")
         else:
             notes.append(f"warning: {check.message}")
     return flags, notes
@@ -578,9 +582,12 @@ def _tiny_energy_facts(energies: list, bound_s: float | None) -> dict[str, Any]:
 # MLPerf Tiny, other kinds
 
 
-def rescore_mlcommons_energy(folder: Path) -> CaseResult:
+def rescore_mlcommons_energy(folder: Path, kind: str = "tiny_energy_newrunner",
+                             windows: int = REQUIRED_WINDOWS) -> CaseResult:
+    """MLCommons-runner energy: each trial's samples between its last two events, / N; the
+    median of the trials (``windows`` of them: five, or one streamed file for SWW)."""
     claim = published_value(folder)
-    case = CaseResult(folder, "tiny_energy_newrunner", claim[0] if claim else None, None,
+    case = CaseResult(folder, kind, claim[0] if claim else None, None,
                       "uJ/inf", facts=_path_facts(folder))
     flags: list[str] = [] if claim else [f"{folder}: results.txt missing or prints no median"]
     try:
@@ -590,7 +597,7 @@ def rescore_mlcommons_energy(folder: Path) -> CaseResult:
     energies = run.energies()
     result = score_energy(energies)
     case.derived = result.value
-    window_flags, notes = _window_notes(result)
+    window_flags, notes = _window_notes(result, windows)
     flags += window_flags
     printed = printed_energy_windows(folder)
     if len(printed) > len(energies):
@@ -771,11 +778,6 @@ def rescore_sww(folder: Path, kind: str) -> CaseResult:
                              f"detections give {counts}")
     except LogFormatError as exc:
         return _settle(case, [str(exc)], [])
-    if kind == "tiny_sww_energy_newrunner":
-        case.status = "unsupported"
-        case.reasons = ["streaming wake word energy: only its performance and detections are "
-                        "re-derived here", *notes]
-        return case
     case.facts.update({"metric": "throughput", "work_count": None})
     return _settle(case, flags, notes)
 
@@ -1038,8 +1040,11 @@ def _rescore_case(folder: Path, table: dict[Path, tuple[float, str]] | None,
         case = rescore_eembc_summary(folder)
     elif kind in ("tiny_accuracy", "tiny_accuracy_newrunner"):
         case = rescore_accuracy(folder, kind)
-    elif kind in ("tiny_sww_perf_newrunner", "tiny_sww_energy_newrunner"):
+    elif kind == "tiny_sww_perf_newrunner":
         case = rescore_sww(folder, kind)
+    elif kind == "tiny_sww_energy_newrunner":
+        # One ~20-minute stream, one trial: its energy is the published "median".
+        case = rescore_mlcommons_energy(folder, kind, windows=1)
     elif kind in (MISSING_FILES, "tiny_newrunner_unreadable"):
         case = CaseResult(folder, kind, None, None, "", "flagged", [
             f"{printable(folder)}: a result folder without a readable results.txt, log.txt or "

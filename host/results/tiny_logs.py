@@ -670,7 +670,7 @@ def parse_results_vector(inner: str, where: object) -> list[float]:
             continue
         value = _number(item)
         if value is None or value != value or abs(value) == float("inf"):
-            raise LogFormatError(f"{where}: m-results value {printable(item)[:30]!s} is not a "
+            raise LogFormatError(f"{where}: m-results value {printable(item)[:30]!r} is not a "
                                  "finite number")
         values.append(value)
     if not values:
@@ -844,18 +844,24 @@ class SwwRun:
     processing_time_s: float  # as the runner recorded it
     detections_ms: list[int]
     windows_s: list[tuple[float, float]]
+    period_s: float = float("nan")
 
     def duty_cycle(self) -> tuple[float, float, float]:
         """(mean on-time s, mean period s, duty cycle) from the raw pulse edges, as the runner's
-        ``process_dutycycle``: unequal counts are cut to the shorter."""
+        ``process_dutycycle`` (unequal counts cut to the shorter); without edges, the
+        runner's own recorded processing time and period."""
         n = min(len(self.start_times_s), len(self.stop_times_s))
+        if n < 2:
+            if self.processing_time_s > 0 and self.period_s > 0:
+                return (self.processing_time_s, self.period_s,
+                        self.processing_time_s / self.period_s)
+            raise LogFormatError(f"{self.wav_file}: {n} processing pulse(s) and no recorded "
+                                 "processing time: no throughput")
         starts = np.asarray(self.start_times_s[:n])
         stops = np.asarray(self.stop_times_s[:n])
-        if n < 2:
-            raise LogFormatError(f"{self.wav_file}: {n} processing pulse(s): no period")
         on = float(np.mean(stops - starts))
         period = float(np.mean(np.diff(starts)))
-        if on <= 0 or period <= 0:
+        if not (on > 0 and period > 0):
             raise LogFormatError(f"{self.wav_file}: processing pulses give on-time {on} s and "
                                  f"period {period} s")
         return on, period, on / period
@@ -915,7 +921,10 @@ def read_sww(folder: Path) -> list[SwwRun]:
             duty = _get(e, "dutycycle") or {}
             starts = [json_float(v, where) for v in _list(duty.get("start_times_s"), where)]
             stops = [json_float(v, where) for v in _list(duty.get("stop_times_s"), where)]
+            if not isinstance(duty, dict):
+                raise LogFormatError(f"{where}: dutycycle is not an object")
             processing = duty.get("processing_time")
+            period = duty.get("period")
             detections = [json_int(v, where) for v in _list(infer.get("detections"), where)]
             windows = []
             for w in _list(infer.get("detection_windows"), where):
@@ -928,7 +937,8 @@ def read_sww(folder: Path) -> list[SwwRun]:
                 stop_times_s=stops,
                 processing_time_s=(json_float(processing, where) if processing is not None
                                    else float("nan")),
-                detections_ms=detections, windows_s=windows))
+                detections_ms=detections, windows_s=windows,
+                period_s=json_float(period, where) if period is not None else float("nan")))
         except LogFormatError:
             raise
         except ResultFileError as exc:

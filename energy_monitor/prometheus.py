@@ -294,8 +294,16 @@ def parse_matrix(body: bytes) -> Iterator[tuple[dict[str, str], np.ndarray, np.n
         metric_at = body.rfind(b'{"metric":', pos, at)
         labels = json.loads(body[metric_at + len(b'{"metric":'):at - 1])
         end = body.find(b"]]", at)
-        numbers = body[at + len(_VALUES_KEY):end].translate(None, b'[]"').split(b",")
-        pairs = np.fromiter(map(float, numbers), dtype=np.float64, count=len(numbers))
+        numbers = body[at + len(_VALUES_KEY):end].translate(None, b'[]"')
+        try:  # numpy's C text parser: 4-5x faster than float() per number
+            pairs = np.fromstring(numbers, dtype=np.float64, sep=",")
+        except ValueError:
+            pairs = np.zeros(1)  # odd length: refused below
+        if len(pairs) % 2 or len(pairs) != numbers.count(b",") + 1:
+            raise PrometheusError(
+                f"unreadable readings for series {labels}: expected [time, \"value\"] pairs "
+                "of numbers; is this a Prometheus server?"
+            )
         yield labels, pairs[0::2], pairs[1::2]
         pos = end
 

@@ -8,6 +8,8 @@ import urllib.request
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from energy_monitor.meter import MeterIdentity
 from energy_monitor.prometheus import (
@@ -206,6 +208,24 @@ def test_parse_matrix_reads_labels_and_special_values() -> None:
     assert empty == {} and list(t2) == [10.0] and list(v2) == [1.0]
     with pytest.raises(PrometheusError, match="bad_data"):
         list(parse_matrix(b'{"status":"error","errorType":"bad_data","error":"x"}'))
+
+
+@pytest.mark.parametrize("values", [b'[[1.5,"x"]]', b'[[1.5,"2"],[3]]', b'[[1.5,,"2"]]'])
+def test_parse_matrix_refuses_readings_that_are_not_number_pairs(values: bytes) -> None:
+    body = (b'{"status":"success","data":{"resultType":"matrix","result":['
+            b'{"metric":{"instance":"a"},"values":' + values + b'}]}}')
+    with pytest.raises(PrometheusError, match="unreadable readings"):
+        list(parse_matrix(body))
+
+
+@given(st.lists(st.tuples(st.floats(allow_nan=False), st.floats(allow_nan=False)),
+                min_size=1, max_size=50))
+def test_parse_matrix_reads_back_any_finite_pairs(pairs: list[tuple[float, float]]) -> None:
+    values = ",".join(f'[{t!r},"{v!r}"]' for t, v in pairs).replace("inf", "Inf")
+    body = ('{"status":"success","data":{"resultType":"matrix","result":['
+            '{"metric":{"instance":"a"},"values":[' + values + ']}]}}').encode()
+    [(_, t, v)] = list(parse_matrix(body))
+    assert list(t) == [p[0] for p in pairs] and list(v) == [p[1] for p in pairs]
 
 
 def test_one_node_as_a_series_meter(small_fleet, tmp_path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -85,3 +87,18 @@ def test_save_and_load_round_trip(tmp_path) -> None:
     assert loaded.events == trace.events
     assert loaded.drops == [Drop(10, 2, 8)]
     assert loaded.sample_rate_hz == trace.sample_rate_hz
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_current_traces_sum_exact_products_in_float64(dtype) -> None:
+    """The product of two stored values is formed in float64 (exact for float32 columns) and
+    accumulated in float64: the result matches math.fsum of the exact products."""
+    rng = np.random.default_rng(3)
+    current = (rng.random(200_001) * 1e-3).astype(dtype)
+    voltage = (1.8 + rng.random(200_001) * 1e-2).astype(dtype)
+    trace = Trace(sample_rate_hz=1000.0, current_a=current, voltage_v=voltage)
+    exact = math.fsum((current.astype(np.float64) * voltage.astype(np.float64)).tolist()) / 1000
+    got = integrate(trace, Window(0, 0, 1, "t", 0.001, start_index=0, end_index=len(trace)))
+    assert got.energy_j == pytest.approx(exact, rel=1e-13)
+    assert trace.energy_sum_j(5, 17) == pytest.approx(
+        float(np.sum(trace.energy_per_sample_j(5, 17))), rel=1e-13)

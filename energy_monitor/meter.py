@@ -41,6 +41,9 @@ class MeterIdentity:
     serial: str
     firmware: str
     measured_as: str  # one of MEASURED_AS
+    # What the instrument told us that weakens its numbers without stopping a run (e.g. a PPK2
+    # that reports no factory calibration); kept in the session with the identity.
+    warnings: tuple[str, ...] = ()
 
 
 class Meter(Protocol):

@@ -7,11 +7,22 @@ code was taken in, a 6-bit sample counter and the 8 logic inputs D0..D7. One rea
 the port: it appends every byte to the raw file, decodes whole words with numpy (a word split
 across two reads waits for its other half), converts them to amperes with the unit's own
 calibration, turns gaps in the counter into drops (padded with NaN so indices stay on the
-meter's clock) and level changes on D0 into timestamp edges. Anything it cannot read (a range
-field above 4, a saturated top range) marks the stream broken with the sample number; what came
-before is kept, and the raw file keeps the evidence.
+meter's clock) and level changes on D0 into timestamp edges.
 
-Reference: ``shared/reference/instruments.md`` §3.
+What the vendor software does is the yardstick (Nordic's nRF Connect Power Profiler,
+``NordicSemiconductor/pc-nrfconnect-ppk`` ``src/device/serialDevice.ts``, and the ``ppk2-api``
+package, which follows it): the current formula in their order of operations, so both give the
+same float for the same word; a metadata block without ``Calibrated``, or with ``Calibrated: 0``,
+is used as it is (neither program reads that key) and the warning goes into the meter identity;
+a word whose range field is above 4 is not a reading (Nordic clamps the field to 5, past its
+five sets of constants, and shows no value; ppk2-api clamps to 4): it is skipped and the
+counter places the samples after it, so a word that replaced a sample is a one-sample drop.
+Nordic's optional spike filter is here too (``spike_filter=True``), off by default: it smooths
+the samples right after each range switch, which moves charge between samples, so it is for
+looking at traces, not for energy. A saturated top range ends the stream with an error; what
+came before is kept, and the raw file keeps the evidence.
+
+Reference: ``shared/reference/instruments.md`` §3; ``docs/monitors/ppk2.md``.
 """
 
 from __future__ import annotations
@@ -44,6 +55,12 @@ READ_TIMEOUT_S = 0.01
 STOP_QUIET_S = 0.05  # after AverageStop, the stream is over once this long passes without bytes
 STOP_MAX_S = 5.0
 EDGE_CHOICES = ("fall", "rise", "both")
+# Nordic's spike filter (pc-nrfconnect-ppk serialDevice.ts, ``spikeFilter`` defaults; ppk2-api
+# uses the same numbers): exponential averages with these weights for the new sample, one for
+# ranges 0..3 and one for range 4, used for this many samples from a range switch.
+SPIKE_ALPHA = 0.18
+SPIKE_ALPHA_TOP = 0.06
+SPIKE_SAMPLES = 3
 
 GET_METADATA = b"\x19"
 AVERAGE_START = b"\x06"
@@ -86,13 +103,18 @@ class Ppk2Calibration:
         return cls(**columns)
 
     def amperes(self, adc: np.ndarray, rng: np.ndarray, vdd_mv: float) -> np.ndarray:
-        """Current in A for ADC codes taken in ranges ``rng`` (both integer arrays, range <= 4)."""
+        """Current in A for ADC codes taken in ranges ``rng`` (both integer arrays, range <= 4).
+
+        The operations are grouped as in Nordic's ``getAdcResult`` (and ppk2-api's
+        ``get_adc_result``), so the result is the same float, not just a close one."""
 
         def col(name: str) -> np.ndarray:
             return np.asarray(getattr(self, name), dtype=np.float64)[rng]
 
-        x = (adc.astype(np.float64) * 4 - col("o")) * ADC_MULT / col("r")
-        return col("ug") * (x * (col("gs") * x + col("gi")) + col("s") * vdd_mv / 1000 + col("i"))
+        x = (adc.astype(np.float64) * 4 - col("o")) * (ADC_MULT / col("r"))
+        return col("ug") * (
+            x * (col("gs") * x + col("gi")) + (col("s") * (vdd_mv / 1000) + col("i"))
+        )
 
 
 def _number(text: str | None) -> float | None:
@@ -120,27 +142,95 @@ def parse_metadata(text: str) -> dict[str, str]:
 @dataclass
 class DecodedBlock:
     """What one stretch of the stream decoded to, in trace order: ``current_a`` holds NaN
-    for lost samples, ``received`` counts the words decoded, ``error`` ends the stream."""
+    for lost samples, ``received`` counts the words decoded, ``garbled`` the words skipped
+    (range field above 4), ``error`` ends the stream."""
 
     current_a: np.ndarray
     received: int
     drops: list[Drop] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
+    garbled: int = 0
     error: str | None = None
+
+
+class SpikeFilter:
+    """Nordic's spike filter, sample by sample as ``getAdcResult`` applies it (state kept
+    across reads; a new acquisition starts a new filter, as AverageStart resets Nordic's).
+
+    Two exponential averages run over every sample (weights :data:`SPIKE_ALPHA` and
+    :data:`SPIKE_ALPHA_TOP`). From a range switch, for :data:`SPIKE_SAMPLES` samples, the
+    output is the average instead of the sample (range 4: the range-4 average), and in range 4
+    the first two samples after the switch are left out of both averages. A Python loop: it
+    is optional and off for energy."""
+
+    def __init__(self) -> None:
+        self.avg: float | None = None
+        self.avg_top: float | None = None
+        self.prev_range: int | None = None
+        self.after = 0
+        self.consecutive = 0
+
+    def apply(self, amps: np.ndarray, rng: np.ndarray) -> np.ndarray:
+        out = amps.tolist()
+        ranges = rng.tolist()
+        avg, avg_top, prev, after, consecutive = (
+            self.avg, self.avg_top, self.prev_range, self.after, self.consecutive
+        )
+        keep, keep_top = 1.0 - SPIKE_ALPHA, 1.0 - SPIKE_ALPHA_TOP
+        for j, (value, r) in enumerate(zip(out, ranges, strict=True)):
+            before, before_top = avg, avg_top
+            avg = value if avg is None else SPIKE_ALPHA * value + keep * avg
+            avg_top = value if avg_top is None else SPIKE_ALPHA_TOP * value + keep_top * avg_top
+            if prev is None:
+                prev = r
+            if prev != r or after > 0:
+                if prev != r:
+                    consecutive = 0
+                    after = SPIKE_SAMPLES
+                else:
+                    consecutive += 1
+                if r == TOP_RANGE:
+                    if consecutive < 2:
+                        avg, avg_top = before, before_top
+                    out[j] = avg_top
+                else:
+                    out[j] = avg
+                after -= 1
+            prev = r
+        self.avg, self.avg_top, self.prev_range, self.after, self.consecutive = (
+            avg, avg_top, prev, after, consecutive
+        )
+        return np.asarray(out, dtype=np.float64)
+
+
+def spike_windows(rng: np.ndarray) -> np.ndarray:
+    """Which samples the spike filter replaces: the :data:`SPIKE_SAMPLES` samples from each
+    range switch (``rng`` = the range field of consecutive samples)."""
+    switch = np.zeros(len(rng), dtype=bool)
+    switch[1:] = rng[1:] != rng[:-1]
+    window = switch.copy()
+    for k in range(1, SPIKE_SAMPLES):
+        window[k:] |= switch[:-k]
+    return window
 
 
 class Ppk2Decoder:
     """Bytes -> samples, keeping state across reads: a split word's first bytes, the last
-    counter value (for gaps) and the last D0 level (for edges). Also decodes a saved
-    ``ppk2-raw.bin`` offline."""
+    counter value (for gaps), the last D0 level (for edges) and, when on, the spike filter.
+    Also decodes a saved ``ppk2-raw.bin`` offline."""
 
-    def __init__(self, calibration: Ppk2Calibration, vdd_mv: float, edges: str) -> None:
+    def __init__(
+        self, calibration: Ppk2Calibration, vdd_mv: float, edges: str,
+        spike_filter: bool = False,
+    ) -> None:
         self.calibration = calibration
         self.vdd_mv = vdd_mv
         self.edges = edges
+        self.spike_filter = SpikeFilter() if spike_filter else None
         self.rest = b""
         self.position = 0  # trace index of the next sample (received + NaN pads)
         self.received = 0
+        self.garbled = 0  # words skipped: range field above 4
         self.last_counter: int | None = None
         self.last_level: int | None = None
 
@@ -149,28 +239,25 @@ class Ppk2Decoder:
         whole = len(data) // 4 * 4
         self.rest = data[whole:]
         words = np.frombuffer(data, dtype="<u4", count=whole // 4)
+        garbled = ((words >> 14) & 0x7) > TOP_RANGE
+        skipped = int(np.count_nonzero(garbled))
+        if skipped:  # not a reading: the counter of the words around it tells what was lost
+            words = words[~garbled]
+            self.garbled += skipped
         adc = (words & ADC_MAX).astype(np.int64)
         rng = ((words >> 14) & 0x7).astype(np.int64)
         error = None
-        bad = np.flatnonzero((rng > TOP_RANGE) | ((rng == TOP_RANGE) & (adc == ADC_MAX)))
+        bad = np.flatnonzero((rng == TOP_RANGE) & (adc == ADC_MAX))
         if len(bad):
             j = int(bad[0])
-            at = self.received + j
-            if rng[j] > TOP_RANGE:
-                error = (
-                    f"garbled PPK2 stream at sample {at}: word 0x{int(words[j]):08x} has current "
-                    f"range {int(rng[j])} (0..4 exist). Bytes were lost or another program reads "
-                    "the port; the samples before it are kept, the raw file has the rest"
-                )
-            else:
-                error = (
-                    f"current above the PPK2's range at sample {at}: the top range's ADC is "
-                    "saturated (0x3FFF). The PPK2 measures up to 1 A: check the DUT for a short "
-                    "or use a meter with a higher range; the samples before it are kept"
-                )
+            error = (
+                f"current above the PPK2's range at sample {self.received + j}: the top range's "
+                "ADC is saturated (0x3FFF). The PPK2 measures up to 1 A: check the DUT for a "
+                "short or use a meter with a higher range; the samples before it are kept"
+            )
             words, adc, rng = words[:j], adc[:j], rng[:j]
         n = len(words)
-        block = DecodedBlock(np.empty(0), n, error=error)
+        block = DecodedBlock(np.empty(0), n, garbled=skipped, error=error)
         if n == 0:
             return block
         counter = ((words >> 18) & (COUNTER_MOD - 1)).astype(np.int64)
@@ -181,6 +268,8 @@ class Ppk2Decoder:
         lost = np.where(step == 0, COUNTER_MOD, step) - 1  # a repeated counter: 63 lost
         positions = self.position + np.arange(n) + np.cumsum(lost)
         current = self.calibration.amperes(adc, rng, self.vdd_mv)
+        if self.spike_filter is not None:
+            current = self.spike_filter.apply(current, rng)
         if lost.any():
             padded = np.full(int(positions[-1]) + 1 - self.position, np.nan)
             padded[positions - self.position] = current
@@ -214,7 +303,8 @@ class Ppk2(EdgeWaiting):
     It supplies the DUT from its regulator (source-meter mode) and measures the current it
     draws; the voltage column of the trace is the regulator setting. ``edges`` picks which
     level changes of logic input D0 become timestamp events: ``fall`` (MLPerf Tiny's choice),
-    ``rise`` or ``both``.
+    ``rise`` or ``both``. ``spike_filter`` applies Nordic's spike filter to the currents (off
+    by default; the identity warns when it is on, since it is not for energy).
     """
 
     kind = "ppk2"
@@ -222,13 +312,14 @@ class Ppk2(EdgeWaiting):
     def __init__(
         self, url: str, *, measured_as: str = "hardware", edges: str = "fall",
         command_timeout_s: float = 3.0, stall_timeout_s: float = 3.0,
-        on_command: Callable[[str, str], None] | None = None,
+        on_command: Callable[[str, str], None] | None = None, spike_filter: bool = False,
     ) -> None:
         if edges not in EDGE_CHOICES:
             raise ValueError(f"edges must be one of {', '.join(EDGE_CHOICES)}, not {edges!r}")
         self.url = url
         self.measured_as = measured_as
         self.edges = edges
+        self.spike_filter = spike_filter
         self.command_timeout_s = command_timeout_s
         self._health = StreamHealth(
             "the PPK2", stall_timeout_s, "Check the USB cable and that the PPK2 is switched on"
@@ -246,6 +337,7 @@ class Ppk2(EdgeWaiting):
         self.voltage_v = 3.3
         self.metadata: dict[str, str] = {}
         self.calibration: Ppk2Calibration | None = None
+        self.warnings: tuple[str, ...] = ()
         self._lock = threading.Lock()
         self._text = bytearray()  # bytes outside an acquisition: the metadata reply
         self._raw = RawLog(None)
@@ -259,12 +351,14 @@ class Ppk2(EdgeWaiting):
 
     def identify(self) -> MeterIdentity:
         """Read the metadata block (calibration constants, hardware id); refuses a device
-        whose block is not a calibrated PPK2's."""
+        whose block is not a PPK2's. What weakens the numbers (no factory calibration, the
+        spike filter) is in the identity's ``warnings``."""
         self.metadata = self._read_metadata()
         self.calibration = Ppk2Calibration.from_metadata(self.metadata)
+        self.warnings = self._warnings(self.metadata)
         return MeterIdentity(
             "ppk2", "Power Profiler Kit II", _usb_serial(self.url),
-            f"HW {self.metadata.get('HW', 'unknown')}", self.measured_as,
+            f"HW {self.metadata.get('HW', 'unknown')}", self.measured_as, self.warnings,
         )
 
     def configure(self, *, voltage_v: float, sample_rate_hz: float) -> None:
@@ -398,25 +492,41 @@ class Ppk2(EdgeWaiting):
         meta = parse_metadata(text)
         for key, value in meta.items():
             self._on_command("<", f"{key}: {value}")
-        if "Calibrated" not in meta or "R0" not in meta:
+        if "R0" not in meta:
             raise MeterError(
-                f"the metadata from {self.url} is not a PPK2's (no Calibrated or R0 key): "
-                "check the port belongs to a Power Profiler Kit II"
-            )
-        if _number(meta["Calibrated"]) in (None, 0):
-            raise MeterError(
-                f"the PPK2 at {self.url} reports 'Calibrated: {meta['Calibrated']}': it holds no "
-                "factory calibration, so its currents cannot be trusted. Update its firmware "
-                "with nRF Connect Power Profiler or use a calibrated unit"
+                f"the metadata from {self.url} is not a PPK2's (no R0 key): check the port "
+                "belongs to a Power Profiler Kit II"
             )
         return meta
+
+    def _warnings(self, meta: dict[str, str]) -> tuple[str, ...]:
+        """Nordic's app and ppk2-api use the constants whatever ``Calibrated`` says; so do we,
+        and say so."""
+        found = []
+        calibrated = meta.get("Calibrated")
+        if calibrated is None or _number(calibrated) in (None, 0):
+            said = "no Calibrated key" if calibrated is None else f"'Calibrated: {calibrated}'"
+            found.append(
+                f"the PPK2 reports {said}: its constants may not be a factory calibration, so "
+                "its currents may be off by more than the datasheet's accuracy. Calibrate it "
+                "with nRF Connect Power Profiler or use a calibrated unit for results"
+            )
+        if self.spike_filter:
+            found.append(
+                "the spike filter is on: samples after each range switch are averages "
+                "(Nordic's filter), not readings; energies are approximate"
+            )
+        for warning in found:
+            self._on_command("#", warning)
+        return tuple(found)
 
     # -- the stream -----------------------------------------------------------------------
 
     def _reset_acquisition(self, samples_path: Path | None) -> None:
         self._samples = SampleStore(samples_path)
         self._decoder = Ppk2Decoder(
-            self.calibration or Ppk2Calibration(), self.voltage_v * 1000, self.edges
+            self.calibration or Ppk2Calibration(), self.voltage_v * 1000, self.edges,
+            self.spike_filter,
         )
         self._events: list[Event] = []
         self._drops: list[Drop] = []
@@ -463,6 +573,11 @@ class Ppk2(EdgeWaiting):
             self._samples.extend_array(block.current_a)
             self._drops.extend(block.drops)
             self._events.extend(block.events)
+            if block.garbled:
+                self._on_command(
+                    "#", f"skipped {block.garbled} garbled word(s) (range field above 4) near "
+                    f"sample {self._decoder.position}; the counter places the samples after them"
+                )
             if block.error:
                 self._health.fail(block.error)
 

@@ -8,7 +8,15 @@ holds the sample's mean current (auto-ranging), inverts the calibration formula 
 and puts the DUT's timestamp pin on logic input D0 (low for any sample a low pulse overlaps, so
 a pulse shorter than a sample is still seen). The currents are exact integrals of a
 :class:`~energy_monitor.sim.load.LoadTimeline`, which gives tests their ground truth. Faults:
-an unplugged cable, a stall, lost words (the counter runs on), a garbled word, a lost pulse.
+an unplugged cable, a stall, lost words (the counter runs on), a garbled word (one sample's
+word arrives with range field 7, its counter intact), a lost pulse.
+
+The metadata reply comes as the vendor programs expect it: after one USB frame, and complete
+within a few milliseconds. ppk2-api reads whatever is waiting right after sending GetMetadata
+and then every 100 ms, keeping only the first read that contains ``END``, so a reply that
+dribbled in over more than one of its reads would lose its first keys (and the calibration
+with them). With ``quirks`` the block comes in 64-byte USB packets written back to back, so
+a reader may still see it in pieces, as a host can.
 
 Reference: ``shared/reference/instruments.md`` §3. The 1 A ceiling is the PPK2's specified
 maximum; how the firmware reports it is not documented, so a saturated top range stands for it.
@@ -32,6 +40,10 @@ ADC_MULT = 1.8 / 163840
 ADC_MAX = 0x3FFF
 MAX_CURRENT_A = 1.0
 BATCH = 65_536  # samples per write, so commands are read between batches of a backlog
+# Our assumptions for the reply's timing (USB full speed: 1 ms frames, 64-byte bulk packets);
+# Nordic documents neither.
+USB_FRAME_S = 0.001
+USB_PACKET = 64
 DEFAULTS = {  # the constants ppk2-api and Nordic's app fall back to
     "R": (1031.64, 101.65, 10.15, 0.94, 0.043),
     "GS": (1.0,) * 5,
@@ -158,11 +170,12 @@ class Ppk2Simulator:
 
     def _send_metadata(self) -> None:
         blob = self.metadata_text().encode("ascii")
-        if self.faults.quirks:  # the block arrives in two USB transfers, read apart
-            self._write(blob[: len(blob) // 2])
-            time.sleep(0.03)
-            blob = blob[len(blob) // 2 :]
-        self._write(blob)
+        time.sleep(USB_FRAME_S)  # the command leaves the host in the next frame at the earliest
+        if self.faults.quirks:
+            for at in range(0, len(blob), USB_PACKET):
+                self._write(blob[at : at + USB_PACKET])
+        else:
+            self._write(blob)
 
     def _constants(self) -> dict[str, np.ndarray]:
         """The calibration the simulator's ADC inverts: what its metadata says, or defaults."""
@@ -238,10 +251,9 @@ class Ppk2Simulator:
             keep &= ~((k >= f.drop_at) & (k < f.drop_at + f.drop_count))
         if f.unplug_after is not None:
             keep &= k < f.unplug_after
-        words = words[keep]
         if f.garble_at is not None and k0 <= f.garble_at < k0 + count:
-            at = int(np.count_nonzero(keep[: f.garble_at - k0]))
-            words = np.insert(words, at, np.uint32((7 << 14) | 0x1234))  # range field 7
+            words[f.garble_at - k0] |= np.uint32(7 << 14)  # range field 7, counter intact
+        words = words[keep]
         self._emitted += count
         data = words.astype("<u4").tobytes()
         if f.unplug_after is not None and k0 + count >= f.unplug_after:

@@ -88,6 +88,7 @@ class Ppk2Simulator:
         self._carry = b""  # bytes of a word held back for the next write (quirks)
         self._more = False  # a backlog is due: do not sleep between batches
         self._inbuf = b""
+        self._backed_up = False  # a write was given up: the host stopped reading
         self._port: PtyPort | None = None
         self._thread: threading.Thread | None = None
 
@@ -114,7 +115,31 @@ class Ppk2Simulator:
         self.close()
 
     def _write(self, data: bytes) -> None:
-        self._port.write(data)
+        """Send ``data``. While the host does not read, keep taking its commands (a USB device
+        receives OUT packets while its IN data waits), and drop the rest of ``data`` once an
+        AverageStop is among them: ppk2-api stops reading before it sends AverageStop."""
+        while data:
+            sent = self._port.write_some(data)
+            if sent is None:
+                return
+            data = data[sent:]
+            if data:
+                incoming = self._port.read(0.005)
+                if incoming is None:
+                    return
+                self._inbuf += incoming
+                if self._stop_waiting():
+                    self._backed_up = True
+                    return
+
+    def _stop_waiting(self) -> bool:
+        """Whether the unparsed input holds a whole AverageStop command."""
+        at = 0
+        while at < len(self._inbuf):
+            if self._inbuf[at] == 0x07:
+                return True
+            at += COMMAND_LENGTHS.get(self._inbuf[at], 1)
+        return False
 
     def _serve(self) -> None:
         while (chunk := self._port.read(0 if self._more else 0.005)) is not None:
@@ -149,9 +174,12 @@ class Ppk2Simulator:
         elif op == 0x06:
             self._start_stream()
         elif op == 0x07 and self.streaming:
-            while self._stream():  # everything due up to now, then silence
-                pass
-            self._flush_carry()
+            if not self._backed_up:
+                while self._stream():  # everything due up to now, then silence
+                    pass
+                self._flush_carry()
+            self._carry = b""
+            self._backed_up = False
             self.streaming = False
         elif op == 0x20:
             self.streaming = False

@@ -48,6 +48,18 @@ class PtyPort:
                 return
             data = data[n:]
 
+    def write_some(self, data: bytes) -> int | None:
+        """Send what fits now without waiting: the bytes written (0 while the driver's side is
+        full), None once closed."""
+        if self.closed.is_set():
+            return None
+        try:
+            return os.write(self._master, data)
+        except BlockingIOError:
+            return 0
+        except (OSError, TypeError):
+            return None
+
     def unplug(self) -> None:
         """Close the port as a pulled cable does, after the driver had time to read."""
         time.sleep(UNPLUG_GRACE_S)

@@ -44,7 +44,7 @@ from energy_monitor.stream import RawLog, StreamHealth
 from energy_monitor.trace import Drop, Event, Trace
 
 DEFAULT_PORT = 1905
-PROTOCOL_MAJOR = "0"  # Otii 3 servers report protocol_version 0.x
+PROTOCOL_MAJOR = "0"  # Otii 3 servers report protocol_version 0.x; others work with a warning
 CHUNK = 40_000  # main-current values per request
 MAIN_CURRENT = "mc"
 DEVICE_TYPES = ("Arc", "Ace")
@@ -111,6 +111,7 @@ class Otii:
         self._raw = RawLog(None)
         self._logged_in_by_us = False
         self._reserved_licence: object = None
+        self.warnings: tuple[str, ...] = ()
         self._project_id: object = None
         self._recording_id: object = None
         self._reset_acquisition(None)
@@ -140,7 +141,7 @@ class Otii:
                  f"Otii {self.server.get('otii_version', '?')})")
         return MeterIdentity(
             "otii", model, str(self.device.get("name") or self.device.get("device_id")),
-            str(version.get("fw_version", "?")), self.measured_as,
+            str(version.get("fw_version", "?")), self.measured_as, self.warnings,
         )
 
     def configure(self, *, voltage_v: float, sample_rate_hz: float) -> None:
@@ -304,7 +305,12 @@ class Otii:
         if reply.get("type") == "error":
             self._on_command("<", _shorten(text))
             code = str(reply.get("errorcode", "?"))
-            detail = (reply.get("data") or {}).get("message")
+            data = reply.get("data") if isinstance(reply.get("data"), dict) else {}
+            # The server names what it refused: a message, or the key / device_id it missed.
+            detail = data.get("message") or (
+                f"key {data['key']!r}" if "key" in data else
+                f"device_id {data['device_id']!r}" if "device_id" in data else None
+            )
             raise MeterError(
                 f"the Otii server refused {cmd}: {code}" + (f" ({detail})" if detail else "")
                 + f". Fix: {FIXES.get(code, 'see the Otii TCP server documentation')}"
@@ -399,10 +405,15 @@ class Otii:
                                f"({text[:60]!r}): point the driver at the Otii TCP server")
         version = str(info["protocol_version"])
         if version.split(".")[0] != PROTOCOL_MAJOR:
-            raise self._broken(
-                f"the Otii server speaks protocol {version}; this driver knows {PROTOCOL_MAJOR}.x "
-                "(Otii 3): update tinypower, or use an Otii 3 release"
+            # The official client checks no version at all; a newer server most likely still
+            # answers these commands, and any it does not is an error naming the command.
+            warning = (
+                f"the Otii server speaks protocol {version}; this driver was checked against "
+                f"{PROTOCOL_MAJOR}.x (Otii 3). A refused or changed command would show as an "
+                "error; report it with the session's transcript"
             )
+            self.warnings += (warning,)
+            self._on_command("#", warning)
         return info
 
     def _log_in(self, username: str | None, password: str | None) -> None:

@@ -152,7 +152,7 @@ def test_error_replies_name_the_cause_and_the_fix(bench: Bench) -> None:
         m.request("otii_frobnicate")
     with pytest.raises(MeterError, match="Missing key in request.*'device_id'"):
         m.request("arc_set_main", {"enable": True})
-    with pytest.raises(MeterError, match="Device not connected.*USB cable"):
+    with pytest.raises(MeterError, match="Device not connected.*'arc-9'.*USB cable"):
         m.request("arc_get_version", {"device_id": "arc-9"})
     with pytest.raises(MeterError, match="Command failure.*main voltage 6.*range"):
         m.configure(voltage_v=6.0, sample_rate_hz=1000)
@@ -165,6 +165,28 @@ def test_error_replies_name_the_cause_and_the_fix(bench: Bench) -> None:
     with pytest.raises(MeterError, match="Not logged in.*OTII_USERNAME"):
         m.request("otii_get_devices")
     assert ("<", next(t for d, t in bench.transcript if "Not logged in" in t)) in bench.transcript
+
+
+def test_another_protocol_major_is_used_with_a_warning_in_the_identity() -> None:
+    sim = OtiiSimulator(LoadTimeline(VirtualClock(), IDLE_A), protocol_version="1.2")
+    notes: list[tuple[str, str]] = []
+    try:
+        meter = Otii(sim.start(), username=USER, password=PASSWORD, measured_as="simulated",
+                     on_command=lambda d, t: notes.append((d, t)))
+        try:
+            identity = meter.identify()
+            meter.configure(voltage_v=VOLTAGE_V, sample_rate_hz=1000)
+        finally:
+            meter.close()
+    finally:
+        sim.close()
+    (warning,) = identity.warnings
+    assert "speaks protocol 1.2" in warning and "checked against 0.x" in warning
+    assert ("#", warning) in notes and sim.main_on
+
+
+def test_a_known_protocol_has_no_warning(bench: Bench) -> None:
+    assert bench.meter.identify().warnings == ()
 
 
 class FakeServer:
@@ -197,7 +219,6 @@ GOOD = b'{"type":"information","info":"connected","data":{"protocol_version":"0.
 
 
 @pytest.mark.parametrize(("greeting", "error"), [
-    (GOOD.replace(b"0.1", b"2.0"), "speaks protocol 2.0; this driver knows 0.x"),
     (b"HTTP/1.1 400 Bad Request\r\n", "malformed JSON from the Otii server"),
     (b'{"type":"information","data":{}}\r\n', "did not greet as an Otii server"),
     (GOOD, r"answered trans_id '999' to request 1 \(otii_is_logged_in\)"),

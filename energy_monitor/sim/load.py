@@ -91,6 +91,14 @@ class LoadTimeline:
             bounds = t0 + period_s * np.arange(count + 1, dtype=np.float64)
             return np.diff(self._cumulative_charge(bounds))
 
+    def charge_of_periods(self, t0: float, period_s: float, first: int, count: int) -> np.ndarray:
+        """Charge of sample periods ``first .. first + count - 1`` of a grid starting at ``t0``:
+        the same floats for a period however the range is split (an instrument that stores its
+        samples gives the same value each time one is read)."""
+        with self.lock:
+            bounds = t0 + period_s * np.arange(first, first + count + 1, dtype=np.float64)
+            return np.diff(self._cumulative_charge(bounds))
+
     def edges_between(self, t0: float, t1: float) -> list[PinEdge]:
         """Edges with ``t0 <= time < t1``, in time order."""
         with self.lock:

@@ -40,6 +40,18 @@ GREETING = {
 }
 INVALID, MISSING, NO_DEVICE = "Invalid command", "Missing key in request", "Device not connected"
 NO_LICENSE, NOT_LOGGED_IN, FAILURE = "No license", "Not logged in", "Command failure"
+UNPARSABLE = "Not able to parse request"
+# What an error reply's ``data`` holds per errorcode: the fields otii-tcp-client reads to build
+# its exception (otii_tcp_client/otii_exception.py, Otii_Exception.__init__). A reply without
+# them makes the official client fail with a KeyError instead of its Otii_Exception.
+ERROR_FIELDS = {
+    MISSING: ("key",),
+    NO_DEVICE: ("device_id",),
+    FAILURE: ("message",),
+    UNPARSABLE: ("parse_error", "data"),
+}
+MAX_CURRENT_RANGE_A = (0.001, 5.0)  # arc_set_max_current, from the client's docstring
+RANGES = ("low", "high")  # arc_set_range: low = auto-range, high = forced high range (client)
 MC_RATES_HZ = (1000, 2000, 4000)  # what this simulated Arc offers for mc (our choice)
 MAIN_VOLTAGE_RANGE_V = (0.5, 4.75)  # the Arc's main output
 EXP_VOLTAGE_RANGE_V = (1.2, 5.0)  # expansion port (digital I/O level)
@@ -65,6 +77,9 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     "arc_set_exp_voltage": (("device_id", "value"), "licence"),
     "arc_enable_exp_port": (("device_id", "enable"), "licence"),
     "arc_set_main": (("device_id", "enable"), "licence"),
+    "arc_get_main_voltage": (("device_id",), "licence"),
+    "arc_set_max_current": (("device_id", "value"), "licence"),
+    "arc_set_range": (("device_id", "range"), "licence"),
     "project_start_recording": (("project_id",), "licence"),
     "project_stop_recording": (("project_id",), "licence"),
     "project_get_last_recording": (("project_id",), "licence"),
@@ -81,9 +96,19 @@ SLOW_COMMANDS = ("otii_get_devices", "project_stop_recording")  # answered after
 
 
 class _Refusal(Exception):
-    def __init__(self, errorcode: str, message: str) -> None:
+    """An error reply: its errorcode, a message, and the fields the code carries."""
+
+    def __init__(self, errorcode: str, message: str, **fields: object) -> None:
         super().__init__(message)
         self.errorcode = errorcode
+        self.fields = fields
+
+    def data(self) -> dict:
+        data = {"message": str(self), **self.fields}
+        missing = [k for k in ERROR_FIELDS.get(self.errorcode, ()) if k not in data]
+        if missing:  # a simulator bug, never the client's
+            raise RuntimeError(f"{self.errorcode} error replies must carry {missing}")
+        return data
 
 
 class _Hangup(Exception):
@@ -121,8 +146,12 @@ class OtiiSimulator:
     def __init__(
         self, timeline: LoadTimeline, faults: SimFaults | None = None, *,
         username: str = "sim-user", password: str = "sim-pass", licensed: bool = True,
+        protocol_version: str = "0.1",
     ) -> None:
+        """``protocol_version`` is what the greeting announces (a future server's, for tests)."""
         self.timeline = timeline
+        self.greeting = {**GREETING, "data": {**GREETING["data"],
+                                              "protocol_version": protocol_version}}
         self.faults = faults or SimFaults()
         self.username, self.password = username, password
         self.logged_in = False
@@ -137,6 +166,8 @@ class OtiiSimulator:
             )
         self.main_voltage_v = 3.3
         self.main_on = False
+        self.max_current_a = 5.0
+        self.range = "low"
         self.exp_voltage_v = 3.3
         self.exp_enabled = False
         self.mc_rate_hz = 4000
@@ -192,7 +223,7 @@ class OtiiSimulator:
         pending = b""
         with conn:
             try:
-                self._send(client, GREETING)
+                self._send(client, self.greeting)
                 while not self._closed.is_set():
                     try:
                         chunk = conn.recv(65536)
@@ -221,9 +252,11 @@ class OtiiSimulator:
             request = json.loads(line.decode("utf-8"))
             cmd, trans_id = str(request.get("cmd", "")), request.get("trans_id")
             data = request.get("data") or {}
-        except (ValueError, AttributeError):
-            self._send(client, {"type": "error", "errorcode": INVALID,
-                                "data": {"message": "the request is not a JSON object"}})
+        except (ValueError, AttributeError) as exc:
+            refusal = _Refusal(UNPARSABLE, "the request is not a JSON object", parse_error=str(exc),
+                               data=line.decode("utf-8", "replace"))
+            self._send(client, {"type": "error", "cmd": "", "errorcode": UNPARSABLE,
+                                "data": refusal.data()})
             return
         head = {"cmd": cmd, "trans_id": trans_id}
         try:
@@ -233,7 +266,7 @@ class OtiiSimulator:
             return
         except _Refusal as refusal:
             self._send(client, {"type": "error", **head, "errorcode": refusal.errorcode,
-                                "data": {"message": str(refusal)}})
+                                "data": refusal.data()})
             return
         if client.garbled is not None:
             client.conn.sendall(client.garbled.encode("utf-8") + b"\r\n")
@@ -249,7 +282,7 @@ class OtiiSimulator:
         keys, access = COMMANDS[cmd]
         missing = [k for k in keys if k not in data]
         if missing:
-            raise _Refusal(MISSING, f"missing key {missing[0]!r}")
+            raise _Refusal(MISSING, f"missing key {missing[0]!r}", key=missing[0])
         with self._lock:
             if access != "open" and not self.logged_in:
                 raise _Refusal(NOT_LOGGED_IN, "log in with otii_login first")
@@ -258,7 +291,8 @@ class OtiiSimulator:
             ):
                 raise _Refusal(NO_LICENSE, "reserve an Automation license first")
             if "device_id" in keys and data["device_id"] != self.device_id:
-                raise _Refusal(NO_DEVICE, f"no device {data['device_id']!r}")
+                raise _Refusal(NO_DEVICE, f"no device {data['device_id']!r}",
+                               device_id=str(data["device_id"]))
             return getattr(self, f"_cmd_{cmd}")(data, client) or {}
 
     # -- login and licences ---------------------------------------------------------------
@@ -342,6 +376,19 @@ class OtiiSimulator:
 
     def _cmd_arc_set_main(self, data: dict, client: _Client) -> None:
         self.main_on = bool(data["enable"])
+
+    def _cmd_arc_get_main_voltage(self, data: dict, client: _Client) -> dict:
+        return {"value": self.main_voltage_v}
+
+    def _cmd_arc_set_max_current(self, data: dict, client: _Client) -> None:
+        """Kept, not enforced: the simulated Arc never trips (the DUT's load never comes near)."""
+        self.max_current_a = self._number(data, *MAX_CURRENT_RANGE_A, "max current")
+
+    def _cmd_arc_set_range(self, data: dict, client: _Client) -> None:
+        """Kept; the simulated Arc's currents are exact in either range."""
+        if data["range"] not in RANGES:
+            raise _Refusal(FAILURE, f"range {data['range']!r} is not one of {', '.join(RANGES)}")
+        self.range = data["range"]
 
     # -- projects and recordings ----------------------------------------------------------
 
@@ -477,9 +524,7 @@ class OtiiSimulator:
             client.garbled = '{"type":"response","cmd":"recording_get_channel_data","data":{"va'
             return {}
         first = self._period_of(index)
-        charges = self.timeline.charge_per_sample(
-            rec.start_s + first * rec.period_s, rec.period_s, n
-        )
+        charges = self.timeline.charge_of_periods(rec.start_s, rec.period_s, first, n)
         currents = charges * rec.rate_hz if rec.powered else np.zeros(n)
         if f.unplug_after is not None and index + n >= f.unplug_after:
             client.hangup = True
@@ -496,8 +541,8 @@ class OtiiSimulator:
             last = min(periods, math.floor(float(data["to"]) * rec.rate_hz + 1e-6))
             if last <= first:
                 raise _Refusal(FAILURE, "empty interval")
-            charges = self.timeline.charge_per_sample(
-                rec.start_s + first * rec.period_s, rec.period_s, last - first
+            charges = self.timeline.charge_of_periods(
+                rec.start_s, rec.period_s, first, last - first
             )
         currents = charges * rec.rate_hz if rec.powered else np.zeros(last - first)
         charge = float(np.sum(currents)) * rec.period_s

@@ -94,10 +94,6 @@ def th_format() -> ctypes.CDLL:
     lib.th_format_fixed3.argtypes = [ctypes.c_char_p, ctypes.c_double]
     lib.th_format_dequant3.argtypes = [ctypes.c_char_p, ctypes.c_int32, ctypes.c_int32,
                                        ctypes.c_float]
-    lib.th_round_half_even.argtypes = [ctypes.c_double]
-    lib.th_round_half_even.restype = ctypes.c_double
-    lib.th_numpy_mean.argtypes = [ctypes.POINTER(ctypes.c_double), ctypes.c_size_t]
-    lib.th_numpy_mean.restype = ctypes.c_double
     return lib
 
 
@@ -130,16 +126,6 @@ def test_double_formatting_rounds_half_even_like_python(th_format) -> None:
     for v in values:
         th_format.th_format_fixed3(buf, v)
         assert buf.value.decode() == f"{v:.3f}", v
-
-
-def test_ad01_arithmetic_is_numpy_s(th_format) -> None:
-    rng = np.random.default_rng(3)
-    for n in (1, 7, 8, 127, 128, 129, 640, 1000):
-        a = (rng.normal(size=n) * rng.uniform(1e-3, 1e3)) ** 2
-        got = th_format.th_numpy_mean(a.ctypes.data_as(ctypes.POINTER(ctypes.c_double)), n)
-        assert got == np.mean(a), n
-    for v in list(rng.uniform(-300, 300, 2000)) + [k / 2 for k in range(-600, 600)]:
-        assert th_format.th_round_half_even(v) == np.round(v)
 
 
 # -- the event line, without QEMU ---------------------------------------------------------

@@ -55,6 +55,23 @@ def test_float32_wire_values_are_quantised_and_clipped() -> None:
     assert set(tensor[6:].tolist()) == {3}
 
 
+def test_float32_quantisation_is_c_round_of_a_float32_quotient() -> None:
+    values = np.zeros(640, dtype="<f4")
+    # ties go away from zero (C round), not to even (numpy.round)
+    values[:6] = [0.25, 0.75, -0.25, -0.75, 1.25, np.nan]
+    # 0.058949996 / 0.0393 is 1.5 in float32 arithmetic (rounds to 2) but 1.49999995 in float64
+    values[6] = np.float32(0.058949996)
+    # just below a tie: float32(0.5) - one ulp stays below 0.5 after the division by 1
+    values[7] = np.nextafter(np.float32(0.5), np.float32(0))
+    half = AD.to_tensor(values.tobytes(), scale=0.5, zero_point=0)
+    assert half[:6].tolist() == [1, 2, -1, -2, 3, 0]  # NaN -> the zero point
+    scale = float(np.float32(0.0393))
+    assert values[6] / np.float32(scale) == np.float32(1.5) and float(values[6]) / scale < 1.5
+    assert AD.to_tensor(values.tobytes(), scale=scale, zero_point=0)[6] == 2
+    one = AD.to_tensor(values.tobytes(), scale=1.0, zero_point=0)
+    assert one[7] == 0
+
+
 def test_wrong_input_size_names_the_suite() -> None:
     with pytest.raises(SuiteError, match=r"kws01 inputs are 490 bytes \(int8\), got 489"):
         KWS.to_tensor(bytes(489), 1.0, 0)
@@ -96,18 +113,35 @@ def test_format_results_three_decimals_comma_separated() -> None:
 
 def test_classifier_outputs_are_dequantised() -> None:
     output = np.array([[-128, 0, 127]], dtype=np.int8)
-    out = dut_outputs(KWS, np.zeros(490, np.int8), output, in_q=(0.5, 83), out_q=(0.25, -128))
+    out = dut_outputs(KWS, bytes(490), output, out_q=(0.25, -128))
     np.testing.assert_allclose(out, [0.0, 32.0, 63.75])
 
 
-def test_ad_output_is_one_mean_squared_error() -> None:
-    model_input = np.array([10, 20, 30, 40], dtype=np.int8)
+def test_ad_output_is_the_float32_mse_against_the_original_input() -> None:
+    wire = np.array([0.0, 5.2, 10.0, 15.0], dtype="<f4").tobytes()
     output = np.array([0, 4, 8, 12], dtype=np.int8)
-    # input (x - 10) * 0.5 = [0, 5, 10, 15]; output (y - 0) * 2.0 = [0, 8, 16, 24]
-    # squared errors [0, 9, 36, 81] -> mean 31.5
-    out = dut_outputs(AD, model_input, output, in_q=(0.5, 10), out_q=(2.0, 0))
+    # output (y - 0) * 2.0 = [0, 8, 16, 24]; squared errors against the floats as sent
+    # [0, 2.8^2, 36, 81] -> mean (0 + 7.84 + 36 + 81) / 4, in float32
+    out = dut_outputs(AD, wire, output, out_q=(2.0, 0))
     assert out.shape == (1,)
-    assert out[0] == pytest.approx(31.5)
+    d = np.float32(8) - np.float32(5.2)
+    expected = (np.float32(0) + d * d + np.float32(36) + np.float32(81)) / np.float32(4)
+    assert out[0] == float(expected) and out[0] != pytest.approx(31.5)
+
+
+def test_ad_sum_runs_in_order_in_float32() -> None:
+    # one large error then many small ones: a float32 sum in order loses the small ones
+    # that a float64 (or pairwise) sum keeps
+    x = np.zeros(640, dtype="<f4")
+    x[0] = 4096.0
+    x[1:] = 0.001
+    out = dut_outputs(AD, x.tobytes(), np.zeros(640, np.int8), out_q=(1.0, 0))
+    sq = x.astype(np.float32) ** 2
+    total = np.float32(0)
+    for v in sq:
+        total = np.float32(total + v)
+    assert out[0] == float(total / np.float32(640))
+    assert out[0] != np.mean(x.astype(np.float64) ** 2)
 
 
 @pytest.mark.parametrize("suite", [KWS, VWW, IC, AD], ids=lambda s: s.name)

@@ -30,11 +30,4 @@ size_t th_format_dequant3(char *out, int32_t q, int32_t zero_point, float scale)
 /* Writes an unsigned decimal number; returns the length. */
 size_t th_format_u32(char *out, uint32_t v);
 
-/* Round half to even of a double (numpy.round), without libm. */
-double th_round_half_even(double v);
-
-/* numpy's float64 mean of n values: 0.0 + pairwise sum (numpy's 8-way unrolled blocks of
- * at most 128, split in halves rounded down to a multiple of 8), divided by n. */
-double th_numpy_mean(const double *values, size_t n);
-
 #endif /* TH_FORMAT_H */

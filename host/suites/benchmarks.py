@@ -36,15 +36,21 @@ class Suite:
             )
 
     def to_tensor(self, data: bytes, scale: float, zero_point: int) -> np.ndarray:
-        """Wire bytes -> int8 model input, as ``th_load_tensor`` does on the reference DUT."""
+        """Wire bytes -> int8 model input, as ``th_load_tensor`` does on the reference DUT.
+
+        float32 inputs (ad01) are quantised as the reference's ``QuantizeFloatToInt8``:
+        ``round(value / scale) + zero_point`` with the division in float32 and C ``round``
+        (half away from zero), clamped to int8; a NaN input becomes the zero point."""
         self.check_input(data)
         if self.wire_dtype == "int8":
             return np.frombuffer(data, dtype=np.int8).copy()
         if self.wire_dtype == "uint8":
             return (np.frombuffer(data, dtype=np.uint8).astype(np.int16) - 128).astype(np.int8)
-        values = np.frombuffer(data, dtype="<f4").astype(np.float64)
-        q = np.round(values / scale) + zero_point
-        return np.clip(q, -128, 127).astype(np.int8)
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            q = np.frombuffer(data, dtype="<f4") / np.float32(scale)  # float32, as in C
+            q = np.nan_to_num(q.astype(np.float64), nan=0.0)  # exact: a float32 fits a double
+            rounded = np.sign(q) * np.floor(np.abs(q) + 0.5)  # C round(): ties away from zero
+        return np.clip(rounded + zero_point, -128, 127).astype(np.int8)
 
     def windows_of(self, data: bytes) -> list[bytes]:
         """The inputs one dataset file yields: itself, or AD's sliding windows."""
@@ -88,16 +94,22 @@ def format_results(values: np.ndarray) -> str:
 
 
 def dut_outputs(
-    suite: Suite, model_input: np.ndarray, output: np.ndarray, in_q: tuple[float, int],
-    out_q: tuple[float, int],
+    suite: Suite, wire: bytes, output: np.ndarray, out_q: tuple[float, int]
 ) -> np.ndarray:
     """What the reference firmware prints after an inference (``th_results``).
 
-    Classifiers print the dequantised output vector; AD prints one value, the mean squared
-    reconstruction error between dequantised input and output.
+    Classifiers print the dequantised output vector. AD prints one value, computed as the
+    reference's ``calculate_result`` computes it (``reference_submissions/anomaly_detection/
+    submitter_implemented.cpp``): the mean squared error between each dequantised output and
+    the ORIGINAL float input (the wire's float32 values, not the quantised model input), all in
+    float32, summed in order, divided by the element count.
     """
-    out = (output.astype(np.float64).ravel() - out_q[1]) * out_q[0]
     if suite.metric == "auc":
-        x = (model_input.astype(np.float64).ravel() - in_q[1]) * in_q[0]
-        return np.array([np.mean((x - out) ** 2)])
-    return out
+        x = np.frombuffer(wire, dtype="<f4")
+        scale = np.float32(out_q[0])
+        converted = (output.ravel().astype(np.int32) - out_q[1]).astype(np.float32) * scale
+        with np.errstate(over="ignore", invalid="ignore"):
+            diff = converted - x
+            total = np.add.accumulate(diff * diff, dtype=np.float32)[-1]  # in order, as C
+            return np.array([total / np.float32(len(x))], dtype=np.float64)
+    return (output.astype(np.float64).ravel() - out_q[1]) * out_q[0]

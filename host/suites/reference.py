@@ -41,7 +41,7 @@ class ReferenceModel:
         self._interpreter.set_input(tensor.reshape(self.input_shape), 0)
         self._interpreter.invoke()
         output = self._interpreter.get_output(0)
-        return dut_outputs(self.suite, tensor, output, self.input_q, self.output_q)
+        return dut_outputs(self.suite, wire, output, self.output_q)
 
     def results_payload(self, wire: bytes) -> str:
         """The ``m-results-[...]`` payload the reference firmware would print for this input."""

@@ -3,6 +3,7 @@ calibration, timestamp edges on D0, faults, and one `tinypower measure` run thro
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import threading
@@ -434,3 +435,5 @@ def test_energy_mode_through_the_runner_scores_within_0_1_percent(tmp_path) -> N
     words = (folder / "ppk2-raw.bin").stat().st_size // 4
     assert words == (folder / "ppk2-current.f64").stat().st_size // 8 > 5_000_000
     assert "> [ppk2] AverageStart (06)" in (folder / "transcript.log").read_text()
+    meter = json.loads((folder / "session.json").read_text())["meter"]
+    assert meter["kind"] == "ppk2" and meter["warnings"] == []  # a calibrated unit

@@ -88,7 +88,7 @@ class Ppk2Calibration:
     @classmethod
     def from_metadata(cls, meta: dict[str, str]) -> Ppk2Calibration:
         """Constants from a metadata block; a key that is missing, ``-nan`` or (for a shunt)
-        zero keeps its default, as Nordic's app and ppk2-api do."""
+        zero keeps its default, as ppk2-api does (Nordic's app also replaces any zero)."""
         default = cls()
         columns = {}
         for name in ("r", "gs", "gi", "o", "s", "i", "ug"):

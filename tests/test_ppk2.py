@@ -13,6 +13,8 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from energy_monitor.meter import MeterError
 from energy_monitor.ppk2 import (
@@ -242,6 +244,55 @@ def test_words_split_across_reads_decode_the_same() -> None:
     assert len(whole.events) == 19 and not whole.drops and split.received == n
     assert whole.current_a[205] == pytest.approx(
         cal.amperes(np.array([205 * 7]), np.array([1]), 1800)[0])
+
+
+def stream_words(adc: list[int], ranges: list[int], start_counter: int) -> np.ndarray:
+    """Sample words with consecutive counters (D0 high)."""
+    k = np.arange(len(adc), dtype=np.uint32)
+    counter = (k + np.uint32(start_counter)) % 64
+    return (np.asarray(adc, np.uint32) | (np.asarray(ranges, np.uint32) << 14)
+            | (counter << 18) | np.uint32(1 << 24))
+
+
+samples = st.integers(2, 300).flatmap(lambda n: st.tuples(
+    st.lists(st.integers(0, 0x3FFE), min_size=n, max_size=n),
+    st.lists(st.integers(0, 4), min_size=n, max_size=n),
+    st.integers(0, 63),
+))
+
+
+@settings(max_examples=80, deadline=None)
+@given(samples, st.data())
+def test_garbled_words_never_shift_samples_and_a_replaced_one_is_one_drop(stream, data) -> None:
+    adc, ranges, start = stream
+    words = stream_words(adc, ranges, start)
+    clean = Ppk2Decoder(Ppk2Calibration(), 3300, "fall").feed(words.astype("<u4").tobytes())
+    garble = st.integers(5, 7).map(lambda r: np.uint32(r << 14))
+    # extra words with a range field above 4, anywhere: nothing lost, nothing moved
+    spots = data.draw(st.lists(st.integers(0, len(words)), max_size=5))
+    noisy = words
+    for at in sorted(spots, reverse=True):
+        noise = np.uint32(data.draw(st.integers(0, (1 << 14) - 1)))  # any ADC bits
+        noisy = np.insert(noisy, at, data.draw(garble) | noise)
+    cuts = sorted(data.draw(st.lists(st.integers(0, 4 * len(noisy)), max_size=4)))
+    raw = noisy.astype("<u4").tobytes()
+    decoder = Ppk2Decoder(Ppk2Calibration(), 3300, "fall")
+    parts = [decoder.feed(raw[a:b]) for a, b in zip([0, *cuts], [*cuts, len(raw)], strict=True)]
+    got = np.concatenate([p.current_a for p in parts])
+    assert np.array_equal(got, clean.current_a) and not any(p.drops for p in parts)
+    assert decoder.garbled == len(spots)
+    # one sample's word garbled in place (its counter kept): a one-sample drop there
+    j = data.draw(st.integers(1, len(words) - 1))
+    hit = words.copy()
+    hit[j] |= data.draw(garble)
+    block = Ppk2Decoder(Ppk2Calibration(), 3300, "fall").feed(hit.astype("<u4").tobytes())
+    if j < len(words) - 1:
+        assert [(d.index, d.missing) for d in block.drops] == [(j + 1, 1)]
+        assert np.flatnonzero(np.isnan(block.current_a)).tolist() == [j]
+        assert np.array_equal(np.delete(block.current_a, j), np.delete(clean.current_a, j))
+    else:  # the last word: nothing after it shows the gap yet
+        assert not block.drops
+        assert np.array_equal(block.current_a, clean.current_a[:-1])
 
 
 def measure_with(

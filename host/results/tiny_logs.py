@@ -98,12 +98,29 @@ def _text(path: Path) -> str:
 
 
 def _json(path: Path) -> Any:
+    """The parsed file; the last few parses are reused (classifying a folder and scoring it
+    read the same ``results.json``), keyed by the file's identity so an edit is seen."""
     try:
-        return parse_json(_text(path), path)
+        st = path.stat()
+    except OSError:
+        st = None
+    key = (str(path), st.st_mtime_ns, st.st_size) if st else None
+    if key is not None and key in _JSON_CACHE:
+        return _JSON_CACHE[key]
+    try:
+        data = parse_json(_text(path), path)
     except LogFormatError:
         raise
     except ResultFileError as exc:
         raise LogFormatError(str(exc)) from None
+    if key is not None:
+        _JSON_CACHE[key] = data
+        while len(_JSON_CACHE) > 2:
+            _JSON_CACHE.pop(next(iter(_JSON_CACHE)))
+    return data
+
+
+_JSON_CACHE: dict[tuple[str, int, int], Any] = {}
 
 
 def _require(folder: Path, name: str) -> Path:
@@ -337,6 +354,18 @@ def _load_results_json(path: Path) -> list[dict]:
     return data
 
 
+def _finite_array(values: list, where: object) -> np.ndarray:
+    """A list of JSON numbers as float64, fast; the slow path only to name a bad element."""
+    if all(type(v) in (int, float) for v in values):
+        try:
+            array = np.asarray(values, dtype=np.float64)
+        except (OverflowError, ValueError):
+            array = None
+        if array is not None and np.all(np.isfinite(array)):
+            return array
+    return np.asarray([json_float(v, where) for v in values], dtype=np.float64)
+
+
 def _get(element: Any, *keys: str) -> Any:
     """``element[k1][k2]...``, or None where any level is missing or not an object."""
     for key in keys:
@@ -389,7 +418,7 @@ def read_mlcommons_energy(folder: Path) -> MlcommonsEnergyRun:
             raw_events = _get(power, "timestamps")
             if not isinstance(raw_samples, list) or not isinstance(raw_events, list):
                 raise LogFormatError(f"{where}: no power.samples/power.timestamps lists")
-            samples = np.asarray([json_float(v, where) for v in raw_samples], dtype=np.float64)
+            samples = _finite_array(raw_samples, where)
             events = []
             for event in raw_events:
                 if not isinstance(event, list) or len(event) != 2:

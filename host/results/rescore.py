@@ -65,6 +65,7 @@ from tinypower.results.tiny_logs import (
     read_mlcommons_energy,
     read_mlcommons_performance,
     read_sww,
+    runner_errors,
     score_eembc_summary,
 )
 from tinypower.rules.power import SCENARIO_NAMES, score_for_scenario
@@ -467,9 +468,9 @@ def _in_order_pairing(folder: Path) -> str:
     """What pairing a damaged timestamp list in order would measure (evidence for a flag)."""
     path = _find(folder, "trace1-timestamps.json")
     try:
-        ts = json.loads(path.read_text()) if path else []
+        ts = read_json(path) if path else []
         durations = [round(b - a, 3) for a, b in zip(ts[1::2], ts[2::2], strict=False)]
-    except (json.JSONDecodeError, TypeError):
+    except (ResultFileError, TypeError, KeyError, OverflowError):
         return ""
     return (f"; paired in order the {len(ts)} timestamps would give {len(durations)} windows "
             f"of {durations} s")
@@ -624,6 +625,10 @@ def _rescore_perf(folder: Path, kind: str, windows_of) -> CaseResult:
     case.derived = result.value
     window_flags, notes = _window_notes(result)
     flags += window_flags
+    errors = runner_errors(folder)
+    if errors:
+        flags.append(f"the runner recorded {', '.join(sorted(set(errors)))} (error 1: not 5 "
+                     "loops; error 2: the loop took under 10 s), so it printed no median")
     printed = printed_performance_windows(folder)
     if len(printed) > len(windows):
         flags.append(f"results.txt lists {len(printed)} windows but the log holds only "

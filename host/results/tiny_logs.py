@@ -366,6 +366,18 @@ def _finite_array(values: list, where: object) -> np.ndarray:
     return np.asarray([json_float(v, where) for v in values], dtype=np.float64)
 
 
+def runner_errors(folder: Path) -> list[str]:
+    """The errors the MLCommons runner recorded in ``results.json`` (``error 1``: loop count
+    not 5; ``error 2``: the loop took under 10 s), for which it prints no median."""
+    path = _find(folder, "results.json")
+    if path is None:
+        return []
+    try:
+        return [printable(e["error"]) for e in _load_results_json(path) if e.get("error")]
+    except LogFormatError:
+        return []
+
+
 def _get(element: Any, *keys: str) -> Any:
     """``element[k1][k2]...``, or None where any level is missing or not an object."""
     for key in keys:
@@ -450,6 +462,8 @@ def read_mlcommons_performance(folder: Path) -> list[PerfWindow]:
     path, elements = _mlcommons_elements(folder, "p")
     windows = []
     for i, e in enumerate(elements):
+        if "infer" not in e and e.get("error"):
+            continue  # the runner's "error 1"/"error 2" marker, see runner_errors()
         where = f"{path}: window {i + 1}"
         if _get(e, "infer", "start_time") is None or _get(e, "infer", "end_time") is None:
             raise LogFormatError(f"{where}: no infer.start_time/end_time laps to time it by")
@@ -683,7 +697,7 @@ class AccuracyRun:
         return self.expected is not None and len(self.files) < self.expected
 
 
-_BLOAD_FILE = re.compile(r'Command "bload\b.*?([^"\\/]+\.bin)')
+_BLOAD_FILE = re.compile(r'Command "bload\b.*?([^"\\/\s]+\.bin)')
 _SCRIPT_BLOAD = re.compile(r"bload\b[^\n]*?([^\"'\\/\s]+\.bin)")
 _RESULTS = re.compile(r"m-results-\[([^\]]*)\]")
 _MODEL = re.compile(r"m-model-\[([a-z]+\d\d)\]|key\[model\]-val\[([a-z]+\d\d)\]")

@@ -1,4 +1,5 @@
-"""Published MLPerf Inference power results re-derived from their raw logs (cases pw01, pw03)."""
+"""Published MLPerf Inference power results re-derived from their raw logs (pw01, pw03, pw11,
+pw12)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from tinypower.results.power_logs import (
     score_power_folder,
     score_run_dir,
 )
+from tinypower.rules.power import PowerScore, score_for_scenario
 
 LOGS = Path(__file__).resolve().parents[1].parent / "shared" / "mlperf-logs"
 CASE = LOGS / "power" / "v2.1" / "Dell" / "XR12_A2x1_TRT_MaxQ" / "resnet50"
+KRAI = LOGS / "power" / "v2.1" / "Krai" / "firefly-tflite-v2.7.1-ruy" / "resnet50"
 pytestmark = pytest.mark.skipif(not CASE.is_dir(), reason=f"published logs not found at {CASE}")
 
 
@@ -73,3 +76,28 @@ def test_ranging_check_flags_a_testing_run_more_than_5_percent_below() -> None:
     assert ranging_check(95.5, 100.0)[0]
     ok, message = ranging_check(94.0, 100.0)
     assert not ok and "-6.00%" in message
+
+
+@pytest.mark.parametrize(("folder", "scenario", "unit", "published"), [
+    ("multistream", "MultiStream", "J/query", "11.25623422"),  # pw11: 8 x SingleStream
+    ("offline", "Offline", "W", "11.808665"),  # pw12: the SingleStream run's mean power
+])
+def test_edge_scenarios_inferred_from_singlestream(folder: str, scenario: str, unit: str,
+                                                   published: str) -> None:
+    if not KRAI.is_dir():
+        pytest.skip(f"published logs not found at {KRAI}")
+    run = score_power_folder(KRAI / folder, joules_per_query=True)["testing"]
+    assert run.scenario == "SingleStream"  # what LoadGen ran, whatever the folder says
+    score, why = score_for_scenario(run, scenario)
+    assert score.unit == unit and f"{score.value:.{len(published.split('.')[1])}f}" == published
+    assert why.startswith(f"filed as {scenario} but LoadGen ran SingleStream")
+
+
+def test_no_rule_infers_other_scenarios() -> None:
+    offline = PowerScore("Offline", "average_power", 100.0, "W", 100.0, 600, 600.0)
+    assert score_for_scenario(offline, "Offline") == (offline, "")
+    with pytest.raises(ValueError, match="no rule infers Server from Offline"):
+        score_for_scenario(offline, "Server")
+    single = PowerScore("SingleStream", "energy_per_query", 2.0, "mJ/query", 100.0, 600, 600.0)
+    with pytest.raises(ValueError, match="no rule infers Server from SingleStream"):
+        score_for_scenario(single, "Server")

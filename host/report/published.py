@@ -93,4 +93,15 @@ PUBLISHED: tuple[PublishedResult, ...] = (
         repository="mlcommons/inference_results_v2.1",
         path="closed/Dell/results/XR12_A2x1_TRT_MaxQ/resnet50/Offline/performance",
     ),
+    PublishedResult(
+        case="pw11", round="Inference v2.1", organization="Krai",
+        system="firefly-tflite-v2.7.1-ruy", benchmark="resnet50", scenario="MultiStream",
+        value=11.25623422, unit="J/query", energy_per_work_j=11.25623422,
+        work_unit="query (8 samples)",
+        # The SingleStream run's mean power over LoadGen's window (run_1/spl.txt)
+        mean_power_w=11.808665, latency_ms=None,
+        repository="mlcommons/inference_results_v2.1",
+        path="closed/Krai/results/firefly-tflite-v2.7.1-ruy/resnet50/multistream/performance",
+        note="edge board; MultiStream inferred from its SingleStream run: 8 x its J/query",
+    ),
 )

@@ -262,7 +262,11 @@ def test_printable_escapes_terminal_control() -> None:
 
 
 def test_classify_never_raises_on_unreadable_folder(tmp_path: Path) -> None:
-    folder = tmp_path / "energy"
-    folder.mkdir()
+    folder = tmp_path / "kws" / "energy"
+    folder.mkdir(parents=True)
     (folder / "results.txt").write_bytes(b"\xff" * 10)
     assert classify(folder)[0] == "tiny_unreadable"
+    source = tmp_path / "code" / "src" / "performance"  # not under a benchmark: not a result
+    source.mkdir(parents=True)
+    (source / "results.txt").write_bytes(b"\xff" * 10)
+    assert classify(source) == (None, None)

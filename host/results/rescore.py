@@ -89,6 +89,8 @@ BENCHMARKS = {
     "vww": "vww01", "visual_wake_words": "vww01", "vww01": "vww01",
     "ic": "ic01", "image_classification": "ic01", "ic01": "ic01",
     "ad": "ad01", "anomaly_detection": "ad01", "ad01": "ad01",
+    "sww": "sww01", "streaming_wakeword": "sww01", "sww01": "sww01", "strww01": "sww01",
+    "ic2": "ic02", "ic02": "ic02",
 }
 TINY_MODES = ("energy", "performance", "accuracy", "power", "enegy")
 _VERSION = re.compile(r"^v(\d{1,3})\.(\d{1,3})$")
@@ -212,20 +214,29 @@ def classify(folder: Path) -> tuple[str | None, str | None]:
     log = _find(folder, "log.txt")
     mode = folder.name.lower()
     if results_txt is None and log is None:
-        if mode in TINY_MODES and not _has_subfolders(folder):
+        if _tiny_mode_folder(folder) and not _has_subfolders(folder):
             return MISSING_FILES, None
         return None, None
     try:
         text = read_text(results_txt) if results_txt else ""
     except ResultFileError:
-        return MISSING_FILES, None
+        return (MISSING_FILES, None) if _tiny_mode_folder(folder) else (None, None)
     if "Energy data for window" in text or (not text and mode in ("energy", "power", "enegy")):
         return "tiny_energy_summary", None
     if "Median throughput" in text or (not text and mode == "performance"):
         return "tiny_perf_eembc", None
     if re.search(r"Top[- ]1|AUC", text) or (not text and mode == "accuracy"):
         return "tiny_accuracy", None
-    return (MISSING_FILES, None) if mode in TINY_MODES else (None, None)
+    return (MISSING_FILES, None) if _tiny_mode_folder(folder) else (None, None)
+
+
+def _tiny_mode_folder(folder: Path) -> bool:
+    """A Tiny result's mode folder by its place in the tree: ``<bench>/<mode>`` or
+    ``<bench>/<model>/<mode>`` (a ``performance/`` among source code is not one)."""
+    if folder.name.lower() not in TINY_MODES:
+        return False
+    above = [p.name.lower() for p in list(folder.parents)[:2]]
+    return any(name in BENCHMARKS for name in above)
 
 
 def _has_subfolders(folder: Path) -> bool:

@@ -522,3 +522,13 @@ def test_power_round_from_repo_name_or_option_never_from_the_table_unit(
     renamed = Path(shutil.copytree(folder, tmp_path / "results" / "SingleStream"))
     [case] = rescore_tree(renamed, round_=(3, 0))
     assert case.unit == "mJ/query" and case.derived == pytest.approx(268.2116017, rel=1e-9)
+
+
+def test_summary_only_folder_is_unsupported_not_flagged(tmp_path: Path) -> None:
+    _need(TP01)
+    folder = tmp_path / "kws" / "performance"
+    folder.mkdir(parents=True)
+    shutil.copy(TP01 / "results.txt", folder)
+    case = rescore_case(folder)
+    assert case.status == "unsupported" and case.published == 25.92
+    assert case.reasons[0].startswith("summary only")

@@ -1044,6 +1044,12 @@ def _rescore_case(folder: Path, table: dict[Path, tuple[float, str]] | None,
         return rescore_session(folder)
     if kind == "power":
         return rescore_power(folder, table or {}, round_)
+    if kind in ("tiny_perf_eembc", "tiny_energy_summary") and _find(folder, "log.txt") is None:
+        claim = published_value(folder)
+        if claim is not None:
+            return CaseResult(folder, kind, claim[0], None, claim[1], "unsupported", [
+                "summary only: results.txt prints the value but no log.txt (inference counts, "
+                "laps) or trace was published to re-derive it from"])
     if kind == "tiny_energy_eembc":
         case = rescore_eembc_energy(folder)
     elif kind == "tiny_energy_newrunner":

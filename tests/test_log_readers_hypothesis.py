@@ -270,3 +270,55 @@ def test_classify_never_raises_on_unreadable_folder(tmp_path: Path) -> None:
     source.mkdir(parents=True)
     (source / "results.txt").write_bytes(b"\xff" * 10)
     assert classify(source) == (None, None)
+
+
+# --- helpers and the streaming-wake-word counts against the MLCommons runner ---------------------
+
+
+@FAST
+@given(value=json_values)
+def test_json_number_helpers_accept_or_refuse_cleanly(value: object) -> None:
+    from tinypower.results.logio import json_float, json_int
+    expect_own_error(lambda: json_float(value, "x"))
+    expect_own_error(lambda: json_int(value, "x"))
+
+
+@FAST
+@given(text=st.text(max_size=40))
+def test_printable_leaves_no_control_character(text: str) -> None:
+    shown = printable(text)
+    assert not any(ord(c) < 32 or 127 <= ord(c) <= 159 for c in shown)
+
+
+ORACLE_RUNNER = LOGS.parent / "oracles" / "mlcommons-tiny" / "benchmark" / "runner"
+
+
+def _oracle_sww():
+    if not (ORACLE_RUNNER / "streaming_ww_utils.py").is_file():
+        pytest.skip(f"MLCommons runner not found at {ORACLE_RUNNER}")
+    import importlib.util
+    import sys
+    sys.path.insert(0, str(ORACLE_RUNNER))  # it imports runner_utils beside it
+    try:
+        spec = importlib.util.spec_from_file_location("streaming_ww_utils",
+                                                      ORACLE_RUNNER / "streaming_ww_utils.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(ORACLE_RUNNER))
+    return module
+
+
+@FAST
+@given(gaps=st.lists(st.integers(1, 4000), min_size=1, max_size=40),
+       windows=st.lists(st.tuples(st.floats(0, 60, allow_nan=False),
+                                  st.floats(0, 2, allow_nan=False)), max_size=8))
+def test_sww_detection_counts_equal_the_runners(gaps: list[int], windows: list) -> None:
+    """Ours and the MLCommons runner's ``calc_detection_stats`` (run unmodified) agree."""
+    oracle = _oracle_sww()
+    detections = [500]
+    for gap in gaps:
+        detections.append(detections[-1] + gap)
+    true_windows = sorted((start, start + length) for start, length in windows)
+    tp, fn, fp = oracle.calc_detection_stats(list(detections), [list(w) for w in true_windows])
+    assert tiny_logs.detection_stats(detections, true_windows) == (len(tp), len(fn), len(fp))

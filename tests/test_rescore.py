@@ -442,9 +442,24 @@ def _ad_results(tmp_path: Path, scores: list[float], labels: list[int], auc: str
             elements.append({"file": name, "classes": "2", "class": str(label), "mode": "a",
                              "infer": {"results": [score * seg], "iterations": 1}})
     (folder / "results.json").write_text(json.dumps(elements))
-    (folder / "results.txt").write_text(f"0813.204716 ulp-mlperf: Top 1% = 78.0\n"
-                                        f"0813.204716 ulp-mlperf: AUC = {auc}\n")
+    (folder / "results.txt").write_text(
+        f"0813.204716 ulp-mlperf: Top 1% = {_runner_top1(scores[:72], labels[:72]):.1f}\n"
+        f"0813.204716 ulp-mlperf: AUC = {auc}\n")
     return folder
+
+
+def _runner_top1(scores: list[float], labels: list[int]) -> float:
+    """The runner's AD "Top 1%", written out from its description: the best (precision +
+    recall) / 2 over thresholds min + k/100 x (max - min), k = 0..99, in percent."""
+    lo, hi = min(scores), max(scores)
+    best = 0.0
+    for k in range(100):
+        t = lo + k / 100 * (hi - lo)
+        tp = sum(s > t and y == 1 for s, y in zip(scores, labels, strict=True))
+        fp = sum(s > t and y == 0 for s, y in zip(scores, labels, strict=True))
+        fn = sum(s <= t and y == 1 for s, y in zip(scores, labels, strict=True))
+        best = max(best, 100 * (tp / (tp + fp + 1e-8) + tp / (tp + fn + 1e-8)) / 2)
+    return best
 
 
 def test_anomaly_detection_auc_is_derived_and_compared(tmp_path: Path) -> None:
@@ -456,8 +471,13 @@ def test_anomaly_detection_auc_is_derived_and_compared(tmp_path: Path) -> None:
     case = rescore_case(_ad_results(tmp_path / "a", scores, labels, f"{auc:.3f}"))
     assert case.unit == "AUC" and case.status == "match", case.reasons
     assert case.derived == pytest.approx(auc)
+    assert any("the runner's threshold 'Top 1%'" in r for r in case.reasons)
     bad = rescore_case(_ad_results(tmp_path / "b", scores, labels, f"{auc - 0.05:.3f}"))
     assert bad.status == "mismatch"
+    folder = _ad_results(tmp_path / "c", scores, labels, f"{auc:.3f}")
+    text = (folder / "results.txt").read_text()
+    (folder / "results.txt").write_text(text.replace("Top 1% = ", "Top 1% = 1"))
+    assert "results.txt prints Top 1% = 1" in rescore_case(folder).reasons[0]
 
 
 # --- streaming wake word ------------------------------------------------------------------------

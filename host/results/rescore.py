@@ -734,8 +734,14 @@ def rescore_accuracy(folder: Path, kind: str = "tiny_accuracy") -> CaseResult:
         case.published = auc[0] if auc else None
         case.derived = scores["auc"]
         if top1 is not None:
-            notes.append(f"the runner's threshold 'Top 1%' from the outputs: "
-                         f"{scores['top1']:.1f} (printed {top1})")
+            same = f"{scores['top1']:.1f}" == f"{top1:.1f}"
+            if kind == "tiny_accuracy_newrunner" and not same:
+                flags.append(f"results.txt prints Top 1% = {top1} but the outputs give "
+                             f"{scores['top1']:.1f} (best (precision + recall) / 2 over 100 "
+                             "thresholds, as the runner computes it)")
+            else:
+                notes.append(f"the runner's threshold 'Top 1%' from the outputs: "
+                             f"{scores['top1']:.1f} (printed {top1})")
     else:
         case.derived = scores["top1"]
         notes.insert(0, f"{scores['hits']} of {scores['files']} files classified correctly")

@@ -322,3 +322,13 @@ def test_sww_detection_counts_equal_the_runners(gaps: list[int], windows: list) 
     true_windows = sorted((start, start + length) for start, length in windows)
     tp, fn, fp = oracle.calc_detection_stats(list(detections), [list(w) for w in true_windows])
     assert tiny_logs.detection_stats(detections, true_windows) == (len(tp), len(fn), len(fp))
+
+
+def test_fifo_in_place_of_a_log_is_refused_without_blocking(tmp_path: Path) -> None:
+    import os
+
+    from tinypower.results.logio import read_text
+    fifo = tmp_path / "server.json"
+    os.mkfifo(fifo)
+    with pytest.raises(ResultFileError, match="not a regular file"):
+        read_text(fifo)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,10 @@ def printable(text: object) -> str:
 def read_bytes(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
     """The file's bytes, refusing one above ``limit`` before reading it."""
     try:
-        size = path.stat().st_size
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):  # a FIFO or device would block or never end
+            raise ResultFileError(f"{printable(path)}: not a regular file")
+        size = st.st_size
         if size > limit:
             raise ResultFileError(
                 f"{printable(path)}: {size / 2**20:.0f} MiB, above the {limit / 2**20:.0f} MiB "

@@ -552,3 +552,13 @@ def test_summary_only_folder_is_unsupported_not_flagged(tmp_path: Path) -> None:
     case = rescore_case(folder)
     assert case.status == "unsupported" and case.published == 25.92
     assert case.reasons[0].startswith("summary only")
+
+
+def test_runner_folder_without_results_json_is_summary_only(tmp_path: Path) -> None:
+    te10 = LOGS / "tiny/v1.3/STMicroelectronics/NUCLEO_U385RG_Q/kws/energy"
+    _need(te10)
+    folder = Path(shutil.copytree(te10, tmp_path / "kws" / "energy"))
+    (folder / "results.json").unlink()
+    case = rescore_case(folder)
+    assert case.status == "unsupported" and case.published == 245.3412
+    assert case.reasons[0].startswith("summary only")

@@ -1050,12 +1050,9 @@ def _rescore_case(folder: Path, table: dict[Path, tuple[float, str]] | None,
         return rescore_session(folder)
     if kind == "power":
         return rescore_power(folder, table or {}, round_)
-    if kind in ("tiny_perf_eembc", "tiny_energy_summary") and _find(folder, "log.txt") is None:
-        claim = published_value(folder)
-        if claim is not None:
-            return CaseResult(folder, kind, claim[0], None, claim[1], "unsupported", [
-                "summary only: results.txt prints the value but no log.txt (inference counts, "
-                "laps) or trace was published to re-derive it from"])
+    if kind in ("tiny_perf_eembc", "tiny_energy_summary", "tiny_accuracy", MISSING_FILES) and (
+            summary := _summary_only(folder)) is not None:
+        return summary
     if kind == "tiny_energy_eembc":
         case = rescore_eembc_energy(folder)
     elif kind == "tiny_energy_newrunner":
@@ -1094,6 +1091,27 @@ def _rescore_case(folder: Path, table: dict[Path, tuple[float, str]] | None,
         case.reasons.insert(0, f"results.txt says {case.published} but the table lists "
                                f"{table_claim[0]} {table_claim[1]}")
     return case
+
+
+def _summary_only(folder: Path) -> CaseResult | None:
+    """A folder whose ``results.txt`` prints a value but whose raw files were not published
+    (no EEMBC ``log.txt`` with its commands, no ``results.json``, no trace): ``unsupported``,
+    with the printed value. None when there is raw data to read, or nothing printed."""
+    log = _find(folder, "log.txt")
+    try:
+        if log is not None and 'Command "' in read_text(log):
+            return None
+        claim = published_value(folder)
+        top1, auc = published_top1(folder), published_auc(folder)
+    except ResultFileError:
+        return None
+    if claim is None and top1 is None and auc is None:
+        return None
+    value, unit = claim if claim else (top1, "% top-1") if top1 is not None else (auc[0], "AUC")
+    return CaseResult(folder, case_kind_safe(folder), value, None, unit, "unsupported", [
+        "summary only: results.txt prints the value but the raw files (an EEMBC log.txt with "
+        "its commands, the runner's results.json, or a trace) were not published to re-derive "
+        "it from"])
 
 
 def rescore_tree(

@@ -562,3 +562,28 @@ def test_runner_folder_without_results_json_is_summary_only(tmp_path: Path) -> N
     case = rescore_case(folder)
     assert case.status == "unsupported" and case.published == 245.3412
     assert case.reasons[0].startswith("summary only")
+
+
+def test_sww_energy_is_the_streams_mean_power(tmp_path: Path) -> None:
+    """One streamed file, one trial: published as ``Power : X mW`` (the runner's format)."""
+    folder = tmp_path / "sww" / "energy"
+    folder.mkdir(parents=True)
+    samples = [2e-6] * 1000 + [1.2e-5] * 20_000 + [2e-6] * 1000  # J per 1 ms sample
+    (folder / "results.json").write_text(json.dumps([{
+        "infer": {"wav_file": "long_wav.wav", "detections": [96, 10000], "iterations": 1,
+                  "detection_windows": [[9.0, 10.0]]},
+        "power": {"samples": samples, "timestamps": [["00", 1000], ["01", 21000]]},
+        "mode": "e"}]))
+    total_uj = sum(samples[1000:21000]) * 1e6
+    (folder / "results.txt").write_text(
+        "Power Edition Output\nEnergy data for trial 0\n  Elapsed time  : 20.0\n"
+        f"  Inferences    : 1\n  Power         : {total_uj * 1e-3 / 20:5.4f} mW.\n"
+        f"  Total Energy  : {total_uj:.3f} uJ\n  Energy/Inf    : {total_uj:.3f} uJ/inf\n"
+        f"Median energy cost is {total_uj:5.4f} uJ/inf.\n"
+        "Accuracy: 1 True positives, 0 False negatives, 0 False positives\n")
+    case = rescore_case(folder)
+    assert case.kind == "tiny_sww_energy_newrunner" and case.unit == "mW"
+    assert case.status == "match" and case.derived == pytest.approx(12.0), case.reasons
+    (folder / "results.json").unlink()
+    case = rescore_case(folder)
+    assert case.status == "unsupported" and (case.published, case.unit) == (12.0, "mW")

@@ -623,6 +623,34 @@ def rescore_mlcommons_energy(folder: Path, kind: str = "tiny_energy_newrunner",
     return _settle(case, flags, notes)
 
 
+def rescore_sww_energy(folder: Path) -> CaseResult:
+    """Streaming wake word energy: one ~20-minute stream, one trial between its last two
+    events; published as the mean power (mW) the runner prints for it."""
+    claim = published_value(folder)
+    case = CaseResult(folder, "tiny_sww_energy_newrunner", claim[0] if claim else None, None,
+                      "mW", facts=_path_facts(folder))
+    flags = [] if claim and claim[1] == "mW" else [
+        f"{printable(folder)}: results.txt missing or prints no Power : X mW"]
+    try:
+        run = read_mlcommons_energy(folder)
+    except LogFormatError as exc:
+        return _settle(case, flags + [str(exc)], [])
+    energies = run.energies()
+    if len(energies) != 1:
+        flags.append(f"{len(energies)} trials: a streamed file is one")
+    w = energies[0]
+    case.derived = w.energy_j / w.duration_s * 1e3 if w.duration_s > 0 else float("nan")
+    notes = [f"{w.energy_j * 1e6:.3f} uJ over {w.duration_s:.3f} s between the last two "
+             "timestamp events"]
+    printed = printed_energy_windows(folder)
+    if printed and abs(w.energy_j * 1e6 - float(printed[0].energy_uj)) > PRINT_TOLERANCE_UJ:
+        flags.append(f"results.txt prints {printed[0].energy_uj} uJ, results.json gives "
+                     f"{w.energy_j * 1e6:.3f} uJ")
+    case.facts.update(_tiny_energy_facts(energies, 1e-3))
+    case.facts["metric"] = "mean_power"
+    return _settle(case, flags, notes)
+
+
 def _rescore_perf(folder: Path, kind: str, windows_of) -> CaseResult:
     claim = published_value(folder)
     case = CaseResult(folder, kind, claim[0] if claim else None, None, "inf/s",
@@ -1068,8 +1096,7 @@ def _rescore_case(folder: Path, table: dict[Path, tuple[float, str]] | None,
     elif kind == "tiny_sww_perf_newrunner":
         case = rescore_sww(folder, kind)
     elif kind == "tiny_sww_energy_newrunner":
-        # One ~20-minute stream, one trial: its energy is the published "median".
-        case = rescore_mlcommons_energy(folder, kind, windows=1)
+        case = rescore_sww_energy(folder)
     elif kind in (MISSING_FILES, "tiny_newrunner_unreadable"):
         case = CaseResult(folder, kind, None, None, "", "flagged", [
             f"{printable(folder)}: a result folder without a readable results.txt, log.txt or "

@@ -501,11 +501,17 @@ def published_value(folder: Path) -> tuple[float, str] | None:
 
     Energy wins over throughput: an EEMBC energy ``results.txt`` also prints a throughput from
     the energy timestamps, which is not the published one. A streaming-wake-word
-    ``results.txt`` prints an ``Estimated throughput`` instead of a median.
+    ``results.txt`` prints an ``Estimated throughput`` instead of a median, and its energy run
+    is published as the stream's mean power (``Power : X mW``, as the submission checker reads
+    it).
     """
     text = _results_text(folder)
     if text is None:
         return None
+    text = _unix(text)
+    if (_SWW_THROUGHPUT.search(text) or _SWW_COUNTS.search(text)) and (
+            m := _SWW_POWER.search(text)) and (value := _number(m.group(1))) is not None:
+        return value, "mW"  # a streamed file's energy run reports its mean power
     for pattern, unit in ((_MEDIAN_ENERGY, "uJ/inf"), (_MEDIAN_THROUGHPUT, "inf/s"),
                           (_SWW_THROUGHPUT, "inf/s")):
         match = pattern.search(text)
@@ -575,6 +581,8 @@ _PERF_WINDOW = re.compile(
 )
 _TOP1 = re.compile(r"Top[- ]1(?::|%\s*=)\s*([\d.]+)")
 _AUC = re.compile(r"AUC\s*[:=]\s*([\d.]+)")
+_SWW_POWER = re.compile(
+    r"Energy data for trial \d+\s*\n(?:[^\n]*\n){0,3}?\s*Power\s*:\s*([\d.]+) mW")
 _SWW_THROUGHPUT = re.compile(r"Estimated throughput:\s*([\d.eE+-]+) inf\./sec")
 _SWW_COUNTS = re.compile(
     r"Accuracy:\s*(\d+) True positives,\s*(\d+) False negatives,\s*(\d+) False positives")

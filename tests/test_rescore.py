@@ -587,3 +587,12 @@ def test_sww_energy_is_the_streams_mean_power(tmp_path: Path) -> None:
     (folder / "results.json").unlink()
     case = rescore_case(folder)
     assert case.status == "unsupported" and (case.published, case.unit) == (12.0, "mW")
+
+
+def test_power_folder_without_its_runs_is_flagged_not_dropped(tmp_path: Path) -> None:
+    _need(POWER)
+    folder = tmp_path / "v2.1" / "sys" / "resnet50" / "Offline" / "performance"
+    shutil.copytree(POWER / "Offline" / "power", folder / "power")
+    [case] = rescore_tree(tmp_path)
+    assert case.path == folder and case.kind == "power" and case.status == "flagged"
+    assert "mlperf_log_detail.txt is missing" in case.reasons[0]

@@ -203,6 +203,9 @@ def classify(folder: Path) -> tuple[str | None, str | None]:
         if _has_power_logs(folder):
             return "power", None
         return None, "MLPerf Inference result without power logs"
+    if any((folder / "power" / name).is_file()
+           for name in ("server.json", "client.json", "ptd_logs.txt")):
+        return "power", None  # the director's logs without the runs: reported, flagged
     if (folder / "mlperf_log_accuracy.json").is_file() or (
             folder / "mlperf_log_detail.txt").is_file():
         return None, "MLPerf Inference accuracy or LoadGen log folder, not a power result"

@@ -167,7 +167,6 @@ class CaseResult:
 # Finding cases
 
 
-_SCENARIO_DIRS = set(SCENARIO_NAMES)
 _COMPLIANCE = re.compile(r"^TEST\d\d$", re.IGNORECASE)
 # Result folders whose files are missing or unrecognised are still reported, never dropped.
 MISSING_FILES = "tiny_unreadable"

@@ -831,7 +831,7 @@ def read_mlcommons_accuracy(folder: Path) -> AccuracyRun:
             label = json_int(e["class"], f"{where}: class")
         except ResultFileError as exc:
             raise LogFormatError(str(exc)) from None
-        name = printable(e["file"]) if isinstance(e["file"], str) else printable(e["file"])
+        name = printable(e["file"])
         if classes.setdefault(name, label) != label:
             raise LogFormatError(f"{where}: {name} recorded with classes {classes[name]} and "
                                  f"{label}")

@@ -596,3 +596,19 @@ def test_power_folder_without_its_runs_is_flagged_not_dropped(tmp_path: Path) ->
     [case] = rescore_tree(tmp_path)
     assert case.path == folder and case.kind == "power" and case.status == "flagged"
     assert "mlperf_log_detail.txt is missing" in case.reasons[0]
+
+
+def test_log_without_results_txt_is_scored_against_the_table(tmp_path: Path) -> None:
+    """Early rounds published ``performance_log.txt`` alone; the value is in the results table."""
+    _need(TP01)
+    folder = tmp_path / "v0.5" / "sys" / "kws" / "performance"
+    folder.mkdir(parents=True)
+    shutil.copy(TP01 / "log.txt", folder / "performance_log.txt")
+    (tmp_path / "CASES.md").write_text(
+        "| case | folder | published | unit |\n|---|---|---|---|\n"
+        "| x | v0.5/sys/kws/performance | 25.920 | inf/s |\n")
+    [case] = rescore_tree(folder)
+    assert case.status == "match" and case.published == 25.92, case.reasons
+    (tmp_path / "CASES.md").unlink()
+    [case] = rescore_tree(folder)
+    assert case.status == "flagged" and "prints no median" in case.reasons[0]

@@ -498,8 +498,8 @@ def _perf_sibling_throughput(folder: Path) -> float | None:
     return claim[0] if claim and claim[1] == "inf/s" and claim[0] > 0 else None
 
 
-def rescore_eembc_energy(folder: Path) -> CaseResult:
-    claim = published_value(folder)
+def rescore_eembc_energy(folder: Path, table_claim: tuple[float, str] | None = None) -> CaseResult:
+    claim = published_value(folder) or table_claim
     case = CaseResult(folder, "tiny_energy_eembc", claim[0] if claim else None, None, "uJ/inf",
                       facts=_path_facts(folder))
     flags: list[str] = []
@@ -597,10 +597,11 @@ def _tiny_energy_facts(energies: list, bound_s: float | None) -> dict[str, Any]:
 
 
 def rescore_mlcommons_energy(folder: Path, kind: str = "tiny_energy_newrunner",
-                             windows: int = REQUIRED_WINDOWS) -> CaseResult:
+                             windows: int = REQUIRED_WINDOWS,
+                             table_claim: tuple[float, str] | None = None) -> CaseResult:
     """MLCommons-runner energy: each trial's samples between its last two events, / N; the
     median of the trials (``windows`` of them: five, or one streamed file for SWW)."""
-    claim = published_value(folder)
+    claim = published_value(folder) or table_claim
     case = CaseResult(folder, kind, claim[0] if claim else None, None,
                       "uJ/inf", facts=_path_facts(folder))
     flags: list[str] = [] if claim else [f"{folder}: results.txt missing or prints no median"]
@@ -625,10 +626,10 @@ def rescore_mlcommons_energy(folder: Path, kind: str = "tiny_energy_newrunner",
     return _settle(case, flags, notes)
 
 
-def rescore_sww_energy(folder: Path) -> CaseResult:
+def rescore_sww_energy(folder: Path, table_claim: tuple[float, str] | None = None) -> CaseResult:
     """Streaming wake word energy: one ~20-minute stream, one trial between its last two
     events; published as the mean power (mW) the runner prints for it."""
-    claim = published_value(folder)
+    claim = published_value(folder) or table_claim
     case = CaseResult(folder, "tiny_sww_energy_newrunner", claim[0] if claim else None, None,
                       "mW", facts=_path_facts(folder))
     flags = [] if claim and claim[1] == "mW" else [
@@ -653,8 +654,9 @@ def rescore_sww_energy(folder: Path) -> CaseResult:
     return _settle(case, flags, notes)
 
 
-def _rescore_perf(folder: Path, kind: str, windows_of) -> CaseResult:
-    claim = published_value(folder)
+def _rescore_perf(folder: Path, kind: str, windows_of,
+                  table_claim: tuple[float, str] | None = None) -> CaseResult:
+    claim = published_value(folder) or table_claim
     case = CaseResult(folder, kind, claim[0] if claim else None, None, "inf/s",
                       facts=_path_facts(folder))
     flags: list[str] = [] if claim else [f"{folder}: results.txt missing or prints no median"]
@@ -692,8 +694,8 @@ def _rescore_perf(folder: Path, kind: str, windows_of) -> CaseResult:
     return _settle(case, flags, notes)
 
 
-def rescore_eembc_summary(folder: Path) -> CaseResult:
-    claim = published_value(folder)
+def rescore_eembc_summary(folder: Path, table_claim: tuple[float, str] | None = None) -> CaseResult:
+    claim = published_value(folder) or table_claim
     case = CaseResult(folder, "tiny_energy_summary", claim[0] if claim else None, None,
                       "uJ/inf", facts=_path_facts(folder))
     notes = ["summary only: no trace published, so the window energies themselves cannot be "
@@ -733,7 +735,8 @@ def _agrees_printed(derived: float, printed: str) -> bool:
             or math.isclose(math.floor(derived * scale + 1e-9) / scale, float(printed)))
 
 
-def rescore_accuracy(folder: Path, kind: str = "tiny_accuracy") -> CaseResult:
+def rescore_accuracy(folder: Path, kind: str = "tiny_accuracy",
+                     table_claim: tuple[float, str] | None = None) -> CaseResult:
     """Top-1 (classifiers) or AUC (anomaly detection) re-derived from the per-file outputs.
 
     EEMBC runner: ``log.txt`` outputs with labels from the evaluation set's list. MLCommons
@@ -743,6 +746,11 @@ def rescore_accuracy(folder: Path, kind: str = "tiny_accuracy") -> CaseResult:
     """
     top1 = published_top1(folder)
     auc = published_auc(folder)
+    if table_claim and top1 is None and auc is None:  # a table is all that was published
+        if table_claim[1].upper() == "AUC":
+            auc = (table_claim[0], repr(table_claim[0]))
+        else:
+            top1 = table_claim[0]
     case = CaseResult(folder, kind, top1, None, "% top-1", facts=_path_facts(folder))
     reader = read_mlcommons_accuracy if kind == "tiny_accuracy_newrunner" else read_eembc_accuracy
     try:
@@ -792,12 +800,14 @@ def rescore_accuracy(folder: Path, kind: str = "tiny_accuracy") -> CaseResult:
     return _settle(case, flags, notes)
 
 
-def rescore_sww(folder: Path, kind: str) -> CaseResult:
+def rescore_sww(folder: Path, kind: str,
+                table_claim: tuple[float, str] | None = None) -> CaseResult:
     """Streaming wake word (MLCommons runner): throughput = 1 / mean processing time, which is
     1 / (duty cycle x period) as ``results.txt`` prints it, from the DUT's raw pulse edges;
     detections re-counted and compared with the printed accuracy line."""
     printed = published_sww(folder)
-    case = CaseResult(folder, kind, printed.get("throughput"), None, "inf/s",
+    published = printed.get("throughput") or (table_claim[0] if table_claim else None)
+    case = CaseResult(folder, kind, published, None, "inf/s",
                       facts=_path_facts(folder))
     try:
         runs = read_sww(folder)
@@ -1077,22 +1087,23 @@ def _rescore_case(folder: Path, table: dict[Path, tuple[float, str]] | None,
     if kind in ("tiny_perf_eembc", "tiny_energy_summary", "tiny_accuracy", MISSING_FILES) and (
             summary := _summary_only(folder)) is not None:
         return summary
+    claim = (table or {}).get(folder.resolve())
     if kind == "tiny_energy_eembc":
-        case = rescore_eembc_energy(folder)
+        case = rescore_eembc_energy(folder, claim)
     elif kind == "tiny_energy_newrunner":
-        case = rescore_mlcommons_energy(folder)
+        case = rescore_mlcommons_energy(folder, table_claim=claim)
     elif kind == "tiny_perf_newrunner":
-        case = _rescore_perf(folder, kind, read_mlcommons_performance)
+        case = _rescore_perf(folder, kind, read_mlcommons_performance, claim)
     elif kind == "tiny_perf_eembc":
-        case = _rescore_perf(folder, kind, read_eembc_performance)
+        case = _rescore_perf(folder, kind, read_eembc_performance, claim)
     elif kind == "tiny_energy_summary":
-        case = rescore_eembc_summary(folder)
+        case = rescore_eembc_summary(folder, claim)
     elif kind in ("tiny_accuracy", "tiny_accuracy_newrunner"):
-        case = rescore_accuracy(folder, kind)
+        case = rescore_accuracy(folder, kind, claim)
     elif kind == "tiny_sww_perf_newrunner":
-        case = rescore_sww(folder, kind)
+        case = rescore_sww(folder, kind, claim)
     elif kind == "tiny_sww_energy_newrunner":
-        case = rescore_sww_energy(folder)
+        case = rescore_sww_energy(folder, claim)
     elif kind in (MISSING_FILES, "tiny_newrunner_unreadable"):
         case = CaseResult(folder, kind, None, None, "", "flagged", [
             f"{printable(folder)}: a result folder without a readable results.txt, log.txt or "
@@ -1104,7 +1115,7 @@ def _rescore_case(folder: Path, table: dict[Path, tuple[float, str]] | None,
                 case.reasons = [str(exc)]
         return case
     else:
-        claim = published_value(folder)
+        claim = published_value(folder) or claim
         return CaseResult(folder, kind or "unknown", claim[0] if claim else None, None,
                           claim[1] if claim else "", "unsupported",
                           [f"{kind or 'this folder'}: no reader re-derives this kind yet"])

@@ -612,3 +612,12 @@ def test_log_without_results_txt_is_scored_against_the_table(tmp_path: Path) -> 
     (tmp_path / "CASES.md").unlink()
     [case] = rescore_tree(folder)
     assert case.status == "flagged" and "prints no median" in case.reasons[0]
+
+
+def test_postproc_only_accuracy_folder_is_summary_only(tmp_path: Path) -> None:
+    folder = tmp_path / "ad" / "accuracy"
+    folder.mkdir(parents=True)
+    (folder / "postproc.txt").write_text("17071.335 ulp-mlperf: Top-1: 77.4%\n"
+                                         "17071.345 ulp-mlperf: AUC: 0.86\n")
+    [case] = rescore_tree(tmp_path)
+    assert case.status == "unsupported" and (case.published, case.unit) == (0.86, "AUC")

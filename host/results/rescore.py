@@ -1141,6 +1141,8 @@ def _summary_only(folder: Path) -> CaseResult | None:
         return None
     if claim is None and top1 is None and auc is None:
         return None
+    if auc is not None and (top1 is None or _path_facts(folder).get("benchmark") == "ad01"):
+        top1 = None  # anomaly detection publishes its AUC
     value, unit = claim if claim else (top1, "% top-1") if top1 is not None else (auc[0], "AUC")
     return CaseResult(folder, case_kind_safe(folder), value, None, unit, "unsupported", [
         "summary only: results.txt prints the value but the raw files (an EEMBC log.txt with "

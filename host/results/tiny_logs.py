@@ -484,7 +484,9 @@ def read_mlcommons_performance(folder: Path) -> list[PerfWindow]:
 
 
 def _results_text(folder: Path) -> str | None:
-    path = _find(folder, "results.txt")
+    """What the runner printed as the result: ``results.txt``, or in early rounds the EEMBC
+    post-processing output ``postproc.txt``."""
+    path = _find(folder, "results.txt") or _find(folder, "postproc.txt")
     return None if path is None else _text(path)
 
 

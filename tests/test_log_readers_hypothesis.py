@@ -332,3 +332,28 @@ def test_fifo_in_place_of_a_log_is_refused_without_blocking(tmp_path: Path) -> N
     os.mkfifo(fifo)
     with pytest.raises(ResultFileError, match="not a regular file"):
         read_text(fifo)
+
+
+@FAST
+@given(data=st.binary(max_size=400))
+def test_published_table_of_any_bytes(data: bytes) -> None:
+    from tinypower.results.rescore import read_published_table
+    with tempfile.TemporaryDirectory() as tmp:
+        table = Path(tmp) / "CASES.md"
+        table.write_bytes(b"| case | folder | published | unit |\n|---|---|---|---|\n" + data)
+        expect_own_error(lambda: read_published_table(table))
+
+
+@FAST
+@given(folder=st.text(alphabet=st.sampled_from(["a", "/", ".", " ", "\x00", "\x1b", "\u00e9"]),
+                     max_size=30),
+       value=st.sampled_from(["1.0", "nan", "inf", "1e999", "-0", "x", "", "9" * 400]),
+       unit=st.text(max_size=6))
+def test_published_table_rows_of_any_text(folder: str, value: str, unit: str) -> None:
+    from tinypower.results.rescore import read_published_table
+    row = "| x | {} | {} | {} |\n".format(*(c.replace("|", "") for c in (folder, value, unit)))
+    with tempfile.TemporaryDirectory() as tmp:
+        table = Path(tmp) / "CASES.md"
+        table.write_bytes(("| case | folder | published | unit |\n|---|---|---|---|\n" + row)
+                          .encode("utf-8", "surrogatepass"))
+        expect_own_error(lambda: read_published_table(table))

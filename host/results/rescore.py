@@ -337,7 +337,13 @@ def read_published_table(path: Path) -> dict[Path, tuple[float, str]]:
             value = float(row["published"])
         except ValueError:
             continue
-        table[(Path(path).parent / row["folder"]).resolve()] = (value, row.get("unit", ""))
+        if not math.isfinite(value):
+            continue
+        try:
+            folder = (Path(path).parent / row["folder"]).resolve()
+        except (OSError, ValueError, RuntimeError):  # a NUL byte, a symlink loop
+            continue
+        table[folder] = (value, row.get("unit", ""))
     return table
 
 

@@ -284,7 +284,10 @@ def scan_tree(root: Path) -> TreeScan:
     while stack:
         here = stack.pop()
         if here != root:
-            kind, why = classify(here)
+            try:
+                kind, why = classify(here)
+            except (ResultFileError, OSError, ValueError):
+                kind, why = "unknown", None  # reported, and flagged with the reason
             if kind:
                 scan.cases.append(here)
                 continue

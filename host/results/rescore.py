@@ -276,7 +276,10 @@ def scan_tree(root: Path) -> TreeScan:
     if not root.exists():
         raise RescoreError(f"{printable(root)} does not exist")
     scan = TreeScan()
-    kind, why = classify(root)
+    try:
+        kind, why = classify(root)
+    except (ResultFileError, OSError, ValueError):
+        kind = "unknown"
     if kind:
         scan.cases.append(root)
         return scan

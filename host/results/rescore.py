@@ -20,7 +20,6 @@ their stored value from ``trace.npz`` (energy) or ``transcript.log`` (performanc
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -1008,10 +1007,10 @@ def rescore_session(folder: Path) -> CaseResult:
     laps after each of the last five ``infer`` commands in ``transcript.log``.
     """
     try:
-        session = json.loads((folder / "session.json").read_text())
-        stored = json.loads((folder / "results.json").read_text())["record"]
+        session = read_json(folder / "session.json")
+        stored = read_json(folder / "results.json")["record"]
         record = records_from_session(folder)[0]
-    except (OSError, json.JSONDecodeError, KeyError, RecordError) as exc:
+    except (ResultFileError, OSError, KeyError, TypeError, RecordError) as exc:
         return CaseResult(folder, "tinypower_session", None, None, "", "flagged",
                           [f"{folder}: session files unreadable ({exc})"])
     case = CaseResult(folder, "tinypower_session", stored.get("value"), None,

@@ -15,6 +15,7 @@ make a window measure the wrong interval (a lost timestamp, a truncated trace) r
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -99,28 +100,27 @@ def _text(path: Path) -> str:
 
 def _json(path: Path) -> Any:
     """The parsed file; the last few parses are reused (classifying a folder and scoring it
-    read the same ``results.json``), keyed by the file's identity so an edit is seen."""
+    read the same ``results.json``), keyed by the bytes' digest so an edit is always seen."""
     try:
-        st = path.stat()
-    except OSError:
-        st = None
-    key = (str(path), st.st_mtime_ns, st.st_size) if st else None
-    if key is not None and key in _JSON_CACHE:
-        return _JSON_CACHE[key]
-    try:
-        data = parse_json(_text(path), path)
+        data = read_bytes(path)
     except LogFormatError:
         raise
     except ResultFileError as exc:
         raise LogFormatError(str(exc)) from None
-    if key is not None:
-        _JSON_CACHE[key] = data
-        while len(_JSON_CACHE) > 2:
-            _JSON_CACHE.pop(next(iter(_JSON_CACHE)))
-    return data
+    key = (str(path), hashlib.blake2b(data, digest_size=16).digest())
+    if key in _JSON_CACHE:
+        return _JSON_CACHE[key]
+    try:
+        parsed = parse_json(data.decode("utf-8", errors="replace"), path)
+    except ResultFileError as exc:
+        raise LogFormatError(str(exc)) from None
+    _JSON_CACHE[key] = parsed
+    while len(_JSON_CACHE) > 2:
+        _JSON_CACHE.pop(next(iter(_JSON_CACHE)))
+    return parsed
 
 
-_JSON_CACHE: dict[tuple[str, int, int], Any] = {}
+_JSON_CACHE: dict[tuple[str, bytes], Any] = {}
 
 
 def _require(folder: Path, name: str) -> Path:

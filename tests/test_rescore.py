@@ -621,3 +621,14 @@ def test_postproc_only_accuracy_folder_is_summary_only(tmp_path: Path) -> None:
                                          "17071.345 ulp-mlperf: AUC: 0.86\n")
     [case] = rescore_tree(tmp_path)
     assert case.status == "unsupported" and (case.published, case.unit) == (0.86, "AUC")
+
+
+def test_round_option_on_the_command_line(tmp_path: Path, capsys) -> None:
+    _need(POWER)
+    folder = Path(shutil.copytree(POWER / "SingleStream", tmp_path / "results" / "SingleStream"))
+    assert main(["rescore", str(folder), "--round", "v3.0", "--json"]) == 1  # no table: unsupp.
+    [line] = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert line["unit"] == "mJ/query" and "checker rules of v3.0" in " ".join(line["reasons"])
+    assert main(["rescore", str(folder), "--round", "latest"]) == 2
+    err = capsys.readouterr().err
+    assert "--round latest: expected a round such as v2.1" in err and "Traceback" not in err

@@ -22,8 +22,6 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from energy_monitor.sim.registry import SIMULATED_METERS
@@ -47,6 +45,7 @@ from tinypower.scale.commands import add_sut_arguments, measure_sut
 from tinypower.scale.fleet_commands import add_commands as add_fleet_commands
 from tinypower.suites.benchmarks import SUITES, Suite, SuiteError, get_suite
 from tinypower.suites.datasets import DatasetError, load_dataset, synthetic_inputs
+from tinypower.terminal import console, progress, quiet_on_closed_pipe, shown
 
 EXIT_INVALID = 1  # a run failed or a rule was broken
 EXIT_USAGE = 2  # the command could not start: bad option, board, model or dataset
@@ -55,13 +54,17 @@ EXIT_USAGE = 2  # the command could not start: bad option, board, model or datas
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    err = Console(stderr=True)
+    err = console(stderr=True)
     try:
-        return args.func(args, err)
+        code = args.func(args, err)
+        sys.stdout.flush()  # here, so a closed pipe is caught below and not at interpreter exit
+        return code
     except (*BUILD_ERRORS, BoardError, ModelResolutionError, DatasetError, SuiteError, RunError,
             FlashError, FirmwareBuildError) as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        err.print(f"[bold red]error:[/] {shown(exc)}", highlight=False)
         return EXIT_USAGE
+    except BrokenPipeError:  # `tinypower ... | head`: the reader has all it wanted
+        return quiet_on_closed_pipe()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -69,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="tinypower",
         description="Measure the energy efficiency of ML systems (MLPerf Tiny / MLPerf Power).",
     )
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True)
 
     m = sub.add_parser("measure", help="run MLPerf Tiny modes on a board, or the MLPerf power "
@@ -150,6 +154,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: the installed distribution's version, looked up only when asked."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        from importlib.metadata import version
+
+        print(f"tinypower {version('tinypower')}")
+        parser.exit()
+
+
 def _modes(text: str) -> list[str]:
     modes = [m.strip() for m in text.split(",") if m.strip()]
     unknown = [m for m in modes if m not in MODES]
@@ -182,7 +199,7 @@ def _board_and_ports(
     if board is None:
         if report.board_to_measure is None:
             raise RunError(report.suggestion)
-        err.print(escape(report.suggestion), highlight=False)
+        err.print(shown(report.suggestion), highlight=False)
         board = load_board(report.board_to_measure)
     found, probe = bench_ports(report, board)
     return board, BenchPorts(given.dut or found.dut, given.monitor or found.monitor,
@@ -240,20 +257,11 @@ def _measure(args: argparse.Namespace, err: Console) -> int:
             min_window_s=args.min_window_s, monitor=args.monitor, interface=args.interface,
             ports=ports, tinypower_firmware=args.flash,
         )
-        with Progress(
-            TextColumn("{task.description}"), BarColumn(),
-            TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
-            console=err, transient=True,
-        ) as bar:
-            task = bar.add_task(mode, total=1)
-
-            def progress(text: str, done: int, total: int, bar=bar, task=task) -> None:
-                bar.update(task, description=text, completed=done, total=total)
-
-            outcome = run(request, progress)
+        with progress(err, mode) as report_progress:
+            outcome = run(request, report_progress)
         outcomes.append((request, outcome))
         if outcome.error:
-            err.print(f"[bold red]{mode} failed:[/] {escape(outcome.error)}", highlight=False)
+            err.print(f"[bold red]{mode} failed:[/] {shown(outcome.error)}", highlight=False)
             err.print(f"  data kept in {outcome.session.folder}", highlight=False)
     if args.json:
         for request, outcome in outcomes:
@@ -264,7 +272,7 @@ def _measure(args: argparse.Namespace, err: Console) -> int:
 
 
 def _print_table(outcomes: list[tuple[RunRequest, RunOutcome]]) -> None:
-    out = Console()
+    out = console()
     table = Table(title="tinypower results")
     for col in ("suite", "mode", "result", "detail", "valid", "measured as"):
         table.add_column(col)
@@ -290,12 +298,12 @@ def _print_table(outcomes: list[tuple[RunRequest, RunOutcome]]) -> None:
             [f"{c.rule}: {c.message}" for c in o.result.failures] if o.result else []
         )
         for p in problems:
-            out.print(f"[red]invalid:[/] {escape(p)}", highlight=False)
+            out.print(f"[red]invalid:[/] {shown(p)}", highlight=False)
         for c in o.result.warnings if o.result else []:
-            out.print(f"[yellow]warning:[/] {escape(c.rule + ': ' + c.message)}", highlight=False)
+            out.print(f"[yellow]warning:[/] {shown(c.rule + ': ' + c.message)}", highlight=False)
         notes += [n for n in o.notes if n not in notes]
     for note in notes:
-        out.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+        out.print(f"[yellow]note:[/] {shown(note)}", highlight=False)
 
 
 def _doctor(args: argparse.Namespace, err: Console) -> int:
@@ -303,7 +311,7 @@ def _doctor(args: argparse.Namespace, err: Console) -> int:
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
-        print_report(report, Console())
+        print_report(report, console())
     return EXIT_INVALID if report.problems else 0
 
 
@@ -330,11 +338,10 @@ def _flash(args: argparse.Namespace, err: Console) -> int:
         raise FlashError(f"board {board.name} has no [pyocd] target ({board.kind} board): "
                          "pass --target or --board with a hardware board")
     pack = args.pack or (board.pyocd_pack if board else None)
-    with Progress(TextColumn(f"flashing {args.image.name}"), BarColumn(),
-                  TextColumn("{task.percentage:>3.0f}%"), console=err, transient=True) as bar:
-        task = bar.add_task("flash", total=1.0)
+    phase = f"flashing {args.image.name} (%)"
+    with progress(err, phase) as report_progress:
         probe = flash(args.image, target, probe_id, pack,
-                      lambda done: bar.update(task, completed=done),
+                      lambda done: report_progress(phase, round(done * 100), 100),
                       base_address=args.base_address)
     print(f"flashed {args.image} to {target} through probe {probe.unique_id} "
           f"({probe.description}); target reset")

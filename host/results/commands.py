@@ -22,6 +22,7 @@ from tinypower.results.logio import printable
 from tinypower.results.record import RecordError
 from tinypower.results.rescore import RescoreError, TreeScan, parse_round, rescore_tree
 from tinypower.rules.tiny import MIN_WINDOW_S
+from tinypower.terminal import console
 
 EXIT_FAIL = 1
 EXIT_USAGE = 2
@@ -102,7 +103,7 @@ def results_command(args: argparse.Namespace, err: Console) -> int:
             f"{_fmt(r.power_w, 4)} W", r.measured_as.upper(),
             "[green]yes[/]" if r.valid else f"[red]no[/] {escape(', '.join(r.failed_rules))}",
         )
-    Console().print(table)
+    console().print(table)
     return 0
 
 
@@ -128,7 +129,7 @@ def rescore_command(args: argparse.Namespace, err: Console) -> int:
                 f"[{style}]{case.status}[/]",
                 escape(printable(case.reasons[0]) if case.reasons else ""),
             )
-        Console().print(table)
+        console().print(table)
     # Folders that are not results of the kinds rescored: listed once per reason, on stderr so
     # that --json stays one case per line.
     for line in scan.skipped_summary():
@@ -147,7 +148,7 @@ def check_command(args: argparse.Namespace, err: Console) -> int:
         for case in results:
             print(json.dumps(case.to_json()))
     else:
-        out = Console()
+        out = console()
         for case in results:
             table = Table(title=f"{escape(str(case.path))} ({case.kind})")
             for col in ("rule", "verdict", "evidence"):

@@ -39,6 +39,7 @@ from tinypower.scale.sut import (
     load_sut,
 )
 from tinypower.scale.workload import LoadGenSpec, WorkloadError
+from tinypower.terminal import console
 
 EXIT_INVALID = 1
 EXIT_USAGE = 2
@@ -177,7 +178,7 @@ def _local_meter(quick_run: bool) -> tuple[MeterConfig, Any, str]:
 
 
 def print_outcome(outcome: SessionOutcome, notes: list[str]) -> None:
-    out = Console()
+    out = console()
     r = outcome.results
     table = Table(title="tinypower power results")
     for col in ("phase", "scenario", "result", "average power", "samples/J", "window",

@@ -34,6 +34,7 @@ from tinypower.scale.training import (
     training_energy_from_prometheus,
     write_training_session,
 )
+from tinypower.terminal import console
 
 EXIT_INVALID = 1
 EXIT_USAGE = 2
@@ -153,7 +154,7 @@ def fleet_command(args: argparse.Namespace, err: Console) -> int:
 
 
 def _print_fleet(result: FleetEnergy, title: str = "fleet energy") -> None:
-    out = Console()
+    out = console()
     table = Table(title=f"{title} ({result.measured_as.upper()})")
     for col in ("node", "energy kJ", "coverage", "readings", "median interval s", "resets"):
         table.add_column(col)
@@ -218,13 +219,13 @@ def training_energy_command(args: argparse.Namespace, err: Console) -> int:
         print(json.dumps({**result.to_dict(), "session": str(folder)}))
     else:
         _print_training(result)
-        Console().print(f"session: {escape(str(folder))}", highlight=False)
+        console().print(f"session: {escape(str(folder))}", highlight=False)
     return 0 if result.valid else EXIT_INVALID
 
 
 def _print_training(result: TrainingEnergy) -> None:
     _print_fleet(result.fleet, title=f"energy-to-train {result.run.benchmark or ''}".strip())
-    out = Console()
+    out = console()
     out.print(f"energy-to-train [bold]{result.energy_kj:.3f} kJ[/] ({result.node_count} nodes, "
               f"{result.run.duration_s:.3f} s, interconnect "
               f"{result.interconnect.energy_j / 1000:.3f} kJ {result.interconnect.how}), "

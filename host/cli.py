@@ -16,64 +16,122 @@ requested result is valid.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
-import math
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.table import Table
+if TYPE_CHECKING:  # imported where used, so `tinypower --help` starts fast
+    from rich.console import Console
 
-from energy_monitor.sim.registry import SIMULATED_METERS
-from tinypower.boards import Board, BoardError, load_board
-from tinypower.codegen import BUILD_ERRORS, TOOLCHAINS, build
-from tinypower.doctor import VIRTUAL_LAB, bench_ports, discover, print_report
-from tinypower.dut.hardware_bench import BenchPorts
-from tinypower.dut.io_manager import KINDS as IO_MANAGER_KINDS
-from tinypower.firmware import FirmwareBuildError, build_firmware
-from tinypower.flash import FlashError, flash
-from tinypower.models import (
-    ModelResolutionError,
-    ResolvedModel,
-    fetch_reference_models,
-    resolve_model,
-)
-from tinypower.report.commands import add_commands as add_report_commands
-from tinypower.results.commands import add_commands as add_results_commands
-from tinypower.runner import MODES, RunError, RunOutcome, RunRequest, run
-from tinypower.scale.commands import add_sut_arguments, measure_sut
-from tinypower.scale.fleet_commands import add_commands as add_fleet_commands
-from tinypower.suites.benchmarks import SUITES, Suite, SuiteError, get_suite
-from tinypower.suites.datasets import DatasetError, load_dataset, synthetic_inputs
-from tinypower.terminal import console, progress, quiet_on_closed_pipe, shown
+    from tinypower.boards import Board
+    from tinypower.dut.hardware_bench import BenchPorts
+    from tinypower.models import ResolvedModel
+    from tinypower.runner import RunOutcome, RunRequest
+    from tinypower.suites.benchmarks import Suite
 
 EXIT_INVALID = 1  # a run failed or a rule was broken
 EXIT_USAGE = 2  # the command could not start: bad option, board, model or dataset
 
+DESCRIPTION = "Measure the energy efficiency of ML systems (MLPerf Tiny / MLPerf Power)."
+
+# Every command, its one-line help, and the module whose add_commands() registers it (None: this
+# file). Only the command being run has its options built and its module imported; the others
+# are listed by name and help alone, which keeps `tinypower --help` free of numpy, matplotlib
+# and pyOCD. tests/test_cli_startup.py checks these lines against the real registrations.
+COMMANDS: dict[str, tuple[str | None, str]] = {
+    "measure": (None, "run MLPerf Tiny modes on a board, or the MLPerf power workflow on a SUT "
+                      "(--sut)"),
+    "doctor": (None, "list attached boards, probes and energy monitors, and what each mode "
+                     "still needs"),
+    "flash": (None, "program firmware (.elf, .hex, .bin) through pyOCD"),
+    "build": (None, "generate C for a .tflite model and compile it for a board"),
+    "models": (None, "manage the MLPerf Tiny reference models"),
+    "results": ("tinypower.results.commands", "list, filter and export stored results"),
+    "rescore": ("tinypower.results.commands", "re-derive published MLPerf scores (or a "
+                                              "session's) from their raw logs"),
+    "check": ("tinypower.results.commands", "check a session or result folder against the "
+                                            "MLPerf Tiny and power rules"),
+    "export": ("tinypower.report.commands", "write sessions in the MLPerf Tiny submission or "
+                                            "MLPerf power layout"),
+    "report": ("tinypower.report.commands", "one self-contained HTML report of one or more "
+                                            "sessions"),
+    "fleet": ("tinypower.scale.fleet_commands", "energy of many nodes over a window, from "
+                                                "Prometheus"),
+    "training-energy": ("tinypower.scale.fleet_commands", "MLPerf Training energy-to-train of "
+                                                          "a run (kJ, per node and total)"),
+}
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser(_command_in(argv)).parse_args(argv)
+    from tinypower.terminal import console, quiet_on_closed_pipe, shown
+
     err = console(stderr=True)
     try:
         code = args.func(args, err)
         sys.stdout.flush()  # here, so a closed pipe is caught below and not at interpreter exit
         return code
-    except (*BUILD_ERRORS, BoardError, ModelResolutionError, DatasetError, SuiteError, RunError,
-            FlashError, FirmwareBuildError) as exc:
-        err.print(f"[bold red]error:[/] {shown(exc)}", highlight=False)
-        return EXIT_USAGE
     except BrokenPipeError:  # `tinypower ... | head`: the reader has all it wanted
         return quiet_on_closed_pipe()
+    except Exception as exc:
+        if not _is_usage_error(exc):
+            raise
+        err.print(f"[bold red]error:[/] {shown(exc)}", highlight=False)
+        return EXIT_USAGE
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tinypower",
-        description="Measure the energy efficiency of ML systems (MLPerf Tiny / MLPerf Power).",
-    )
+# Errors that mean the command could not start (one line, exit 2), by module: an error can only
+# come from a module already imported, so checking sys.modules imports nothing.
+USAGE_ERRORS = {
+    "tinypower.boards": ("BoardError",), "tinypower.codegen": ("BUILD_ERRORS",),
+    "tinypower.firmware": ("FirmwareBuildError",), "tinypower.flash": ("FlashError",),
+    "tinypower.models": ("ModelResolutionError",), "tinypower.runner": ("RunError",),
+    "tinypower.suites.benchmarks": ("SuiteError",), "tinypower.suites.datasets": ("DatasetError",),
+}
+
+
+def _is_usage_error(exc: Exception) -> bool:
+    return any(isinstance(exc, getattr(sys.modules[module], name))
+               for module, names in USAGE_ERRORS.items() if module in sys.modules
+               for name in names)
+
+
+def _command_in(argv: list[str]) -> str | None:
+    """The command named on the line (the top-level options take no values), or None."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def _parser(command: str | None = None, everything: bool = False) -> argparse.ArgumentParser:
+    """The parser, with full options for ``command`` (or for all commands when ``everything``,
+    or when ``command`` is not one we know, so argparse names the mistake) and name and help
+    alone for the rest."""
+    parser = argparse.ArgumentParser(prog="tinypower", description=DESCRIPTION)
     parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True)
+    everything = everything or (command is not None and command not in COMMANDS)
+    chosen = COMMANDS[command][0] if command in COMMANDS else None
+    modules_done: set[str] = set()
+    for name, (module, help_text) in COMMANDS.items():
+        if module is None and (everything or name == command):
+            _OWN_COMMANDS[name](sub)
+        elif module is not None and (everything or module == chosen):
+            if module not in modules_done:  # add_commands() registers all of its commands
+                importlib.import_module(module).add_commands(sub)
+                modules_done.add(module)
+        else:
+            sub.add_parser(name, help=help_text)
+    return parser
+
+
+def _add_measure(sub: argparse._SubParsersAction) -> None:
+    from energy_monitor.sim.registry import SIMULATED_METERS
+    from tinypower.dut.io_manager import KINDS as IO_MANAGER_KINDS
+    from tinypower.runner import MODES
+    from tinypower.scale.commands import add_sut_arguments
+    from tinypower.suites.benchmarks import SUITES
 
     m = sub.add_parser("measure", help="run MLPerf Tiny modes on a board, or the MLPerf power "
                                        "workflow on a SUT (--sut)")
@@ -117,6 +175,8 @@ def _parser() -> argparse.ArgumentParser:
     add_sut_arguments(m)
     m.set_defaults(func=_measure)
 
+
+def _add_doctor(sub: argparse._SubParsersAction) -> None:
     d = sub.add_parser("doctor", help="list attached boards, probes and energy monitors, and "
                                       "what each mode still needs")
     d.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
@@ -124,6 +184,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="where to look for an Otii 3 server (default: 127.0.0.1:1905)")
     d.set_defaults(func=_doctor)
 
+
+def _add_flash(sub: argparse._SubParsersAction) -> None:
     f = sub.add_parser("flash", help="program firmware (.elf, .hex, .bin) through pyOCD")
     f.add_argument("image", type=Path, help="firmware image: .elf/.axf, .hex or .bin")
     f.add_argument("--board", help="board whose [pyocd] target and pack to use (default: the "
@@ -136,6 +198,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="flash address for a .bin image, e.g. 0x08000000")
     f.set_defaults(func=_flash)
 
+
+def _add_build(sub: argparse._SubParsersAction) -> None:
+    from tinypower.codegen import TOOLCHAINS
+
     b = sub.add_parser("build", help="generate C for a .tflite model and compile it for a board")
     b.add_argument("--model", required=True, type=Path, help="the .tflite file")
     b.add_argument("--board", required=True, help="board name in boards/ or a board TOML path")
@@ -144,14 +210,16 @@ def _parser() -> argparse.ArgumentParser:
                    help="arm: arm-none-eabi-gcc for the board (default); host: gcc, for tests")
     b.set_defaults(func=_build)
 
+
+def _add_models(sub: argparse._SubParsersAction) -> None:
     models = sub.add_parser("models", help="manage the MLPerf Tiny reference models")
     msub = models.add_subparsers(dest="models_command", required=True)
     fetch = msub.add_parser("fetch", help="download the reference models into the local cache")
     fetch.set_defaults(func=_models_fetch)
-    add_results_commands(sub)
-    add_report_commands(sub)
-    add_fleet_commands(sub)
-    return parser
+
+
+_OWN_COMMANDS = {"measure": _add_measure, "doctor": _add_doctor, "flash": _add_flash,
+                 "build": _add_build, "models": _add_models}
 
 
 class _VersionAction(argparse.Action):
@@ -168,6 +236,8 @@ class _VersionAction(argparse.Action):
 
 
 def _modes(text: str) -> list[str]:
+    from tinypower.runner import MODES, RunError
+
     modes = [m.strip() for m in text.split(",") if m.strip()]
     unknown = [m for m in modes if m not in MODES]
     if unknown or not modes:
@@ -189,6 +259,12 @@ def _board_and_ports(
     """The board (--board, else the one discovery finds, else the virtual lab, saying which on
     stderr), where its UART, monitor and IO manager are (options over discovery), and the
     debug probe discovery saw on it."""
+    from tinypower.boards import load_board
+    from tinypower.doctor import bench_ports, discover
+    from tinypower.dut.hardware_bench import BenchPorts
+    from tinypower.runner import RunError
+    from tinypower.terminal import shown
+
     given = BenchPorts(args.port, args.monitor_port, args.interface_port)
     board = load_board(args.board) if args.board else None
     complete = board and given.dut and given.monitor and (
@@ -211,6 +287,9 @@ def _flash_benchmark_firmware(
     err: Console,
 ) -> None:
     """--flash: build the benchmark firmware for this board and model, and program it."""
+    from tinypower.firmware import build_firmware
+    from tinypower.flash import FlashError, flash
+
     if board.kind != "hardware" or board.pyocd_target is None:
         raise FlashError(f"--flash programs hardware boards with a [pyocd] target; "
                          f"{board.name} is {board.kind}")
@@ -225,6 +304,13 @@ def _flash_benchmark_firmware(
 
 
 def _measure(args: argparse.Namespace, err: Console) -> int:
+    from tinypower.models import resolve_model
+    from tinypower.runner import RunError, RunRequest, run
+    from tinypower.scale.commands import measure_sut
+    from tinypower.suites.benchmarks import get_suite
+    from tinypower.suites.datasets import load_dataset, synthetic_inputs
+    from tinypower.terminal import progress, shown
+
     if args.sut:
         return measure_sut(args, err)
     board, ports, probe_id = _board_and_ports(args, err)
@@ -272,6 +358,12 @@ def _measure(args: argparse.Namespace, err: Console) -> int:
 
 
 def _print_table(outcomes: list[tuple[RunRequest, RunOutcome]]) -> None:
+    import math
+
+    from rich.table import Table
+
+    from tinypower.terminal import console, shown
+
     out = console()
     table = Table(title="tinypower results")
     for col in ("suite", "mode", "result", "detail", "valid", "measured as"):
@@ -307,6 +399,9 @@ def _print_table(outcomes: list[tuple[RunRequest, RunOutcome]]) -> None:
 
 
 def _doctor(args: argparse.Namespace, err: Console) -> int:
+    from tinypower.doctor import discover, print_report
+    from tinypower.terminal import console
+
     report = discover(otii_address=args.otii)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
@@ -318,6 +413,10 @@ def _doctor(args: argparse.Namespace, err: Console) -> int:
 def _flash_board(args: argparse.Namespace, err: Console) -> tuple[Board | None, str | None]:
     """The board and probe ID to flash: --board/--probe, nothing when only --target is given,
     else the one attached board and the probe discovery found on it."""
+    from tinypower.boards import load_board
+    from tinypower.doctor import VIRTUAL_LAB, discover
+    from tinypower.flash import FlashError
+
     if args.board or args.target:
         return (load_board(args.board) if args.board else None), args.probe
     report = discover(otii_address=None)
@@ -332,6 +431,9 @@ def _flash_board(args: argparse.Namespace, err: Console) -> tuple[Board | None, 
 
 
 def _flash(args: argparse.Namespace, err: Console) -> int:
+    from tinypower.flash import FlashError, flash
+    from tinypower.terminal import progress
+
     board, probe_id = _flash_board(args, err)
     target = args.target or (board.pyocd_target if board else None)
     if target is None:
@@ -349,11 +451,16 @@ def _flash(args: argparse.Namespace, err: Console) -> int:
 
 
 def _build(args: argparse.Namespace, err: Console) -> int:
+    from tinypower.boards import load_board
+    from tinypower.codegen import build
+
     print(build(args.model, load_board(args.board), args.out, toolchain=args.toolchain).table())
     return 0
 
 
 def _models_fetch(args: argparse.Namespace, err: Console) -> int:
+    from tinypower.models import fetch_reference_models
+
     for path in fetch_reference_models(progress=lambda msg: err.print(msg, highlight=False)):
         print(path)
     return 0

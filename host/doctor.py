@@ -18,6 +18,7 @@ import json
 import socket
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import libusb_package
 import usb.core
@@ -29,11 +30,14 @@ from serial.tools.list_ports_common import ListPortInfo
 
 from tinypower.boards import Board, BoardError, available_boards, load_board
 from tinypower.dut.hardware_bench import BenchPorts
-from tinypower.flash import FlashError, ProbeInfo, check_target, list_probes
 from tinypower.runner import MODES
+
+if TYPE_CHECKING:  # tinypower.flash imports pyOCD (~0.25 s): only when probes are listed
+    from tinypower.flash import ProbeInfo
 
 VIRTUAL_LAB = "sim-m4"  # what `tinypower measure` uses when no board is attached
 OTII_ADDRESS = ("127.0.0.1", 1905)  # the Otii 3 TCP server's default
+ROOT_HUB_VID = 0x1D6B  # Linux Foundation: host controllers' root hubs, never a probe
 
 MONITOR, IO_MANAGER, PROBE, BOARD, UNKNOWN = (
     "energy monitor", "IO manager", "debug probe", "board", "unknown",
@@ -143,12 +147,26 @@ class DoctorReport:
 
 def list_usb_devices() -> list[UsbDevice]:
     """Raw USB devices (for instruments without a serial port); empty if libusb is missing."""
+    return _usb_listing() or []
+
+
+def _usb_listing() -> list[UsbDevice] | None:
+    """Raw USB devices, or None when libusb cannot list them."""
     try:
         found = usb.core.find(find_all=True, backend=libusb_package.get_libusb1_backend())
         return [UsbDevice(d.idVendor, d.idProduct, f"bus {d.bus} address {d.address}")
                 for d in found]
     except (usb.core.NoBackendError, usb.core.USBError):
-        return []
+        return None
+
+
+def _no_probe_possible(ports: Sequence[ListPortInfo], usb_devices: list[UsbDevice] | None) -> bool:
+    """True when no debug probe can be attached: libusb listed the bus and saw only root hubs,
+    and no serial port is on USB. Every probe pyOCD drives (ST-LINK, CMSIS-DAP, J-Link) is a USB
+    device, so asking pyOCD then (an import of ~0.25 s, most of a virtual-lab run's start-up)
+    could only say "none"."""
+    return (usb_devices is not None and all(d.vid == ROOT_HUB_VID for d in usb_devices)
+            and all(p.vid is None for p in ports))
 
 
 def probe_otii(address: tuple[str, int], timeout_s: float = 0.3) -> Device | None:
@@ -201,14 +219,18 @@ def discover(
     problems: list[str] = []
     if ports is None:
         ports = list_ports.comports()
+    listed = _usb_listing() if usb_devices is None else list(usb_devices)
+    usb_devices = listed or []
+    if probes is None and _no_probe_possible(ports, listed):
+        probes = []
     if probes is None:
+        from tinypower.flash import FlashError, list_probes
+
         try:
             probes = list_probes()
         except FlashError as exc:
             problems.append(str(exc))
             probes = []
-    if usb_devices is None:
-        usb_devices = list_usb_devices()
     if boards is None:
         boards, board_problems = registry_boards()
         problems += board_problems
@@ -321,6 +343,8 @@ def _board_status(board: Board, devices: list[Device]) -> BoardStatus:
     }
     notes = []
     if board.pyocd_target:
+        from tinypower.flash import FlashError, check_target
+
         try:
             check_target(board.pyocd_target, board.pyocd_pack)
         except FlashError as exc:

@@ -90,6 +90,7 @@ USAGE_ERRORS = {
     "tinypower.firmware": ("FirmwareBuildError",), "tinypower.flash": ("FlashError",),
     "tinypower.models": ("ModelResolutionError",), "tinypower.runner": ("RunError",),
     "tinypower.suites.benchmarks": ("SuiteError",), "tinypower.suites.datasets": ("DatasetError",),
+    "tinypower.preflight": ("PreflightError",),
 }
 
 
@@ -305,6 +306,7 @@ def _flash_benchmark_firmware(
 
 def _measure(args: argparse.Namespace, err: Console) -> int:
     from tinypower.models import resolve_model
+    from tinypower.preflight import check_tiny_run
     from tinypower.runner import RunError, RunRequest, run
     from tinypower.scale.commands import measure_sut
     from tinypower.suites.benchmarks import get_suite
@@ -317,14 +319,15 @@ def _measure(args: argparse.Namespace, err: Console) -> int:
     suite = get_suite(args.suite)
     modes = _modes(args.mode)
     model = resolve_model(suite, args.model)
+    if args.iterations is not None and args.iterations < 1:
+        raise RunError("--iterations must be at least 1")
+    check_tiny_run(board, suite, model, modes, ports, args.monitor, args.interface)
     if args.flash:
         if "energy" in modes and len(modes) > 1 and board.needs_io_manager:
             raise RunError(f"--flash on {board.name}: energy mode runs its UART at another baud "
                            "(through the IO manager), so flash and measure energy on its own "
                            "(--mode energy) and the other modes in a second command")
         _flash_benchmark_firmware(board, suite, model, probe_id, "energy" in modes, err)
-    if args.iterations is not None and args.iterations < 1:
-        raise RunError("--iterations must be at least 1")
     err.print(
         f"board [bold]{board.name}[/] ({board.measured_as}), suite [bold]{suite.name}[/], model "
         f"{model.name} ({model.info.macs / 1e6:.2f} M MACs)"
@@ -399,10 +402,11 @@ def _print_table(outcomes: list[tuple[RunRequest, RunOutcome]]) -> None:
 
 
 def _doctor(args: argparse.Namespace, err: Console) -> int:
-    from tinypower.doctor import discover, print_report
+    from tinypower.doctor import discover, local_checks, print_report
     from tinypower.terminal import console
 
     report = discover(otii_address=args.otii)
+    report.local = local_checks()
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:

@@ -49,6 +49,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--max-gap-s", type=float,
                    help="longest stretch between readings still integrated (default: 1.5 "
                         "sampling intervals)")
+    f.add_argument("--expect-nodes", type=int, metavar="N",
+                   help="the fleet has N nodes: fewer with readings makes the result invalid")
     f.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     f.set_defaults(func=fleet_command)
 
@@ -144,6 +146,7 @@ def fleet_command(args: argparse.Namespace, err: Console) -> int:
         result = read_fleet(PrometheusClient(args.prometheus), what, start_s, end_s,
                             _nodes(args), max_gap_s=args.max_gap_s,
                             measured_as=args.measured_as)
+        result.expected_nodes = args.expect_nodes
     except _ERRORS as exc:
         return _fail(err, exc)
     if args.json:

@@ -17,12 +17,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from tinypower.results.compliance import MIN_POWER_RUN_S, check_tree
-from tinypower.results.db import COLUMNS, DEFAULT_DB, StoreError, query, write_csv
+from tinypower.results.db import DEFAULT_DB, FILTER_KEYS, StoreError, query, write_csv
 from tinypower.results.logio import printable
-from tinypower.results.record import RecordError
+from tinypower.results.record import RecordError, ResultRecord
 from tinypower.results.rescore import RescoreError, TreeScan, parse_round, rescore_tree
 from tinypower.rules.tiny import MIN_WINDOW_S
-from tinypower.terminal import console
+from tinypower.terminal import console, shown
 
 EXIT_FAIL = 1
 EXIT_USAGE = 2
@@ -37,8 +37,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--db", type=Path, default=DEFAULT_DB,
                    help=f"result store (default: {DEFAULT_DB})")
     r.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
-                   help="keep records where KEY=VALUE (also >=, <=, >, <, !=); repeatable; "
-                        f"keys: {', '.join(c for c in COLUMNS if c not in ('extras',))}")
+                   help="keep records where KEY=VALUE (also >=, <=, >, <, !=), matching what "
+                        "the listing shows, case-insensitively; repeatable. Quote filters "
+                        "with > or <, or the shell reads a redirect: --filter 'value>=1000' "
+                        "--filter label=simulated --filter date=2026-12. Keys: "
+                        f"{', '.join(FILTER_KEYS)}")
     out = r.add_mutually_exclusive_group()
     out.add_argument("--csv", type=Path, metavar="FILE", help="write the records to a CSV file")
     out.add_argument("--json", action="store_true", help="print one JSON record per line")
@@ -81,6 +84,13 @@ def _fmt(value: float | None, digits: int = 7) -> str:
     return f"{value:.{digits}g}"
 
 
+def _value(r: ResultRecord) -> str:
+    """The headline value with its uncertainty when the record carries one."""
+    u = getattr(r, "uncertainty", None) or (r.extras or {}).get("uncertainty")
+    spread = f" ± {_fmt(u, 3)}" if isinstance(u, int | float) and u == u else ""
+    return f"{_fmt(r.value)}{spread} {r.unit}"
+
+
 def results_command(args: argparse.Namespace, err: Console) -> int:
     try:
         records = query(args.db, args.filter)
@@ -94,14 +104,17 @@ def results_command(args: argparse.Namespace, err: Console) -> int:
         for r in records:
             print(json.dumps(r.to_dict()))
         return 0
-    table = Table(title=f"tinypower results ({len(records)} in {args.db})")
-    for col in ("system", "scale", "benchmark", "mode", "value", "power", "measured", "valid"):
-        table.add_column(col)
+    table = Table(title=f"tinypower results ({len(records)} in {shown(args.db)})")
+    for col in ("date (UTC)", "board", "benchmark", "model", "monitor", "mode", "value",
+                "label", "valid", "session"):
+        table.add_column(col, overflow="fold")
     for r in records:
         table.add_row(
-            r.system, r.scale, r.benchmark, r.scenario, f"{_fmt(r.value)} {r.unit}",
-            f"{_fmt(r.power_w, 4)} W", r.measured_as.upper(),
-            "[green]yes[/]" if r.valid else f"[red]no[/] {escape(', '.join(r.failed_rules))}",
+            r.recorded_utc[:16].replace("T", " "), shown(r.system), shown(r.benchmark),
+            shown(r.extras.get("model", "") if r.extras else ""), shown(r.meter), r.scenario,
+            _value(r), r.measured_as.upper(),
+            "[green]yes[/]" if r.valid else f"[red]no[/] {shown(', '.join(r.failed_rules))}",
+            shown(Path(r.source).name),
         )
     console().print(table)
     return 0

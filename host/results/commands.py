@@ -60,6 +60,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--json", action="store_true", help="print one JSON object per case")
     s.set_defaults(func=rescore_command)
 
+    p = sub.add_parser("prune", help="remove old session folders and their stored results "
+                                     "(lists them first; --delete to remove)")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"),
+                   help="the runs folder (default: ./runs); its results.sqlite is updated")
+    p.add_argument("--older-than", type=float, metavar="DAYS",
+                   help="sessions last written more than DAYS days ago")
+    p.add_argument("--keep", type=int, metavar="N",
+                   help="keep the newest N sessions, prune the rest")
+    p.add_argument("--delete", action="store_true",
+                   help="really delete (without it: a dry run listing what would go)")
+    p.set_defaults(func=prune_command)
+
     c = sub.add_parser("check", help="check a session or result folder against the MLPerf "
                                      "Tiny and power rules")
     c.add_argument("path", type=Path, help="a session folder, a result folder or a tree")
@@ -117,6 +129,27 @@ def results_command(args: argparse.Namespace, err: Console) -> int:
             shown(Path(r.source).name),
         )
     console().print(table)
+    return 0
+
+
+def prune_command(args: argparse.Namespace, err: Console) -> int:
+    from tinypower.results.prune import PruneError, prune, to_prune
+
+    try:
+        doomed = to_prune(args.runs_dir, args.older_than, args.keep)
+    except PruneError as exc:
+        return _fail(err, exc)
+    total = sum(s.size_bytes for s in doomed)
+    for s in doomed:
+        print(f"{'deleting' if args.delete else 'would delete'} {shown(s.path)} "
+              f"({s.size_bytes / 1e6:.1f} MB)")
+    if not args.delete:
+        err.print(f"dry run: {len(doomed)} session(s), {total / 1e6:.1f} MB; add --delete to "
+                  "remove them", highlight=False)
+        return 0
+    removed = prune(args.runs_dir, doomed)
+    err.print(f"deleted {len(doomed)} session(s) ({total / 1e6:.1f} MB) and {removed} stored "
+              "result(s)", highlight=False)
     return 0
 
 

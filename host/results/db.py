@@ -90,6 +90,17 @@ def add_session(db: Path | str, folder: Path | str) -> list[ResultRecord]:
     return records
 
 
+def remove_sources(db: Path | str, sources: Iterable[Path | str]) -> int:
+    """Delete the records of these session folders (``tinypower prune``); return how many."""
+    if not Path(db).is_file():
+        return 0
+    with connect(db) as con:
+        removed = sum(con.execute("DELETE FROM results WHERE source = ?", (str(s),)).rowcount
+                      for s in sources)
+    con.close()
+    return removed
+
+
 def _parse_filter(text: str) -> tuple[str, list[Any]]:
     """A filter as an SQL condition and its parameters."""
     match = _FILTER.match(text.strip())

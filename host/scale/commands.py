@@ -28,6 +28,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from energy_monitor.meter import MeterError
+from tinypower.results.db import DEFAULT_DB
 from tinypower.scale.client import ClientError, DirectorConnection, SessionOutcome, run_session
 from tinypower.scale.director import Director, DirectorConfig, DirectorError
 from tinypower.scale.sut import (
@@ -71,8 +72,11 @@ def measure_sut(args: argparse.Namespace, err: Console) -> int:
             if args.quick:
                 sut = quick(sut)
                 notes.append(QUICK_NOTE)
+            if sut.output is None:  # every session kind under --runs-dir, in its one store
+                sut = replace(sut, output=args.runs_dir / "power")
         outcome = measure(sut, args.runs_dir / "power-client",
-                          lambda text: err.print(escape(text), highlight=False))
+                          lambda text: err.print(escape(text), highlight=False),
+                          store=args.runs_dir / DEFAULT_DB.name)
     except (SutError, DirectorError, ClientError, WorkloadError, MeterError, OSError) as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         return EXIT_USAGE
@@ -88,8 +92,10 @@ def measure_sut(args: argparse.Namespace, err: Console) -> int:
     return 0 if outcome.ok else EXIT_INVALID
 
 
-def measure(sut: Sut, work_dir: Path, progress=lambda text: None) -> SessionOutcome:
-    """Run one session of ``sut``: against its remote director, or a director started here."""
+def measure(sut: Sut, work_dir: Path, progress=lambda text: None,
+            store: Path | None = None) -> SessionOutcome:
+    """Run one session of ``sut``: against its remote director, or a director started here
+    (indexing the session in ``store``, default its output folder's results.sqlite)."""
     if sut.connect is not None:
         token = os.environ.get(sut.token_env, "")
         if not token:
@@ -97,8 +103,9 @@ def measure(sut: Sut, work_dir: Path, progress=lambda text: None) -> SessionOutc
         return _client(sut.connect, token, sut, work_dir, progress)
     token = secrets.token_hex(16)  # the director and client both live in this process
     director = Director(DirectorConfig(
-        out_dir=sut.output, meters=sut.meters, token=token, listen=(sut.listen[0], 0),
-        ranging=sut.ranging, limits=sut.limits,
+        out_dir=sut.output or Path("runs/power"), meters=sut.meters, token=token,
+        listen=(sut.listen[0], 0),
+        ranging=sut.ranging, limits=sut.limits, store=store,
     ))
     address = director.start()
     progress(f"director on {address[0]}:{address[1]}, sessions in {director.out_dir}")

@@ -356,10 +356,19 @@ def _measure(args: argparse.Namespace, err: Console) -> int:
             err.print(f"  data kept in {outcome.session.folder}", highlight=False)
     if args.json:
         for request, outcome in outcomes:
-            print(json.dumps(outcome.record(request), default=str))
+            print(json.dumps({**outcome.record(request), "monitor": _monitor(outcome)},
+                             default=str))
     else:
         _print_table(outcomes)
     return 0 if all(o.ok for _, o in outcomes) else EXIT_INVALID
+
+
+def _monitor(outcome: RunOutcome) -> str:
+    """What measured: the energy monitor's kind, model and serial, or the DUT's own timer."""
+    meter = outcome.session.data.get("meter")
+    if not meter:
+        return "DUT timer" if outcome.result is not None else "-"
+    return " ".join(str(meter[k]) for k in ("kind", "model", "serial") if meter.get(k))
 
 
 def _print_table(outcomes: list[tuple[RunRequest, RunOutcome]]) -> None:
@@ -371,7 +380,7 @@ def _print_table(outcomes: list[tuple[RunRequest, RunOutcome]]) -> None:
 
     out = console()
     table = Table(title="tinypower results")
-    for col in ("suite", "mode", "result", "detail", "valid", "measured as"):
+    for col in ("suite", "mode", "result", "detail", "monitor", "valid", "measured as"):
         table.add_column(col)
     for request, o in outcomes:
         r = o.result
@@ -380,13 +389,13 @@ def _print_table(outcomes: list[tuple[RunRequest, RunOutcome]]) -> None:
         if r is not None and r.mode == "performance":
             detail = f"latency {r.extras['latency_ms']:.3f} ms, N={r.extras['iterations']}"
         elif r is not None and r.mode == "energy":
-            detail = (f"mean power {r.extras['mean_power_uw'] / 1000:.3f} mW, "
-                      f"N={r.extras['iterations']}")
+            # the JSON's unit (extras.mean_power_uw), so table and JSON read the same
+            detail = f"mean power {r.extras['mean_power_uw']:.1f} uW, N={r.extras['iterations']}"
         elif r is not None:
             detail = f"reference agreement {r.extras['reference_agreement_percent']:.1f}%"
         valid = "[green]yes[/]" if o.ok else "[red]no[/]"
-        table.add_row(request.suite.name, request.mode, value, detail, valid,
-                      o.measured_as.upper())
+        table.add_row(request.suite.name, request.mode, value, detail, shown(_monitor(o)),
+                      valid, o.measured_as.upper())
     out.print(table)
     notes: list[str] = []
     for request, o in outcomes:

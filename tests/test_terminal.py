@@ -29,6 +29,9 @@ def test_piped_output_is_full_width_with_plain_progress(tmp_path: Path) -> None:
     folders = [Path(line.split(": ", 1)[1]) for line in sessions]  # whole, on one line each
     assert len(folders) == 2 and all(f.parent == runs and f.is_dir() for f in folders)
     assert "\x1b[" not in done.stdout + done.stderr  # no colour codes in a pipe
+    # the monitor is named, and mean power is in the JSON's unit (extras.mean_power_uw)
+    assert "DUT timer" in done.stdout and "lpm01a X-NUCLEO-LPM01A" in done.stdout
+    assert " uW, N=" in done.stdout
     progress = [line for line in done.stderr.splitlines() if line.startswith(("performance",
                                                                                "energy"))]
     assert progress[0].startswith("performance: calibrating N  0/1  ")

@@ -53,6 +53,8 @@ COMMANDS: dict[str, tuple[str | None, str]] = {
                                               "session's) from their raw logs"),
     "check": ("tinypower.results.commands", "check a session or result folder against the "
                                             "MLPerf Tiny and power rules"),
+    "monitor": ("tinypower.monitor", "measure the energy of any command (RAPL, NVML or a "
+                                     "meter) and store it: tinypower monitor -- CMD ..."),
     "prune": ("tinypower.results.commands", "remove old session folders and their stored "
                                             "results (lists them first; --delete to remove)"),
     "export": ("tinypower.report.commands", "write sessions in the MLPerf Tiny submission or "

@@ -42,7 +42,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     names = zipfile.ZipFile(wheel).namelist()
     for shipped in ("tinypower/_data/boards/sim-m4.toml", "tinypower/_data/suts/rapl.toml",
                     "tinypower/_data/firmware/harness/th_main.c",
-                    "tinypower/_data/firmware/ports/qemu-an386/port.c"):
+                    "tinypower/_data/firmware/ports/qemu-an386/port.c",
+                    "tinypower/suites/labels/kws01.y_labels.csv"):
         assert shipped in names, f"{shipped} missing from {wheel.name}"
     env_dir = tmp / "venv"
     venv.EnvBuilder(with_pip=False).create(env_dir)

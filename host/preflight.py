@@ -15,7 +15,7 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tinypower.boards import Board
@@ -104,6 +104,33 @@ def _qemu() -> str:
     from tinypower.emulator import QEMU
 
     return QEMU
+
+
+LOCAL_METERS = ("rapl", "nvml")  # read on this machine: opened once here to prove access
+
+
+def check_sut_meters(meters: Sequence[Any]) -> None:
+    """A SUT file's meters that this machine reads itself (RAPL, NVML) open and read, and a
+    PTDaemon answers on its port, before the director starts a session."""
+    from energy_monitor.meter import MeterError
+    from energy_monitor.series_meters import connect_series_meter
+
+    for cfg in meters:
+        what = f"the {cfg.name or cfg.kind} meter ({cfg.kind})"
+        if cfg.kind in LOCAL_METERS:
+            try:
+                connect_series_meter(cfg.kind, cfg.address, **cfg.options).close()
+            except (MeterError, OSError, ValueError) as exc:
+                raise PreflightError(f"{what} cannot be read here: {exc}") from None
+        elif cfg.kind == "ptd" and cfg.address:
+            host, _, port = cfg.address.rpartition(":")
+            try:
+                socket.create_connection((host or cfg.address, int(port or 8888)),
+                                         timeout=CONNECT_TIMEOUT_S).close()
+            except (OSError, ValueError) as exc:
+                raise PreflightError(f"{what} at {cfg.address} does not answer ({exc}): start "
+                                     "PTDaemon there, or fix the address in the SUT file"
+                                     ) from None
 
 
 def _check_bench(board: Board, modes: Sequence[str], ports: BenchPorts, monitor: str | None,

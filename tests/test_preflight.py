@@ -62,3 +62,26 @@ def test_hardware_board_ports_are_checked_before_the_run(tmp_path, capsys) -> No
     finally:
         os.close(leader)
         os.close(follower)
+
+
+def test_sut_meters_this_machine_cannot_read_are_refused_first(tmp_path, capsys) -> None:
+    empty = tmp_path / "powercap"
+    empty.mkdir()
+    sut = tmp_path / "sut.toml"
+    sut.write_text(f'name = "cpu"\n[workload]\ncommand = ["true"]\n'
+                   f'[[meters]]\nkind = "rapl"\naddress = "{empty}"\n')
+    runs = tmp_path / "runs"
+    assert main(["measure", "--sut", str(sut), "--runs-dir", str(runs)]) == 2
+    err = capsys.readouterr().err
+    assert "the rapl meter (rapl) cannot be read here: no RAPL zones" in " ".join(err.split())
+    assert not runs.exists()
+
+
+def test_sut_advice_names_the_sut_file_fix_not_a_cli_option(tmp_path, capsys,
+                                                           monkeypatch) -> None:
+    monkeypatch.setenv("TINYPOWER_CACHE", str(tmp_path / "empty-cache"))
+    sut = tmp_path / "sut.toml"
+    sut.write_text('name = "cpu"\n[workload]\nmodel = "kws01"\n[[meters]]\nkind = "rapl"\n')
+    assert main(["measure", "--sut", str(sut), "--runs-dir", str(tmp_path / "runs")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "set [workload] model to a .tflite path" in err and "--model" not in err

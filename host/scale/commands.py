@@ -28,6 +28,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from energy_monitor.meter import MeterError
+from tinypower.preflight import PreflightError, check_sut_meters
 from tinypower.results.db import DEFAULT_DB
 from tinypower.scale.client import ClientError, DirectorConnection, SessionOutcome, run_session
 from tinypower.scale.director import Director, DirectorConfig, DirectorError
@@ -74,10 +75,13 @@ def measure_sut(args: argparse.Namespace, err: Console) -> int:
                 notes.append(QUICK_NOTE)
             if sut.output is None:  # every session kind under --runs-dir, in its one store
                 sut = replace(sut, output=args.runs_dir / "power")
+            if sut.connect is None:  # the director runs here: its meters must open here
+                check_sut_meters(sut.meters)
         outcome = measure(sut, args.runs_dir / "power-client",
                           lambda text: err.print(escape(text), highlight=False),
                           store=args.runs_dir / DEFAULT_DB.name)
-    except (SutError, DirectorError, ClientError, WorkloadError, MeterError, OSError) as exc:
+    except (SutError, DirectorError, ClientError, WorkloadError, MeterError, OSError,
+            PreflightError) as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         return EXIT_USAGE
     finally:

@@ -177,8 +177,10 @@ def resolve_workload_model(text: str, base: Path) -> Path:
     if text in SUITES:
         try:
             model = resolve_model(get_suite(text), "reference")
-        except ModelResolutionError as exc:
-            raise SutError(str(exc)) from None
+        except ModelResolutionError:  # its advice (--model) is the CLI's, not a SUT file's
+            raise SutError(f"[workload] model = {text!r} is the MLPerf Tiny reference model, "
+                           "which is not cached: run `tinypower models fetch` (needs internet), "
+                           "or set [workload] model to a .tflite path") from None
         assert model.path is not None
         return model.path
     path = Path(text).expanduser()

@@ -135,7 +135,6 @@ def _add_measure(sub: argparse._SubParsersAction) -> None:
     from energy_monitor.sim.registry import SIMULATED_METERS
     from tinypower.dut.io_manager import KINDS as IO_MANAGER_KINDS
     from tinypower.runner import MODES
-    from tinypower.scale.commands import add_sut_arguments
     from tinypower.suites.benchmarks import SUITES
 
     m = sub.add_parser("measure", help="run MLPerf Tiny modes on a board, or the MLPerf power "
@@ -177,7 +176,13 @@ def _add_measure(sub: argparse._SubParsersAction) -> None:
                    help="where session folders go (default: ./runs)")
     m.add_argument("--json", action="store_true",
                    help="print one JSON result record per mode on stdout (JSON Lines)")
-    add_sut_arguments(m)
+    # measure --sut: the MLPerf power workflow (tinypower.scale.commands.measure_sut)
+    m.add_argument(
+        "--sut", help="measure an edge or datacenter SUT under the MLPerf power workflow: a "
+                      "SUT TOML (see suts/), or 'local' for this machine")
+    m.add_argument(
+        "--quick", action="store_true",
+        help="with --sut: a sub-minute smoke run (short LoadGen windows; not rule-compliant)")
     m.set_defaults(func=_measure)
 
 
@@ -312,12 +317,13 @@ def _measure(args: argparse.Namespace, err: Console) -> int:
     from tinypower.models import resolve_model
     from tinypower.preflight import check_tiny_run
     from tinypower.runner import RunError, RunRequest, run
-    from tinypower.scale.commands import measure_sut
     from tinypower.suites.benchmarks import get_suite
     from tinypower.suites.datasets import load_dataset, synthetic_inputs
     from tinypower.terminal import progress, shown
 
     if args.sut:
+        from tinypower.scale.commands import measure_sut
+
         return measure_sut(args, err)
     board, ports, probe_id = _board_and_ports(args, err)
     suite = get_suite(args.suite)

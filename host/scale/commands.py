@@ -53,15 +53,6 @@ QUICK_NOTE = ("quick smoke run: 3 s LoadGen windows and 0.5 s analyzer settling;
               "rule-compliant (MLPerf needs at least 600 s and 10 s settling)")
 
 
-def add_sut_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--sut", help="measure an edge or datacenter SUT under the MLPerf power workflow: a "
-                      "SUT TOML (see suts/), or 'local' for this machine")
-    parser.add_argument(
-        "--quick", action="store_true",
-        help="with --sut: a sub-minute smoke run (short LoadGen windows; not rule-compliant)")
-
-
 def measure_sut(args: argparse.Namespace, err: Console) -> int:
     simulator = None
     try:

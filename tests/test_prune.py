@@ -19,8 +19,11 @@ def _runs(sessions: dict[str, Path], tmp_path: Path) -> tuple[Path, list[Path]]:
         folder = shutil.copytree(sessions["energy"], runs / "power" / name if name == "middle"
                                  else runs / name)
         when = time.time() - age_days * 86_400
-        os.utime(folder / "session.json", (when, when))
         add_session(runs / "results.sqlite", folder)
+        marker = folder / "session.json"
+        if name == "middle":  # as a training session: known by its training.json
+            marker = marker.rename(folder / "training.json")
+        os.utime(marker, (when, when))
         folders.append(folder)
     (runs / "notes").mkdir()  # not a session: never touched
     return runs, folders

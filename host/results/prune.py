@@ -1,9 +1,11 @@
 """``tinypower prune``: remove old session folders under a runs folder, and their store rows.
 
-A session folder is a folder under ``--runs-dir`` (at any depth, not through symlinks) holding a
-``session.json``; its age is that file's modification time, which the session rewrites until it
-ends. Nothing is removed unless ``--delete`` is given: without it the command lists what would
-go and how much space that frees, so a dry run always comes first.
+A session folder is a folder under ``--runs-dir`` (at any depth, not through symlinks) holding
+the file the result store knows it by: ``session.json`` (``measure``, ``monitor``),
+``power/server.json`` (``measure --sut``) or ``training.json`` (``training-energy``); its age
+is that file's modification time, which the session rewrites until it ends. Nothing is removed
+unless ``--delete`` is given: without it the command lists what would go and how much space that
+frees, so a dry run always comes first.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tinypower.results.db import DEFAULT_DB, remove_sources
+from tinypower.results.record import POWER_SESSION_FILE, TRAINING_FILE
 
 SECONDS_PER_DAY = 86_400.0
+MARKERS = ("session.json", POWER_SESSION_FILE, TRAINING_FILE)
 
 
 class PruneError(ValueError):
@@ -33,11 +37,11 @@ class SessionFolder:
 def session_folders(runs_dir: Path) -> list[SessionFolder]:
     """Every session folder under ``runs_dir``, newest first."""
     found = []
-    for root, dirs, files in os.walk(runs_dir):  # os.walk does not follow symlinks
-        if "session.json" in files:
-            folder = Path(root)
-            found.append(SessionFolder(folder, (folder / "session.json").stat().st_mtime,
-                                       _size(folder)))
+    for root, dirs, _ in os.walk(runs_dir):  # os.walk does not follow symlinks
+        folder = Path(root)
+        marker = next((folder / m for m in MARKERS if (folder / m).is_file()), None)
+        if marker is not None:
+            found.append(SessionFolder(folder, marker.stat().st_mtime, _size(folder)))
             dirs.clear()  # a session's own subfolders are part of it
     return sorted(found, key=lambda s: s.modified_s, reverse=True)
 

@@ -64,3 +64,30 @@ def test_printable_escapes_controls_but_keeps_lines_and_text() -> None:
     assert printable("a\x1b[0mb\x07\r\x9b\u202e") == "a\\x1b[0mb\\x07\\r\\x9b\\u202e"
     assert printable("µW ±") == "µW ±"
     assert shown("[bold]\x1b") == "\\[bold]\\x1b"
+
+
+def test_on_a_terminal_progress_is_the_rich_bar(tmp_path: Path) -> None:
+    import os
+    import pty
+
+    leader, follower = pty.openpty()  # stderr is a real terminal; stdout stays a pipe
+    child = subprocess.Popen([*CLI, "measure", "--mode", "performance", "--runs-dir",
+                              str(tmp_path / "runs")], stdout=subprocess.PIPE, stderr=follower,
+                             cwd=tmp_path, env={**os.environ, "COLUMNS": "120", "TERM": "xterm"})
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(leader)
+    out, _ = child.communicate(timeout=300)
+    assert child.returncode == 0
+    text = seen.decode(errors="replace")
+    assert "━" in text and "\x1b[" in text  # the bar, drawn with terminal control sequences
+    assert "calibrating N  0/1" not in text  # no plain progress lines on a terminal
+    assert b"\x1b[" not in out  # stdout, a pipe, gets no colour codes

@@ -1,10 +1,13 @@
-"""Benchmark: trace-integration speed against a bandwidth probe, and the default run's wall time.
+"""Benchmark: trace-integration speed against a bandwidth probe, and tinypower's start-up.
 
 Integration: for each trace kind (energy, power, current x voltage in float64, and the
 Joulescope's float32 current x voltage) :func:`integrate` runs over five windows covering a
 5e7-sample trace, side by side in the same loop with the *bandwidth probe*: a bare ``np.sum``
 over every column the trace stores, i.e. reading the same bytes once. Target (issue 18): each
-kind within 1.25x the probe. The default `tinypower measure` should stay well under 2 minutes.
+kind within 1.25x the probe.
+Start-up (issue 16): `tinypower --help` under 0.3 s and the default `tinypower measure` under
+1.5 s wall on a 2-core machine, printed beside `python -c "import numpy"` timed in the same run
+(the ratio is what survives a loaded machine).
 Run: ``.venv/bin/python benchmarks/bench_integration.py``.
 """
 
@@ -67,16 +70,25 @@ def integration_seconds(trace: Trace, columns: list[np.ndarray]) -> tuple[list[f
     return ours, probe
 
 
-def default_run_seconds() -> list[float]:
-    times = []
-    for _ in range(3):
+STARTUP_REPEATS = 7
+STARTUP_TARGETS_S = {"tinypower --help": 0.3, "default measure (perf + energy)": 1.5}
+
+
+def startup_seconds() -> dict[str, list[float]]:
+    """Wall seconds of `python -c "import numpy"` (the anchor), `tinypower --help` and the
+    default run, interleaved in each repeat so machine load falls on all three alike."""
+    cli = [sys.executable, "-m", "tinypower.cli"]
+    times: dict[str, list[float]] = {"python -c 'import numpy'": [], "tinypower --help": [],
+                                     "default measure (perf + energy)": []}
+    for _ in range(STARTUP_REPEATS):
         with tempfile.TemporaryDirectory() as runs:
-            t0 = time.perf_counter()
-            subprocess.run(
-                [sys.executable, "-m", "tinypower.cli", "measure", "--runs-dir", runs, "--json"],
-                check=True, capture_output=True,
-            )
-            times.append(time.perf_counter() - t0)
+            for name, command in zip(times, (
+                [sys.executable, "-c", "import numpy"], [*cli, "--help"],
+                [*cli, "measure", "--runs-dir", runs, "--json"],
+            ), strict=True):
+                t0 = time.perf_counter()
+                subprocess.run(command, check=True, capture_output=True)
+                times[name].append(time.perf_counter() - t0)
     return times
 
 
@@ -88,11 +100,16 @@ def main() -> None:
         o, p = statistics.median(ours), statistics.median(probe)
         print(f"{name:<42} {o * 1e3:>9.1f} {p * 1e3:>9.1f} {o / p:>6.2f}x "
               f"{TARGET_RATIO:>6.2f}x {SAMPLES / o:>10.2e}")
-    runs = default_run_seconds()
-    print(f"{'default measure, perf + energy (wall s)':<42} {statistics.median(runs):>9.2f} "
-          f"(runs: {', '.join(f'{r:.2f}' for r in runs)})")
     print("probe: a bare np.sum over every column the trace stores (the same bytes, read once);"
           " medians of paired repeats")
+    startup = startup_seconds()
+    numpy_s = statistics.median(startup["python -c 'import numpy'"])
+    print(f"\n{'start-up (wall s, median of ' + str(STARTUP_REPEATS) + ')':<42} {'median':>9} "
+          f"{'target':>9} {'x numpy':>8}")
+    for name, runs in startup.items():
+        target = STARTUP_TARGETS_S.get(name)
+        print(f"{name:<42} {statistics.median(runs):>9.3f} "
+              f"{f'{target:.2f}' if target else '-':>9} {statistics.median(runs) / numpy_s:>7.1f}x")
 
 
 if __name__ == "__main__":

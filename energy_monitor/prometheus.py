@@ -117,6 +117,7 @@ class FleetEnergy:
     nodes: dict[str, NodeEnergy] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)  # asked for, but no readings at all
     fetch: str = ""  # "raw", "range" or "" (not from Prometheus)
+    expected_nodes: int | None = None  # --expect-nodes: fewer nodes with readings is invalid
 
     @property
     def duration_s(self) -> float:
@@ -134,6 +135,12 @@ class FleetEnergy:
     def problems(self) -> list[str]:
         """What makes the result invalid: every missing node and every gap, by name."""
         out = [f"node {name}: no readings at all in the window" for name in self.missing]
+        if not self.nodes and not self.missing:
+            out.append(f"no series matched in the window ({self.source}): check the query, "
+                       "the node label and the window; 0 J is not a measurement")
+        if self.expected_nodes is not None and len(self.nodes) < self.expected_nodes:
+            out.append(f"{len(self.nodes)} node(s) have readings, {self.expected_nodes} "
+                       "expected (--expect-nodes)")
         out += [
             f"node {name}: gap of {g.duration_s:.1f} s ({g.start_s:.3f} .. {g.end_s:.3f}) "
             f"longer than the allowed {self.max_gap_s:g} s in {src}"

@@ -16,6 +16,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tinypower.resources import data_dir
+
 BOARD_KINDS = ("virtual", "emulated", "hardware")
 # What a measurement on each kind of board is labelled.
 MEASURED_AS = {"virtual": "simulated", "emulated": "emulated", "hardware": "hardware"}
@@ -69,9 +71,9 @@ class Board:
 
 
 def boards_dir() -> Path:
-    """``$TINYPOWER_BOARDS`` if set, else ``boards/`` at the project root."""
+    """``$TINYPOWER_BOARDS`` if set, else the shipped ``boards/``."""
     env = os.environ.get("TINYPOWER_BOARDS")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "boards"
+    return Path(env) if env else data_dir("boards")
 
 
 def available_boards() -> list[str]:

@@ -16,60 +16,126 @@ requested result is valid.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
-import math
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+if TYPE_CHECKING:  # imported where used, so `tinypower --help` starts fast
+    from rich.console import Console
 
-from energy_monitor.sim.registry import SIMULATED_METERS
-from tinypower.boards import Board, BoardError, load_board
-from tinypower.codegen import BUILD_ERRORS, TOOLCHAINS, build
-from tinypower.doctor import VIRTUAL_LAB, bench_ports, discover, print_report
-from tinypower.dut.hardware_bench import BenchPorts
-from tinypower.dut.io_manager import KINDS as IO_MANAGER_KINDS
-from tinypower.firmware import FirmwareBuildError, build_firmware
-from tinypower.flash import FlashError, flash
-from tinypower.models import (
-    ModelResolutionError,
-    ResolvedModel,
-    fetch_reference_models,
-    resolve_model,
-)
-from tinypower.report.commands import add_commands as add_report_commands
-from tinypower.results.commands import add_commands as add_results_commands
-from tinypower.runner import MODES, RunError, RunOutcome, RunRequest, run
-from tinypower.scale.commands import add_sut_arguments, measure_sut
-from tinypower.scale.fleet_commands import add_commands as add_fleet_commands
-from tinypower.suites.benchmarks import SUITES, Suite, SuiteError, get_suite
-from tinypower.suites.datasets import DatasetError, load_dataset, synthetic_inputs
+    from tinypower.boards import Board
+    from tinypower.dut.hardware_bench import BenchPorts
+    from tinypower.models import ResolvedModel
+    from tinypower.runner import RunOutcome, RunRequest
+    from tinypower.suites.benchmarks import Suite
 
 EXIT_INVALID = 1  # a run failed or a rule was broken
 EXIT_USAGE = 2  # the command could not start: bad option, board, model or dataset
 
+DESCRIPTION = "Measure the energy efficiency of ML systems (MLPerf Tiny / MLPerf Power)."
+
+# Every command, its one-line help, and the module whose add_commands() registers it (None: this
+# file). Only the command being run has its options built and its module imported; the others
+# are listed by name and help alone, which keeps `tinypower --help` free of numpy, matplotlib
+# and pyOCD. tests/test_cli_startup.py checks these lines against the real registrations.
+COMMANDS: dict[str, tuple[str | None, str]] = {
+    "measure": (None, "run MLPerf Tiny modes on a board, or the MLPerf power workflow on a SUT "
+                      "(--sut)"),
+    "doctor": (None, "list attached boards, probes and energy monitors, and what each mode "
+                     "still needs"),
+    "flash": (None, "program firmware (.elf, .hex, .bin) through pyOCD"),
+    "build": (None, "generate C for a .tflite model and compile it for a board"),
+    "models": (None, "manage the MLPerf Tiny reference models"),
+    "results": ("tinypower.results.commands", "list, filter and export stored results"),
+    "rescore": ("tinypower.results.commands", "re-derive published MLPerf scores (or a "
+                                              "session's) from their raw logs"),
+    "check": ("tinypower.results.commands", "check a session or result folder against the "
+                                            "MLPerf Tiny and power rules"),
+    "monitor": ("tinypower.monitor", "measure the energy of any command (RAPL, NVML or a "
+                                     "meter) and store it: tinypower monitor -- CMD ..."),
+    "prune": ("tinypower.results.commands", "remove old session folders and their stored "
+                                            "results (lists them first; --delete to remove)"),
+    "export": ("tinypower.report.commands", "write sessions in the MLPerf Tiny submission or "
+                                            "MLPerf power layout"),
+    "report": ("tinypower.report.commands", "one self-contained HTML report of one or more "
+                                            "sessions"),
+    "fleet": ("tinypower.scale.fleet_commands", "energy of many nodes over a window, from "
+                                                "Prometheus"),
+    "training-energy": ("tinypower.scale.fleet_commands", "MLPerf Training energy-to-train of "
+                                                          "a run (kJ, per node and total)"),
+}
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    err = Console(stderr=True)
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser(_command_in(argv)).parse_args(argv)
+    from tinypower.terminal import console, quiet_on_closed_pipe, shown
+
+    err = console(stderr=True)
     try:
-        return args.func(args, err)
-    except (*BUILD_ERRORS, BoardError, ModelResolutionError, DatasetError, SuiteError, RunError,
-            FlashError, FirmwareBuildError) as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        code = args.func(args, err)
+        sys.stdout.flush()  # here, so a closed pipe is caught below and not at interpreter exit
+        return code
+    except BrokenPipeError:  # `tinypower ... | head`: the reader has all it wanted
+        return quiet_on_closed_pipe()
+    except Exception as exc:
+        if not _is_usage_error(exc):
+            raise
+        err.print(f"[bold red]error:[/] {shown(exc)}", highlight=False)
         return EXIT_USAGE
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tinypower",
-        description="Measure the energy efficiency of ML systems (MLPerf Tiny / MLPerf Power).",
-    )
+# Errors that mean the command could not start (one line, exit 2), by module: an error can only
+# come from a module already imported, so checking sys.modules imports nothing.
+USAGE_ERRORS = {
+    "tinypower.boards": ("BoardError",), "tinypower.codegen": ("BUILD_ERRORS",),
+    "tinypower.firmware": ("FirmwareBuildError",), "tinypower.flash": ("FlashError",),
+    "tinypower.models": ("ModelResolutionError",), "tinypower.runner": ("RunError",),
+    "tinypower.suites.benchmarks": ("SuiteError",), "tinypower.suites.datasets": ("DatasetError",),
+    "tinypower.preflight": ("PreflightError",),
+}
+
+
+def _is_usage_error(exc: Exception) -> bool:
+    return any(isinstance(exc, getattr(sys.modules[module], name))
+               for module, names in USAGE_ERRORS.items() if module in sys.modules
+               for name in names)
+
+
+def _command_in(argv: list[str]) -> str | None:
+    """The command named on the line (the top-level options take no values), or None."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def _parser(command: str | None = None, everything: bool = False) -> argparse.ArgumentParser:
+    """The parser, with full options for ``command`` (or for all commands when ``everything``,
+    or when ``command`` is not one we know, so argparse names the mistake) and name and help
+    alone for the rest."""
+    parser = argparse.ArgumentParser(prog="tinypower", description=DESCRIPTION)
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True)
+    everything = everything or (command is not None and command not in COMMANDS)
+    chosen = COMMANDS[command][0] if command in COMMANDS else None
+    modules_done: set[str] = set()
+    for name, (module, help_text) in COMMANDS.items():
+        if module is None and (everything or name == command):
+            _OWN_COMMANDS[name](sub)
+        elif module is not None and (everything or module == chosen):
+            if module not in modules_done:  # add_commands() registers all of its commands
+                importlib.import_module(module).add_commands(sub)
+                modules_done.add(module)
+        else:
+            sub.add_parser(name, help=help_text)
+    return parser
+
+
+def _add_measure(sub: argparse._SubParsersAction) -> None:
+    from energy_monitor.sim.registry import SIMULATED_METERS
+    from tinypower.dut.io_manager import KINDS as IO_MANAGER_KINDS
+    from tinypower.runner import MODES
+    from tinypower.suites.benchmarks import SUITES
 
     m = sub.add_parser("measure", help="run MLPerf Tiny modes on a board, or the MLPerf power "
                                        "workflow on a SUT (--sut)")
@@ -110,9 +176,17 @@ def _parser() -> argparse.ArgumentParser:
                    help="where session folders go (default: ./runs)")
     m.add_argument("--json", action="store_true",
                    help="print one JSON result record per mode on stdout (JSON Lines)")
-    add_sut_arguments(m)
+    # measure --sut: the MLPerf power workflow (tinypower.scale.commands.measure_sut)
+    m.add_argument(
+        "--sut", help="measure an edge or datacenter SUT under the MLPerf power workflow: a "
+                      "SUT TOML (see suts/), or 'local' for this machine")
+    m.add_argument(
+        "--quick", action="store_true",
+        help="with --sut: a sub-minute smoke run (short LoadGen windows; not rule-compliant)")
     m.set_defaults(func=_measure)
 
+
+def _add_doctor(sub: argparse._SubParsersAction) -> None:
     d = sub.add_parser("doctor", help="list attached boards, probes and energy monitors, and "
                                       "what each mode still needs")
     d.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
@@ -120,6 +194,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="where to look for an Otii 3 server (default: 127.0.0.1:1905)")
     d.set_defaults(func=_doctor)
 
+
+def _add_flash(sub: argparse._SubParsersAction) -> None:
     f = sub.add_parser("flash", help="program firmware (.elf, .hex, .bin) through pyOCD")
     f.add_argument("image", type=Path, help="firmware image: .elf/.axf, .hex or .bin")
     f.add_argument("--board", help="board whose [pyocd] target and pack to use (default: the "
@@ -132,6 +208,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="flash address for a .bin image, e.g. 0x08000000")
     f.set_defaults(func=_flash)
 
+
+def _add_build(sub: argparse._SubParsersAction) -> None:
+    from tinypower.codegen import TOOLCHAINS
+
     b = sub.add_parser("build", help="generate C for a .tflite model and compile it for a board")
     b.add_argument("--model", required=True, type=Path, help="the .tflite file")
     b.add_argument("--board", required=True, help="board name in boards/ or a board TOML path")
@@ -140,17 +220,34 @@ def _parser() -> argparse.ArgumentParser:
                    help="arm: arm-none-eabi-gcc for the board (default); host: gcc, for tests")
     b.set_defaults(func=_build)
 
+
+def _add_models(sub: argparse._SubParsersAction) -> None:
     models = sub.add_parser("models", help="manage the MLPerf Tiny reference models")
     msub = models.add_subparsers(dest="models_command", required=True)
     fetch = msub.add_parser("fetch", help="download the reference models into the local cache")
     fetch.set_defaults(func=_models_fetch)
-    add_results_commands(sub)
-    add_report_commands(sub)
-    add_fleet_commands(sub)
-    return parser
+
+
+_OWN_COMMANDS = {"measure": _add_measure, "doctor": _add_doctor, "flash": _add_flash,
+                 "build": _add_build, "models": _add_models}
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: the installed distribution's version, looked up only when asked."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        from importlib.metadata import version
+
+        print(f"tinypower {version('tinypower')}")
+        parser.exit()
 
 
 def _modes(text: str) -> list[str]:
+    from tinypower.runner import MODES, RunError
+
     modes = [m.strip() for m in text.split(",") if m.strip()]
     unknown = [m for m in modes if m not in MODES]
     if unknown or not modes:
@@ -172,6 +269,12 @@ def _board_and_ports(
     """The board (--board, else the one discovery finds, else the virtual lab, saying which on
     stderr), where its UART, monitor and IO manager are (options over discovery), and the
     debug probe discovery saw on it."""
+    from tinypower.boards import load_board
+    from tinypower.doctor import bench_ports, discover
+    from tinypower.dut.hardware_bench import BenchPorts
+    from tinypower.runner import RunError
+    from tinypower.terminal import shown
+
     given = BenchPorts(args.port, args.monitor_port, args.interface_port)
     board = load_board(args.board) if args.board else None
     complete = board and given.dut and given.monitor and (
@@ -182,7 +285,7 @@ def _board_and_ports(
     if board is None:
         if report.board_to_measure is None:
             raise RunError(report.suggestion)
-        err.print(escape(report.suggestion), highlight=False)
+        err.print(shown(report.suggestion), highlight=False)
         board = load_board(report.board_to_measure)
     found, probe = bench_ports(report, board)
     return board, BenchPorts(given.dut or found.dut, given.monitor or found.monitor,
@@ -194,6 +297,9 @@ def _flash_benchmark_firmware(
     err: Console,
 ) -> None:
     """--flash: build the benchmark firmware for this board and model, and program it."""
+    from tinypower.firmware import build_firmware
+    from tinypower.flash import FlashError, flash
+
     if board.kind != "hardware" or board.pyocd_target is None:
         raise FlashError(f"--flash programs hardware boards with a [pyocd] target; "
                          f"{board.name} is {board.kind}")
@@ -208,20 +314,30 @@ def _flash_benchmark_firmware(
 
 
 def _measure(args: argparse.Namespace, err: Console) -> int:
+    from tinypower.models import resolve_model
+    from tinypower.preflight import check_tiny_run
+    from tinypower.runner import RunError, RunRequest, run
+    from tinypower.suites.benchmarks import get_suite
+    from tinypower.suites.datasets import load_dataset, synthetic_inputs
+    from tinypower.terminal import progress, shown
+
     if args.sut:
+        from tinypower.scale.commands import measure_sut
+
         return measure_sut(args, err)
     board, ports, probe_id = _board_and_ports(args, err)
     suite = get_suite(args.suite)
     modes = _modes(args.mode)
     model = resolve_model(suite, args.model)
+    if args.iterations is not None and args.iterations < 1:
+        raise RunError("--iterations must be at least 1")
+    check_tiny_run(board, suite, model, modes, ports, args.monitor, args.interface)
     if args.flash:
         if "energy" in modes and len(modes) > 1 and board.needs_io_manager:
             raise RunError(f"--flash on {board.name}: energy mode runs its UART at another baud "
                            "(through the IO manager), so flash and measure energy on its own "
                            "(--mode energy) and the other modes in a second command")
         _flash_benchmark_firmware(board, suite, model, probe_id, "energy" in modes, err)
-    if args.iterations is not None and args.iterations < 1:
-        raise RunError("--iterations must be at least 1")
     err.print(
         f"board [bold]{board.name}[/] ({board.measured_as}), suite [bold]{suite.name}[/], model "
         f"{model.name} ({model.info.macs / 1e6:.2f} M MACs)"
@@ -240,33 +356,39 @@ def _measure(args: argparse.Namespace, err: Console) -> int:
             min_window_s=args.min_window_s, monitor=args.monitor, interface=args.interface,
             ports=ports, tinypower_firmware=args.flash,
         )
-        with Progress(
-            TextColumn("{task.description}"), BarColumn(),
-            TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
-            console=err, transient=True,
-        ) as bar:
-            task = bar.add_task(mode, total=1)
-
-            def progress(text: str, done: int, total: int, bar=bar, task=task) -> None:
-                bar.update(task, description=text, completed=done, total=total)
-
-            outcome = run(request, progress)
+        with progress(err, mode) as report_progress:
+            outcome = run(request, report_progress)
         outcomes.append((request, outcome))
         if outcome.error:
-            err.print(f"[bold red]{mode} failed:[/] {escape(outcome.error)}", highlight=False)
+            err.print(f"[bold red]{mode} failed:[/] {shown(outcome.error)}", highlight=False)
             err.print(f"  data kept in {outcome.session.folder}", highlight=False)
     if args.json:
         for request, outcome in outcomes:
-            print(json.dumps(outcome.record(request), default=str))
+            print(json.dumps({**outcome.record(request), "monitor": _monitor(outcome)},
+                             default=str))
     else:
         _print_table(outcomes)
     return 0 if all(o.ok for _, o in outcomes) else EXIT_INVALID
 
 
+def _monitor(outcome: RunOutcome) -> str:
+    """What measured: the energy monitor's kind, model and serial, or the DUT's own timer."""
+    meter = outcome.session.data.get("meter")
+    if not meter:
+        return "DUT timer" if outcome.result is not None else "-"
+    return " ".join(str(meter[k]) for k in ("kind", "model", "serial") if meter.get(k))
+
+
 def _print_table(outcomes: list[tuple[RunRequest, RunOutcome]]) -> None:
-    out = Console()
+    import math
+
+    from rich.table import Table
+
+    from tinypower.terminal import console, shown
+
+    out = console()
     table = Table(title="tinypower results")
-    for col in ("suite", "mode", "result", "detail", "valid", "measured as"):
+    for col in ("suite", "mode", "result", "detail", "monitor", "valid", "measured as"):
         table.add_column(col)
     for request, o in outcomes:
         r = o.result
@@ -275,13 +397,13 @@ def _print_table(outcomes: list[tuple[RunRequest, RunOutcome]]) -> None:
         if r is not None and r.mode == "performance":
             detail = f"latency {r.extras['latency_ms']:.3f} ms, N={r.extras['iterations']}"
         elif r is not None and r.mode == "energy":
-            detail = (f"mean power {r.extras['mean_power_uw'] / 1000:.3f} mW, "
-                      f"N={r.extras['iterations']}")
+            # the JSON's unit (extras.mean_power_uw), so table and JSON read the same
+            detail = f"mean power {r.extras['mean_power_uw']:.1f} uW, N={r.extras['iterations']}"
         elif r is not None:
             detail = f"reference agreement {r.extras['reference_agreement_percent']:.1f}%"
         valid = "[green]yes[/]" if o.ok else "[red]no[/]"
-        table.add_row(request.suite.name, request.mode, value, detail, valid,
-                      o.measured_as.upper())
+        table.add_row(request.suite.name, request.mode, value, detail, shown(_monitor(o)),
+                      valid, o.measured_as.upper())
     out.print(table)
     notes: list[str] = []
     for request, o in outcomes:
@@ -290,26 +412,34 @@ def _print_table(outcomes: list[tuple[RunRequest, RunOutcome]]) -> None:
             [f"{c.rule}: {c.message}" for c in o.result.failures] if o.result else []
         )
         for p in problems:
-            out.print(f"[red]invalid:[/] {escape(p)}", highlight=False)
+            out.print(f"[red]invalid:[/] {shown(p)}", highlight=False)
         for c in o.result.warnings if o.result else []:
-            out.print(f"[yellow]warning:[/] {escape(c.rule + ': ' + c.message)}", highlight=False)
+            out.print(f"[yellow]warning:[/] {shown(c.rule + ': ' + c.message)}", highlight=False)
         notes += [n for n in o.notes if n not in notes]
     for note in notes:
-        out.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+        out.print(f"[yellow]note:[/] {shown(note)}", highlight=False)
 
 
 def _doctor(args: argparse.Namespace, err: Console) -> int:
+    from tinypower.doctor import discover, local_checks, print_report
+    from tinypower.terminal import console
+
     report = discover(otii_address=args.otii)
+    report.local = local_checks()
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
-        print_report(report, Console())
+        print_report(report, console())
     return EXIT_INVALID if report.problems else 0
 
 
 def _flash_board(args: argparse.Namespace, err: Console) -> tuple[Board | None, str | None]:
     """The board and probe ID to flash: --board/--probe, nothing when only --target is given,
     else the one attached board and the probe discovery found on it."""
+    from tinypower.boards import load_board
+    from tinypower.doctor import VIRTUAL_LAB, discover
+    from tinypower.flash import FlashError
+
     if args.board or args.target:
         return (load_board(args.board) if args.board else None), args.probe
     report = discover(otii_address=None)
@@ -324,17 +454,19 @@ def _flash_board(args: argparse.Namespace, err: Console) -> tuple[Board | None, 
 
 
 def _flash(args: argparse.Namespace, err: Console) -> int:
+    from tinypower.flash import FlashError, flash
+    from tinypower.terminal import progress
+
     board, probe_id = _flash_board(args, err)
     target = args.target or (board.pyocd_target if board else None)
     if target is None:
         raise FlashError(f"board {board.name} has no [pyocd] target ({board.kind} board): "
                          "pass --target or --board with a hardware board")
     pack = args.pack or (board.pyocd_pack if board else None)
-    with Progress(TextColumn(f"flashing {args.image.name}"), BarColumn(),
-                  TextColumn("{task.percentage:>3.0f}%"), console=err, transient=True) as bar:
-        task = bar.add_task("flash", total=1.0)
+    phase = f"flashing {args.image.name} (%)"
+    with progress(err, phase) as report_progress:
         probe = flash(args.image, target, probe_id, pack,
-                      lambda done: bar.update(task, completed=done),
+                      lambda done: report_progress(phase, round(done * 100), 100),
                       base_address=args.base_address)
     print(f"flashed {args.image} to {target} through probe {probe.unique_id} "
           f"({probe.description}); target reset")
@@ -342,11 +474,16 @@ def _flash(args: argparse.Namespace, err: Console) -> int:
 
 
 def _build(args: argparse.Namespace, err: Console) -> int:
+    from tinypower.boards import load_board
+    from tinypower.codegen import build
+
     print(build(args.model, load_board(args.board), args.out, toolchain=args.toolchain).table())
     return 0
 
 
 def _models_fetch(args: argparse.Namespace, err: Console) -> int:
+    from tinypower.models import fetch_reference_models
+
     for path in fetch_reference_models(progress=lambda msg: err.print(msg, highlight=False)):
         print(path)
     return 0

@@ -15,25 +15,32 @@ want to see instead of needing hardware.
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import libusb_package
 import usb.core
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 from serial.tools import list_ports
 from serial.tools.list_ports_common import ListPortInfo
 
+from energy_monitor.meter import MeterError
 from tinypower.boards import Board, BoardError, available_boards, load_board
 from tinypower.dut.hardware_bench import BenchPorts
-from tinypower.flash import FlashError, ProbeInfo, check_target, list_probes
 from tinypower.runner import MODES
+from tinypower.terminal import shown
+
+if TYPE_CHECKING:  # tinypower.flash imports pyOCD (~0.25 s): only when probes are listed
+    from tinypower.flash import ProbeInfo
 
 VIRTUAL_LAB = "sim-m4"  # what `tinypower measure` uses when no board is attached
 OTII_ADDRESS = ("127.0.0.1", 1905)  # the Otii 3 TCP server's default
+ROOT_HUB_VID = 0x1D6B  # Linux Foundation: host controllers' root hubs, never a probe
 
 MONITOR, IO_MANAGER, PROBE, BOARD, UNKNOWN = (
     "energy monitor", "IO manager", "debug probe", "board", "unknown",
@@ -127,12 +134,23 @@ class BoardStatus:
 
 
 @dataclass
+class LocalCheck:
+    """A program or a local meter some boards or SUT files need: there, or how to get it."""
+
+    name: str
+    needed_for: str
+    ok: bool
+    detail: str  # where it is, or what is wrong and how to fix it
+
+
+@dataclass
 class DoctorReport:
     devices: list[Device]
     boards: list[BoardStatus]
     problems: list[str]
     board_to_measure: str | None  # None: several boards match, the user must choose
     suggestion: str
+    local: list[LocalCheck] = field(default_factory=list)  # filled by local_checks()
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -143,12 +161,26 @@ class DoctorReport:
 
 def list_usb_devices() -> list[UsbDevice]:
     """Raw USB devices (for instruments without a serial port); empty if libusb is missing."""
+    return _usb_listing() or []
+
+
+def _usb_listing() -> list[UsbDevice] | None:
+    """Raw USB devices, or None when libusb cannot list them."""
     try:
         found = usb.core.find(find_all=True, backend=libusb_package.get_libusb1_backend())
         return [UsbDevice(d.idVendor, d.idProduct, f"bus {d.bus} address {d.address}")
                 for d in found]
     except (usb.core.NoBackendError, usb.core.USBError):
-        return []
+        return None
+
+
+def _no_probe_possible(ports: Sequence[ListPortInfo], usb_devices: list[UsbDevice] | None) -> bool:
+    """True when no debug probe can be attached: libusb listed the bus and saw only root hubs,
+    and no serial port is on USB. Every probe pyOCD drives (ST-LINK, CMSIS-DAP, J-Link) is a USB
+    device, so asking pyOCD then (an import of ~0.25 s, most of a virtual-lab run's start-up)
+    could only say "none"."""
+    return (usb_devices is not None and all(d.vid == ROOT_HUB_VID for d in usb_devices)
+            and all(p.vid is None for p in ports))
 
 
 def probe_otii(address: tuple[str, int], timeout_s: float = 0.3) -> Device | None:
@@ -201,14 +233,18 @@ def discover(
     problems: list[str] = []
     if ports is None:
         ports = list_ports.comports()
+    listed = _usb_listing() if usb_devices is None else list(usb_devices)
+    usb_devices = listed or []
+    if probes is None and _no_probe_possible(ports, listed):
+        probes = []
     if probes is None:
+        from tinypower.flash import FlashError, list_probes
+
         try:
             probes = list_probes()
         except FlashError as exc:
             problems.append(str(exc))
             probes = []
-    if usb_devices is None:
-        usb_devices = list_usb_devices()
     if boards is None:
         boards, board_problems = registry_boards()
         problems += board_problems
@@ -220,6 +256,43 @@ def discover(
                                                                   for d in devices)]
     choice, suggestion = _suggest(devices, statuses, boards)
     return DoctorReport(devices, statuses, problems, choice, suggestion)
+
+
+def local_checks(powercap_root: Path | None = None) -> list[LocalCheck]:
+    """The programs tinypower runs and the local meters (RAPL, NVML) a SUT file may use:
+    whether each is usable here, or what is wrong and how to fix it."""
+    from tinypower.preflight import tools
+
+    checks = [LocalCheck(t.command, t.needed_for, bool(path := shutil.which(t.command)),
+                         path or f"not found: {t.install}") for t in tools()]
+    for name, needed_for, probe in (
+            ("RAPL", "`measure --sut local` and suts/rapl.toml (CPU package energy)",
+             lambda: _rapl_access(powercap_root)),
+            ("NVML", "`measure --sut local` and suts/nvml.toml (NVIDIA GPU energy)", _nvml_access)):
+        try:
+            checks.append(LocalCheck(name, needed_for, True, probe()))
+        except MeterError as exc:
+            checks.append(LocalCheck(name, needed_for, False, str(exc)))
+    return checks
+
+
+def _rapl_access(root: Path | None) -> str:
+    from energy_monitor.rapl import POWERCAP_ROOT, find_zones, read_energy_uj
+
+    zones = find_zones(root or POWERCAP_ROOT)
+    for zone in zones:
+        read_energy_uj(zone)  # listing needs no privilege; reading the counters may
+    return f"{len(zones)} readable zone(s): {', '.join(z.label for z in zones)}"
+
+
+def _nvml_access() -> str:
+    from energy_monitor.nvml import Nvml
+
+    gpus = Nvml()
+    try:
+        return f"{len(gpus.names)} GPU(s) ({gpus.mode} readings): {', '.join(gpus.names)}"
+    finally:
+        gpus.close()
 
 
 def _known(vid: int, pid: int) -> KnownDevice | None:
@@ -321,6 +394,8 @@ def _board_status(board: Board, devices: list[Device]) -> BoardStatus:
     }
     notes = []
     if board.pyocd_target:
+        from tinypower.flash import FlashError, check_target
+
         try:
             check_target(board.pyocd_target, board.pyocd_pack)
         except FlashError as exc:
@@ -363,12 +438,12 @@ def print_report(report: DoctorReport, console: Console) -> None:
         devices.add_column(col, overflow="fold")  # fold, never cut: every character counts
     for d in report.devices:
         name = d.identified_as if d.role != UNKNOWN else f"unknown ({d.description})"
-        devices.add_row(*map(escape, (d.address, d.usb_id, d.serial_number or "", name, d.role,
+        devices.add_row(*map(shown, (d.address, d.usb_id, d.serial_number or "", name, d.role,
                                       ", ".join(d.boards))))
     console.print(devices if report.devices else "no USB devices, probes or instruments found")
     for d in report.devices:
         if d.note:
-            console.print(f"[yellow]note:[/] {escape(d.address)}: {escape(d.note)}",
+            console.print(f"[yellow]note:[/] {shown(d.address)}: {shown(d.note)}",
                           highlight=False)
     if report.boards:
         boards = Table(title="boards")
@@ -376,7 +451,7 @@ def print_report(report: DoctorReport, console: Console) -> None:
             boards.add_column(col, overflow="fold")
         for s in report.boards:
             cells = ["[green]ready[/]" if m.ready
-                     else "[red]missing:[/] " + escape("; ".join(m.missing))
+                     else "[red]missing:[/] " + shown("; ".join(m.missing))
                      for m in s.modes.values()]
             boards.add_row(s.name, ", ".join(s.devices), *cells, s.flash)
         console.print(boards)
@@ -385,7 +460,15 @@ def print_report(report: DoctorReport, console: Console) -> None:
             console.print(f"[yellow]note:[/] {s.name}'s devices also match "
                           f"{', '.join(s.also_matches)}", highlight=False)
         for note in s.notes:
-            console.print(f"[yellow]note:[/] {s.name}: {escape(note)}", highlight=False)
+            console.print(f"[yellow]note:[/] {s.name}: {shown(note)}", highlight=False)
+    if report.local:
+        local = Table(title="programs and local meters")
+        for col in ("name", "needed for", "status"):
+            local.add_column(col, overflow="fold")
+        for c in report.local:
+            status = "[green]ok[/] " if c.ok else "[yellow]unavailable:[/] "
+            local.add_row(shown(c.name), shown(c.needed_for), status + shown(c.detail))
+        console.print(local)
     for problem in report.problems:
-        console.print(f"[red]problem:[/] {escape(problem)}", highlight=False)
-    console.print(escape(report.suggestion), highlight=False)
+        console.print(f"[red]problem:[/] {shown(problem)}", highlight=False)
+    console.print(shown(report.suggestion), highlight=False)

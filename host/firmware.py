@@ -25,9 +25,10 @@ from pathlib import Path
 from tinypower import codegen
 from tinypower.boards import Board
 from tinypower.models import cache_dir as models_cache_dir
+from tinypower.resources import data_dir
 from tinypower.suites.benchmarks import Suite
 
-FIRMWARE_DIR = Path(__file__).resolve().parents[1] / "firmware"
+FIRMWARE_DIR = data_dir("firmware")
 HARNESS_DIR = FIRMWARE_DIR / "harness"
 PORTS_DIR = FIRMWARE_DIR / "ports"
 HARNESS_SOURCES = ("th_main.c", "th_harness.c", "th_format.c", "th_model_io.c")

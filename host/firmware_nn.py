@@ -31,7 +31,9 @@ from pathlib import Path
 import numpy as np
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as S
 
-SOURCE_DIR = Path(__file__).resolve().parents[1] / "firmware" / "nn"
+from tinypower.resources import data_dir
+
+SOURCE_DIR = data_dir("firmware") / "nn"
 CFLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-O2", "-shared", "-fPIC")
 
 _OP_NAMES = {code: name for name, code in vars(S.BuiltinOperator).items() if name[0] != "_"}

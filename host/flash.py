@@ -90,8 +90,10 @@ def image_format(image: Path) -> str:
             "give an .elf (or .axf), .hex or .bin file"
         )
     if not image.is_file():
-        raise FlashError(f"firmware image {image} not found: build the firmware first or fix "
-                         "the path")
+        raise FlashError(f"firmware image {image} not found: fix the path, or let tinypower "
+                         "build and flash its benchmark firmware with `tinypower measure --board "
+                         "BOARD --flash` (`tinypower build` makes the model library, not an "
+                         "image)")
     data = image.read_bytes()
     if not data:
         raise FlashError(f"{image} is empty: rebuild the firmware")

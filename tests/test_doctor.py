@@ -326,8 +326,9 @@ def test_measure_without_board_picks_the_attached_board(attached, capsys,
     code = main(["measure", "--mode", "performance", "--runs-dir", str(tmp_path)])
     err = " ".join(capsys.readouterr().err.split())
     assert "found board nucleo-l4r5zi on /dev/ttyACM0: `tinypower measure` uses it" in err
-    # The runner opens the UART discovery found; it is not really there, so the run fails.
-    assert code == 1 and "/dev/ttyACM0" in err.split("performance failed:")[1]
+    # The UART discovery found is not really there: refused before any session exists.
+    assert code == 2 and "nucleo-l4r5zi's UART port /dev/ttyACM0 does not exist" in err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_measure_refuses_to_guess_between_two_boards(attached, capsys, tmp_path: Path,
@@ -340,3 +341,32 @@ def test_measure_refuses_to_guess_between_two_boards(attached, capsys, tmp_path:
     assert main(["measure", "--runs-dir", str(tmp_path)]) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert "several boards match what is attached (board-a, board-b)" in err
+
+
+def test_local_checks_name_each_program_and_meter_and_how_to_get_it(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from energy_monitor.sim.rapl_sim import FakePowercap
+    from tinypower.doctor import local_checks
+
+    powercap = FakePowercap(tmp_path / "powercap")
+    powercap.add_zone("0", "package-0", power_w=20.0)
+    monkeypatch.setenv("PATH", str(tmp_path / "no-tools-here"))
+    checks = {c.name: c for c in local_checks(powercap.root)}
+    assert not checks["arm-none-eabi-gcc"].ok
+    assert "gcc-arm-none-eabi" in checks["arm-none-eabi-gcc"].detail
+    qemu = checks["qemu-system-arm"]
+    assert not qemu.ok and "apt-get install qemu-system-arm" in qemu.detail
+    assert checks["RAPL"].ok and "package-0" in checks["RAPL"].detail
+    (tmp_path / "empty").mkdir()
+    rapl = next(c for c in local_checks(tmp_path / "empty") if c.name == "RAPL")
+    assert not rapl.ok and "no RAPL zones" in rapl.detail
+    nvml = next(c for c in local_checks(powercap.root) if c.name == "NVML")
+    assert nvml.ok or "NVML" in nvml.detail  # without a GPU it says why, and the fix
+
+
+def test_doctor_command_reports_programs_and_meters(attached, capsys) -> None:
+    assert main(["doctor", "--json", "--otii", closed_port()]) == 0
+    local = {c["name"]: c for c in json.loads(capsys.readouterr().out)["local"]}
+    assert {"arm-none-eabi-gcc", "qemu-system-arm", "prometheus", "RAPL", "NVML"} <= set(local)
+    assert all(c["detail"] for c in local.values())

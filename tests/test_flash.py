@@ -177,7 +177,7 @@ def test_base_address_on_an_elf_is_refused(pyocd: Pyocd, tmp_path: Path) -> None
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
-        ("fw.elf", None, "not found: build the firmware"),
+        ("fw.elf", None, "not found: fix the path, or let tinypower build and flash"),
         ("fw.elf", b"", "is empty"),
         ("fw.elf", b":00000001FF\n", "not an ELF file"),
         ("fw.elf", b"\x7fELF\x01\x01", "truncated or not a 32-bit ELF"),

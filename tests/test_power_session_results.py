@@ -114,7 +114,9 @@ def test_export_round_trips_and_rescores_to_the_stored_value(power_session, tmp_
 
 
 def test_the_director_adds_its_session_to_the_result_store(power_session) -> None:
-    [record] = query(power_session.parent / "results.sqlite")
+    # one store: <--runs-dir>/results.sqlite, whatever folder the director writes sessions to
+    [record] = query(power_session.parent.parent / "results.sqlite")
+    assert not (power_session.parent / "results.sqlite").exists()
     assert record == records_from_session(power_session)[0]
     testing = stored(power_session)
     server = json.loads((power_session / "power" / "server.json").read_text())

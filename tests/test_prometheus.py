@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -275,3 +276,38 @@ def test_exporter_publishes_a_growing_trace_over_http() -> None:
             exporter.publish(energy_j=-1.0, power_w=0.0, samples=1, time_s=7.0)
     finally:
         exporter.close()
+
+
+def test_no_matching_series_or_too_few_nodes_is_invalid_with_the_reason(small_fleet, capsys,
+                                                                        tmp_path) -> None:
+    import json
+
+    from tinypower.cli import main
+
+    server, _, _ = small_fleet
+    window = [str(T0 + 60), str(T0 + 120)]
+    runs = ["--runs-dir", str(tmp_path / "runs")]
+    code = main(["fleet", *runs, "--prometheus", server.url, "--query", "node_power_watts_typo",
+                 "--measured-as", "simulated", "--window", *window, "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 1 and not out["valid"] and out["total_energy_j"] == 0
+    assert "no series matched in the window" in out["problems"][0]
+    code = main(["fleet", *runs, "--prometheus", server.url, "--query", "node_energy_joules_total",
+                 "--kind", "energy", "--measured-as", "simulated", "--window", *window,
+                 "--expect-nodes", str(NODES + 4), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 1 and len(out["nodes"]) == NODES
+    assert out["problems"] == [f"{NODES} node(s) have readings, {NODES + 4} expected "
+                               "(--expect-nodes)"]
+    code = main(["fleet", *runs, "--prometheus", server.url, "--query", "node_energy_joules_total",
+                 "--kind", "energy", "--measured-as", "simulated", "--window", *window,
+                 "--expect-nodes", str(NODES), "--json"])
+    assert code == 0 and json.loads(capsys.readouterr().out)["valid"]
+    # every fleet result is a session under --runs-dir, in its one store (label as measured)
+    from tinypower.results.db import query
+
+    stored = query(tmp_path / "runs" / "results.sqlite", ["scale=fleet"])
+    assert [(r.valid, r.unit, r.measured_as) for r in stored] == [
+        (False, "kJ", "simulated"), (False, "kJ", "simulated"), (True, "kJ", "simulated")]
+    assert stored[0].failed_rules == ("fleet.readings",) and stored[0].value == 0
+    assert all((Path(r.source) / "results.json").is_file() for r in stored)

@@ -116,3 +116,29 @@ def test_every_measured_session_is_indexed_in_its_runs_folder_store(sessions) ->
     stored = query(runs / "results.sqlite", ["benchmark=kws01"])
     assert {r.source for r in stored} == {str(sessions["energy"]), str(sessions["performance"])}
     assert all(r.measured_as == "simulated" for r in stored)
+
+
+def test_filters_match_what_the_listing_shows_case_insensitively(sessions, tmp_path,
+                                                                 capsys) -> None:
+    db = tmp_path / "results.sqlite"
+    for folder in sessions.values():
+        add_session(db, folder)
+    energy = sessions["energy"]
+    [stored] = query(db, ["mode=Energy", "label=SIMULATED", "board=SIM-M4",
+                          f"session={energy.name}", "monitor!=nothing"])
+    assert stored.source == str(energy)
+    day = stored.recorded_utc[:10]
+    assert len(query(db, [f"date={day}"])) == 2 and query(db, ["date=1999-01-01"]) == []
+    assert len(query(db, [f"date>={day}", "value>=1000"])) == 1
+    assert len(query(db, [f"model={stored.extras['model'].upper()}"])) == 2
+    assert len(query(db, ["failed_rules!=session.incomplete"])) == 2
+    assert query(db, ["failed_rules=session.incomplete"]) == []
+    with pytest.raises(StoreError, match="failed_rules takes = or !="):
+        query(db, ["failed_rules>x"])
+    assert main(["results", "--db", str(db)]) == 0
+    listing = capsys.readouterr().out
+    for shown in (day, "sim-m4", stored.extras["model"], "lpm01a", "energy", "SIMULATED",
+                  energy.name):
+        assert shown in listing, shown
+    assert main(["results", "--db", str(db), "--filter", "value"]) == 2
+    assert "'value>=1000'" in capsys.readouterr().err  # says how to quote

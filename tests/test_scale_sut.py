@@ -115,6 +115,12 @@ def test_measure_sut_local_quick(tmp_path, model_cache):
         assert record["valid"] and not failed
     assert not record["compliant"]
     assert any("not rule-compliant" in n for n in record["notes"])
+    # One store for every session kind: the edge session is indexed in <runs-dir>/results.sqlite
+    from tinypower.results.db import query
+
+    stored = query(tmp_path / "runs" / "results.sqlite")
+    assert stored and {r.source for r in stored} == {str(Path(record["folder"]).resolve())}
+    assert not (tmp_path / "runs" / "power" / "results.sqlite").exists()
     testing = record["testing"]
     assert testing["unit"] == "mJ/query" and testing["value"] > 0
     if Path("/sys/class/powercap").is_dir() and record["measured_as"] == "counter":

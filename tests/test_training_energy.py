@@ -127,10 +127,11 @@ def test_energy_to_train_of_1000_nodes_matches_the_truth(big_fleet, tmp_path, ca
     assert fleet.nodes[GAP_NODE].name in problem and "gap of 12" in problem
 
 
-def test_fleet_command_lists_missing_nodes_and_resets(big_fleet, capsys) -> None:
+def test_fleet_command_lists_missing_nodes_and_resets(big_fleet, capsys, tmp_path) -> None:
     server, fleet = big_fleet
     names = [n.name for n in fleet.nodes[:41]] + ["node99999"]
-    code = main(["fleet", "--prometheus", server.url, "--query", "node_energy_joules_total",
+    code = main(["fleet", "--runs-dir", str(tmp_path), "--prometheus", server.url, "--query",
+                 "node_energy_joules_total",
                  "--kind", "energy", "--nodes", ",".join(names), "--measured-as", "simulated",
                  "--window", "2023-11-15T00:30:00Z", str(T0 + 3600), "--json"])
     out = json.loads(capsys.readouterr().out)

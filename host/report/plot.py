@@ -10,15 +10,16 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # headless: sessions run on machines with no display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+from energy_monitor.trace import Trace, Window
 
-from energy_monitor.trace import Trace, Window  # noqa: E402
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 MAX_POINTS = 20_000  # plotted points; longer traces are reduced to per-bin means
 # Samples the meter lost are NaN in the trace and show as gaps.
@@ -28,6 +29,17 @@ PUBLISHED_COLOR = "#888888"
 ZOOM_MARGIN = 0.08  # a zoomed window shows this share of its length on each side
 ZOOM_COLUMNS = 5
 ZOOM_POINTS = 2_000  # a zoomed plot is ~230 px wide: more points only cost time
+
+
+def _pyplot() -> ModuleType:
+    """matplotlib.pyplot on the headless Agg backend, imported on first use: it costs a
+    quarter of a second, which commands that never plot should not pay."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: sessions run on machines with no display
+    import matplotlib.pyplot
+
+    return matplotlib.pyplot
 
 
 def _reduced(
@@ -47,9 +59,9 @@ def _reduced(
     return t, power_mw
 
 
-def _trace_figure(trace: Trace, windows: Sequence[Window], title: str) -> plt.Figure:
+def _trace_figure(trace: Trace, windows: Sequence[Window], title: str) -> Figure:
     t, power_mw = _reduced(trace)
-    fig, ax = plt.subplots(figsize=(10, 3.5), dpi=110)
+    fig, ax = _pyplot().subplots(figsize=(10, 3.5), dpi=110)
     ax.plot(t, power_mw, lw=0.6, color=LINE)
     for i, w in enumerate(windows):
         ax.axvspan(w.start_s, w.end_s, color=SHADE, alpha=0.25, lw=0)
@@ -63,17 +75,17 @@ def _trace_figure(trace: Trace, windows: Sequence[Window], title: str) -> plt.Fi
     return fig
 
 
-def _png(fig: plt.Figure) -> bytes:
+def _png(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
-    plt.close(fig)
+    _pyplot().close(fig)
     return buffer.getvalue()
 
 
 def plot_trace(trace: Trace, windows: list[Window], path: Path, title: str) -> Path:
     fig = _trace_figure(trace, windows, title)
     fig.savefig(path)
-    plt.close(fig)
+    _pyplot().close(fig)
     return path
 
 
@@ -87,7 +99,7 @@ def window_zooms_png(trace: Trace, windows: Sequence[Window], titles: Sequence[s
     each window starts and ends, which the whole-trace plot is too coarse to show."""
     cols = min(len(windows), ZOOM_COLUMNS)
     rows = -(-len(windows) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.1 * rows), dpi=100,
+    fig, axes = _pyplot().subplots(rows, cols, figsize=(2.3 * cols, 2.1 * rows), dpi=100,
                              squeeze=False)
     for ax in axes.flat[len(windows):]:
         ax.set_visible(False)
@@ -128,7 +140,7 @@ def pareto_front(points: Sequence[Point]) -> list[Point]:
     return sorted(front, key=lambda p: p.x)
 
 
-def _scatter(ax: plt.Axes, points: Sequence[Point]) -> None:
+def _scatter(ax: Axes, points: Sequence[Point]) -> None:
     for p in points:
         color = PUBLISHED_COLOR if p.published else LINE
         ax.scatter([p.x], [p.y], color=color, marker="s" if p.published else "o", zorder=3)
@@ -139,7 +151,7 @@ def _scatter(ax: plt.Axes, points: Sequence[Point]) -> None:
 def pareto_png(points: Sequence[Point], published: Sequence[Point]) -> bytes:
     """Latency (ms) against energy per inference (uJ): the user's runs, their Pareto front,
     and published results of the same benchmark in grey."""
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    fig, ax = _pyplot().subplots(figsize=(7, 4.2), dpi=110)
     front = pareto_front(points)
     if len(front) > 1:
         ax.step([p.x for p in front], [p.y for p in front], where="post", color=SHADE, lw=1.2,
@@ -165,7 +177,7 @@ def _si(value: float, unit: str) -> str:
 def scales_png(points: Sequence[Point], published: Sequence[Point]) -> bytes:
     """Energy per unit of work (J, log) against mean power (W, log): microcontrollers at uJ
     and mW, servers at J and hundreds of W, on one picture."""
-    fig, ax = plt.subplots(figsize=(8, 4.8), dpi=110)
+    fig, ax = _pyplot().subplots(figsize=(8, 4.8), dpi=110)
     _scatter(ax, [*published, *points])
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -173,6 +185,8 @@ def scales_png(points: Sequence[Point], published: Sequence[Point]) -> bytes:
     xs = [p.x for p in [*points, *published]]
     ax.set_ylim(min(min(ys) / 10, 1e-6), max(max(ys) * 10, 1e3))  # uJ to kJ at least
     ax.set_xlim(min(xs) / 10, max(xs) * 10)
+    from matplotlib.ticker import FuncFormatter
+
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: _si(v, "J")))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _si(v, "W")))
     ax.set_xlabel("mean power while working")
@@ -196,7 +210,7 @@ class PowerPhase:
 def power_phases_png(phases: Sequence[PowerPhase], title: str) -> bytes:
     """The ``spl.txt`` readings of each phase (ranging, testing) side by side, LoadGen's window
     shaded: the samples the score averages are the ones inside the shading."""
-    fig, axes = plt.subplots(1, len(phases), figsize=(5 * len(phases), 3.2), dpi=100,
+    fig, axes = _pyplot().subplots(1, len(phases), figsize=(5 * len(phases), 3.2), dpi=100,
                              squeeze=False, sharey=True)
     for ax, phase in zip(axes[0], phases, strict=True):
         ax.plot(phase.time_s, phase.power_w, lw=0.8, color=LINE, marker=".", ms=3)
@@ -215,7 +229,7 @@ def scale_out_png(nodes: Sequence[int], energy_kj: Sequence[float],
                   time_to_train_s: Sequence[float], labels: Sequence[str]) -> bytes:
     """Energy-to-train and time-to-train against the number of nodes (log-log): whether
     scaling out shortens the run more than it costs in energy."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=100)
+    fig, (left, right) = _pyplot().subplots(1, 2, figsize=(10, 3.8), dpi=100)
     for ax, values, label in ((left, energy_kj, "energy-to-train (kJ)"),
                               (right, time_to_train_s, "time-to-train (s)")):
         ax.plot(nodes, values, color=LINE, marker="o", lw=1)

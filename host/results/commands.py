@@ -17,11 +17,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from tinypower.results.compliance import MIN_POWER_RUN_S, check_tree
-from tinypower.results.db import COLUMNS, DEFAULT_DB, StoreError, query, write_csv
+from tinypower.results.db import DEFAULT_DB, FILTER_KEYS, StoreError, query, write_csv
 from tinypower.results.logio import printable
-from tinypower.results.record import RecordError
+from tinypower.results.record import RecordError, ResultRecord
 from tinypower.results.rescore import RescoreError, TreeScan, parse_round, rescore_tree
 from tinypower.rules.tiny import MIN_WINDOW_S
+from tinypower.terminal import console, shown
 
 EXIT_FAIL = 1
 EXIT_USAGE = 2
@@ -36,8 +37,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--db", type=Path, default=DEFAULT_DB,
                    help=f"result store (default: {DEFAULT_DB})")
     r.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
-                   help="keep records where KEY=VALUE (also >=, <=, >, <, !=); repeatable; "
-                        f"keys: {', '.join(c for c in COLUMNS if c not in ('extras',))}")
+                   help="keep records where KEY=VALUE (also >=, <=, >, <, !=), matching what "
+                        "the listing shows, case-insensitively; repeatable. Quote filters "
+                        "with > or <, or the shell reads a redirect: --filter 'value>=1000' "
+                        "--filter label=simulated --filter date=2026-12. Keys: "
+                        f"{', '.join(FILTER_KEYS)}")
     out = r.add_mutually_exclusive_group()
     out.add_argument("--csv", type=Path, metavar="FILE", help="write the records to a CSV file")
     out.add_argument("--json", action="store_true", help="print one JSON record per line")
@@ -55,6 +59,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "from the path, e.g. inference_results_v2.1 or v2.1)")
     s.add_argument("--json", action="store_true", help="print one JSON object per case")
     s.set_defaults(func=rescore_command)
+
+    p = sub.add_parser("prune", help="remove old session folders and their stored results "
+                                     "(lists them first; --delete to remove)")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"),
+                   help="the runs folder (default: ./runs); its results.sqlite is updated")
+    p.add_argument("--older-than", type=float, metavar="DAYS",
+                   help="sessions last written more than DAYS days ago")
+    p.add_argument("--keep", type=int, metavar="N",
+                   help="keep the newest N sessions, prune the rest")
+    p.add_argument("--delete", action="store_true",
+                   help="really delete (without it: a dry run listing what would go)")
+    p.set_defaults(func=prune_command)
 
     c = sub.add_parser("check", help="check a session or result folder against the MLPerf "
                                      "Tiny and power rules")
@@ -80,6 +96,13 @@ def _fmt(value: float | None, digits: int = 7) -> str:
     return f"{value:.{digits}g}"
 
 
+def _value(r: ResultRecord) -> str:
+    """The headline value with its uncertainty when the record carries one."""
+    u = getattr(r, "uncertainty", None) or (r.extras or {}).get("uncertainty")
+    spread = f" ± {_fmt(u, 3)}" if isinstance(u, int | float) and u == u else ""
+    return f"{_fmt(r.value)}{spread} {r.unit}"
+
+
 def results_command(args: argparse.Namespace, err: Console) -> int:
     try:
         records = query(args.db, args.filter)
@@ -93,16 +116,40 @@ def results_command(args: argparse.Namespace, err: Console) -> int:
         for r in records:
             print(json.dumps(r.to_dict()))
         return 0
-    table = Table(title=f"tinypower results ({len(records)} in {args.db})")
-    for col in ("system", "scale", "benchmark", "mode", "value", "power", "measured", "valid"):
-        table.add_column(col)
+    table = Table(title=f"tinypower results ({len(records)} in {shown(args.db)})")
+    for col in ("date (UTC)", "board", "benchmark", "model", "monitor", "mode", "value",
+                "label", "valid", "session"):
+        table.add_column(col, overflow="fold")
     for r in records:
         table.add_row(
-            r.system, r.scale, r.benchmark, r.scenario, f"{_fmt(r.value)} {r.unit}",
-            f"{_fmt(r.power_w, 4)} W", r.measured_as.upper(),
-            "[green]yes[/]" if r.valid else f"[red]no[/] {escape(', '.join(r.failed_rules))}",
+            r.recorded_utc[:16].replace("T", " "), shown(r.system), shown(r.benchmark),
+            shown(r.extras.get("model", "") if r.extras else ""), shown(r.meter), r.scenario,
+            _value(r), r.measured_as.upper(),
+            "[green]yes[/]" if r.valid else f"[red]no[/] {shown(', '.join(r.failed_rules))}",
+            shown(Path(r.source).name),
         )
-    Console().print(table)
+    console().print(table)
+    return 0
+
+
+def prune_command(args: argparse.Namespace, err: Console) -> int:
+    from tinypower.results.prune import PruneError, prune, to_prune
+
+    try:
+        doomed = to_prune(args.runs_dir, args.older_than, args.keep)
+    except PruneError as exc:
+        return _fail(err, exc)
+    total = sum(s.size_bytes for s in doomed)
+    for s in doomed:
+        print(f"{'deleting' if args.delete else 'would delete'} {shown(s.path)} "
+              f"({s.size_bytes / 1e6:.1f} MB)")
+    if not args.delete:
+        err.print(f"dry run: {len(doomed)} session(s), {total / 1e6:.1f} MB; add --delete to "
+                  "remove them", highlight=False)
+        return 0
+    removed = prune(args.runs_dir, doomed)
+    err.print(f"deleted {len(doomed)} session(s) ({total / 1e6:.1f} MB) and {removed} stored "
+              "result(s)", highlight=False)
     return 0
 
 
@@ -128,7 +175,7 @@ def rescore_command(args: argparse.Namespace, err: Console) -> int:
                 f"[{style}]{case.status}[/]",
                 escape(printable(case.reasons[0]) if case.reasons else ""),
             )
-        Console().print(table)
+        console().print(table)
     # Folders that are not results of the kinds rescored: listed once per reason, on stderr so
     # that --json stays one case per line.
     for line in scan.skipped_summary():
@@ -147,7 +194,7 @@ def check_command(args: argparse.Namespace, err: Console) -> int:
         for case in results:
             print(json.dumps(case.to_json()))
     else:
-        out = Console()
+        out = console()
         for case in results:
             table = Table(title=f"{escape(str(case.path))} ({case.kind})")
             for col in ("rule", "verdict", "evidence"):

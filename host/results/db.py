@@ -30,6 +30,18 @@ CREATE TABLE IF NOT EXISTS results (
 )
 """
 _FILTER = re.compile(r"^([a-z_0-9]+)\s*(>=|<=|!=|=|>|<)\s*(.*)$")
+# The columns `tinypower results` shows, as filter keys over what they show (SQL expressions;
+# text matches case-insensitively, so `label=SIMULATED` finds what the table prints).
+SHOWN_KEYS = {
+    "date": "replace(substr(recorded_utc, 1, 16), 'T', ' ')",  # UTC, as listed; = is a prefix
+    "board": "system",
+    "model": "json_extract(extras, '$.model')",
+    "monitor": "meter",
+    "mode": "scenario",
+    "label": "measured_as",
+    "session": "folder_name(source)",
+}
+FILTER_KEYS = (*SHOWN_KEYS, *(c for c in COLUMNS if c not in ("extras", "artifacts_sha256")))
 
 
 class StoreError(ValueError):
@@ -42,6 +54,8 @@ def connect(db: Path | str) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         con = sqlite3.connect(path)
+        con.create_function("folder_name", 1, lambda p: Path(p).name if p else p,
+                            deterministic=True)
         con.execute(_SCHEMA)
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"{path}: not a tinypower result store ({exc})") from None
@@ -76,25 +90,45 @@ def add_session(db: Path | str, folder: Path | str) -> list[ResultRecord]:
     return records
 
 
-def _parse_filter(text: str) -> tuple[str, str, Any]:
+def remove_sources(db: Path | str, sources: Iterable[Path | str]) -> int:
+    """Delete the records of these session folders (``tinypower prune``); return how many."""
+    if not Path(db).is_file():
+        return 0
+    with connect(db) as con:
+        removed = sum(con.execute("DELETE FROM results WHERE source = ?", (str(s),)).rowcount
+                      for s in sources)
+    con.close()
+    return removed
+
+
+def _parse_filter(text: str) -> tuple[str, list[Any]]:
+    """A filter as an SQL condition and its parameters."""
     match = _FILTER.match(text.strip())
     if not match:
-        raise StoreError(f"filter {text!r} is not KEY=VALUE (or KEY>=VALUE, KEY!=VALUE, ...)")
+        raise StoreError(f"filter {text!r} is not KEY=VALUE (or KEY>=VALUE, KEY!=VALUE, ...; "
+                         "quote filters with > or <, e.g. 'value>=1000', or the shell reads a "
+                         "redirect)")
     key, op, raw = match.groups()
-    if key not in COLUMNS or key in JSON_COLUMNS:
-        plain = [c for c in COLUMNS if c not in JSON_COLUMNS]
-        raise StoreError(f"cannot filter on {key!r}; filter on one of: {', '.join(plain)}")
-    value: Any = raw
+    if key not in FILTER_KEYS:
+        raise StoreError(f"cannot filter on {key!r}; filter on one of: {', '.join(FILTER_KEYS)}")
     if key == "valid":
         if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
-            raise StoreError(f"filter {text!r}: valid is true or false")
-        value = int(raw.lower() in ("true", "1", "yes"))
-    elif key in _NUMERIC:
+            raise StoreError(f"filter {text!r}: valid is true or false (or yes, no)")
+        return f"valid {op} ?", [int(raw.lower() in ("true", "1", "yes"))]
+    if key in _NUMERIC:
         try:
-            value = float(raw)
+            return f"{key} {op} ?", [float(raw)]
         except ValueError:
             raise StoreError(f"filter {text!r}: {key} is a number") from None
-    return key, op, value
+    if key == "failed_rules":  # one of the rules that failed (= / !=)
+        if op not in ("=", "!="):
+            raise StoreError(f"filter {text!r}: failed_rules takes = or != (a rule name)")
+        has = "EXISTS (SELECT 1 FROM json_each(failed_rules) WHERE value = ? COLLATE NOCASE)"
+        return (has if op == "=" else f"NOT {has}"), [raw]
+    expr = SHOWN_KEYS.get(key, key)
+    if key == "date" and op in ("=", "!="):
+        return f"{expr} {'NOT ' if op == '!=' else ''}LIKE ?", [raw.replace("T", " ") + "%"]
+    return f"{expr} {op} ? COLLATE NOCASE", [raw]
 
 
 def query(db: Path | str, filters: Sequence[str] = ()) -> list[ResultRecord]:
@@ -105,11 +139,12 @@ def query(db: Path | str, filters: Sequence[str] = ()) -> list[ResultRecord]:
             f"no result store at {path}: run `tinypower measure` first, or pass --db PATH"
         )
     parsed = [_parse_filter(f) for f in filters]
-    where = " AND ".join(f"{k} {op} ?" for k, op, _ in parsed)
+    where = " AND ".join(f"({condition})" for condition, _ in parsed)
     sql = f"SELECT {', '.join(COLUMNS)} FROM results" + (f" WHERE {where}" if where else "")
     con = connect(path)
     try:
-        rows = con.execute(sql + " ORDER BY recorded_utc, rowid", [v for *_, v in parsed])
+        rows = con.execute(sql + " ORDER BY recorded_utc, rowid",
+                           [v for _, values in parsed for v in values])
         records = [_record(row) for row in rows.fetchall()]
     finally:
         con.close()

@@ -28,6 +28,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from energy_monitor.meter import MeterError
+from tinypower.preflight import PreflightError, check_sut_meters
+from tinypower.results.db import DEFAULT_DB
 from tinypower.scale.client import ClientError, DirectorConnection, SessionOutcome, run_session
 from tinypower.scale.director import Director, DirectorConfig, DirectorError
 from tinypower.scale.sut import (
@@ -39,6 +41,7 @@ from tinypower.scale.sut import (
     load_sut,
 )
 from tinypower.scale.workload import LoadGenSpec, WorkloadError
+from tinypower.terminal import console
 
 EXIT_INVALID = 1
 EXIT_USAGE = 2
@@ -48,15 +51,6 @@ QUICK_SETTLE_S = 0.5
 QUICK_SAMPLE_PERIOD_S = 0.25  # the simulated analyzer samples at 4 Hz in quick runs
 QUICK_NOTE = ("quick smoke run: 3 s LoadGen windows and 0.5 s analyzer settling; not "
               "rule-compliant (MLPerf needs at least 600 s and 10 s settling)")
-
-
-def add_sut_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--sut", help="measure an edge or datacenter SUT under the MLPerf power workflow: a "
-                      "SUT TOML (see suts/), or 'local' for this machine")
-    parser.add_argument(
-        "--quick", action="store_true",
-        help="with --sut: a sub-minute smoke run (short LoadGen windows; not rule-compliant)")
 
 
 def measure_sut(args: argparse.Namespace, err: Console) -> int:
@@ -70,9 +64,15 @@ def measure_sut(args: argparse.Namespace, err: Console) -> int:
             if args.quick:
                 sut = quick(sut)
                 notes.append(QUICK_NOTE)
+            if sut.output is None:  # every session kind under --runs-dir, in its one store
+                sut = replace(sut, output=args.runs_dir / "power")
+            if sut.connect is None:  # the director runs here: its meters must open here
+                check_sut_meters(sut.meters)
         outcome = measure(sut, args.runs_dir / "power-client",
-                          lambda text: err.print(escape(text), highlight=False))
-    except (SutError, DirectorError, ClientError, WorkloadError, MeterError, OSError) as exc:
+                          lambda text: err.print(escape(text), highlight=False),
+                          store=args.runs_dir / DEFAULT_DB.name)
+    except (SutError, DirectorError, ClientError, WorkloadError, MeterError, OSError,
+            PreflightError) as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         return EXIT_USAGE
     finally:
@@ -87,8 +87,10 @@ def measure_sut(args: argparse.Namespace, err: Console) -> int:
     return 0 if outcome.ok else EXIT_INVALID
 
 
-def measure(sut: Sut, work_dir: Path, progress=lambda text: None) -> SessionOutcome:
-    """Run one session of ``sut``: against its remote director, or a director started here."""
+def measure(sut: Sut, work_dir: Path, progress=lambda text: None,
+            store: Path | None = None) -> SessionOutcome:
+    """Run one session of ``sut``: against its remote director, or a director started here
+    (indexing the session in ``store``, default its output folder's results.sqlite)."""
     if sut.connect is not None:
         token = os.environ.get(sut.token_env, "")
         if not token:
@@ -96,8 +98,9 @@ def measure(sut: Sut, work_dir: Path, progress=lambda text: None) -> SessionOutc
         return _client(sut.connect, token, sut, work_dir, progress)
     token = secrets.token_hex(16)  # the director and client both live in this process
     director = Director(DirectorConfig(
-        out_dir=sut.output, meters=sut.meters, token=token, listen=(sut.listen[0], 0),
-        ranging=sut.ranging, limits=sut.limits,
+        out_dir=sut.output or Path("runs/power"), meters=sut.meters, token=token,
+        listen=(sut.listen[0], 0),
+        ranging=sut.ranging, limits=sut.limits, store=store,
     ))
     address = director.start()
     progress(f"director on {address[0]}:{address[1]}, sessions in {director.out_dir}")
@@ -177,7 +180,7 @@ def _local_meter(quick_run: bool) -> tuple[MeterConfig, Any, str]:
 
 
 def print_outcome(outcome: SessionOutcome, notes: list[str]) -> None:
-    out = Console()
+    out = console()
     r = outcome.results
     table = Table(title="tinypower power results")
     for col in ("phase", "scenario", "result", "average power", "samples/J", "window",

@@ -96,6 +96,7 @@ class DirectorConfig:
     listen: tuple[str, int] = ("127.0.0.1", DEFAULT_PORT)
     ranging: RangingPolicy = field(default_factory=RangingPolicy)
     limits: Limits = field(default_factory=Limits)
+    store: Path | None = None  # the result store (default: out_dir/results.sqlite)
 
 
 # --- sample logs and scoring -----------------------------------------------------------------
@@ -517,7 +518,7 @@ class Director:
             session.save()
         reply: dict[str, Any] = {"results": results}
         try:  # every session is indexed in its output folder's store, as runner.py does
-            add_session(self.out_dir / DEFAULT_DB.name, session.folder)
+            add_session(self.config.store or self.out_dir / DEFAULT_DB.name, session.folder)
         except (RecordError, StoreError, sqlite3.Error) as exc:
             # The session folder holds everything; the store is an index that can be rebuilt.
             reply["store_error"] = f"not added to the result store: {exc}"
@@ -862,7 +863,8 @@ def _config_from_args(args: argparse.Namespace) -> DirectorConfig:
     listen = parse_host_port(args.listen) if args.listen else (
         sut.listen if sut else ("127.0.0.1", DEFAULT_PORT))
     return DirectorConfig(
-        out_dir=args.out or (sut.output if sut else Path("runs/power")), meters=meters,
+        out_dir=args.out or (sut.output if sut and sut.output else Path("runs/power")),
+        meters=meters,
         token=read_token(args.token_file, sut.token_env if sut else TOKEN_ENV),
         listen=listen, ranging=ranging, limits=sut.limits if sut else Limits(),
     )

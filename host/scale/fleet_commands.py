@@ -34,6 +34,7 @@ from tinypower.scale.training import (
     training_energy_from_prometheus,
     write_training_session,
 )
+from tinypower.terminal import console
 
 EXIT_INVALID = 1
 EXIT_USAGE = 2
@@ -48,6 +49,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--max-gap-s", type=float,
                    help="longest stretch between readings still integrated (default: 1.5 "
                         "sampling intervals)")
+    f.add_argument("--expect-nodes", type=int, metavar="N",
+                   help="the fleet has N nodes: fewer with readings makes the result invalid")
+    f.add_argument("--system", default="",
+                   help="name of the fleet in the result store (default: '<N>-node fleet')")
+    f.add_argument("--runs-dir", type=Path, default=Path("runs"),
+                   help="where the session folder and results.sqlite go (default: runs)")
     f.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     f.set_defaults(func=fleet_command)
 
@@ -143,17 +150,45 @@ def fleet_command(args: argparse.Namespace, err: Console) -> int:
         result = read_fleet(PrometheusClient(args.prometheus), what, start_s, end_s,
                             _nodes(args), max_gap_s=args.max_gap_s,
                             measured_as=args.measured_as)
+        result.expected_nodes = args.expect_nodes
+        folder = store_fleet_session(result, args.runs_dir, args.system, args.query)
     except _ERRORS as exc:
         return _fail(err, exc)
     if args.json:
-        print(json.dumps(result.to_dict()))
+        print(json.dumps({**result.to_dict(), "session": str(folder)}))
     else:
         _print_fleet(result)
+        console().print(f"session: {escape(str(folder))}", highlight=False)
     return 0 if result.valid else EXIT_INVALID
 
 
+def store_fleet_session(result: FleetEnergy, runs_dir: Path, system: str, query: str) -> Path:
+    """A session folder (``session.json``, ``results.json``) under ``runs_dir`` and a record
+    in its result store, as every session kind has; returns the folder."""
+    from tinypower.results.db import add_records
+    from tinypower.results.record import ResultRecord
+    from tinypower.results.session import Session
+
+    name = system or f"{len(result.nodes)}-node fleet"
+    session = Session(runs_dir, re.sub(r"[^A-Za-z0-9_.-]+", "_", name), "fleet", "window",
+                      config={"query": query, "source": result.source})
+    session.write_json("results.json", result.to_dict())
+    session.finish("complete")
+    add_records(runs_dir / DEFAULT_DB.name, [ResultRecord(
+        system=name, scale="fleet", benchmark="fleet", scenario="window", metric="energy",
+        value=result.total_energy_j / 1000, unit="kJ", measured_as=result.measured_as,
+        energy_j=result.total_energy_j, duration_s=result.duration_s,
+        power_w=result.total_energy_j / result.duration_s if result.duration_s > 0 else None,
+        meter=f"prometheus {query}", valid=result.valid,
+        failed_rules=("fleet.readings",) if not result.valid else (),
+        source=str(session.folder.resolve()), recorded_utc=datetime.now(UTC).isoformat(),
+        extras={"nodes": len(result.nodes), "problems": result.problems[:20]},
+    )])
+    return session.folder
+
+
 def _print_fleet(result: FleetEnergy, title: str = "fleet energy") -> None:
-    out = Console()
+    out = console()
     table = Table(title=f"{title} ({result.measured_as.upper()})")
     for col in ("node", "energy kJ", "coverage", "readings", "median interval s", "resets"):
         table.add_column(col)
@@ -218,13 +253,13 @@ def training_energy_command(args: argparse.Namespace, err: Console) -> int:
         print(json.dumps({**result.to_dict(), "session": str(folder)}))
     else:
         _print_training(result)
-        Console().print(f"session: {escape(str(folder))}", highlight=False)
+        console().print(f"session: {escape(str(folder))}", highlight=False)
     return 0 if result.valid else EXIT_INVALID
 
 
 def _print_training(result: TrainingEnergy) -> None:
     _print_fleet(result.fleet, title=f"energy-to-train {result.run.benchmark or ''}".strip())
-    out = Console()
+    out = console()
     out.print(f"energy-to-train [bold]{result.energy_kj:.3f} kJ[/] ({result.node_count} nodes, "
               f"{result.run.duration_s:.3f} s, interconnect "
               f"{result.interconnect.energy_j / 1000:.3f} kJ {result.interconnect.how}), "

@@ -88,7 +88,7 @@ class Sut:
     listen: tuple[str, int] = ("127.0.0.1", DEFAULT_PORT)  # where a local director binds
     connect: tuple[str, int] | None = None  # a remote director the client reaches
     token_env: str = TOKEN_ENV
-    output: Path = Path("runs/power")
+    output: Path | None = None  # session folders; None: <--runs-dir>/power
     path: Path | None = None
 
 
@@ -137,14 +137,14 @@ def sut_from_dict(data: dict[str, Any], path: Path | None = None) -> Sut:
     extra = set(director) - {"listen", "connect", "token_env", "output"}
     if extra:
         raise SutError(f"{where} [director]: unknown key(s) {sorted(extra)}")
-    output = Path(director.get("output", "runs/power"))
+    output = Path(director["output"]) if "output" in director else None
     return Sut(
         name=str(data.get("name") or (path.stem if path else "sut")),
         workload=workload, meters=meters, ranging=ranging, limits=limits,
         listen=parse_host_port(director.get("listen", f"127.0.0.1:{DEFAULT_PORT}")),
         connect=parse_host_port(director["connect"]) if director.get("connect") else None,
         token_env=director.get("token_env", TOKEN_ENV),
-        output=output if output.is_absolute() else base / output,
+        output=output if output is None or output.is_absolute() else base / output,
         path=path,
     )
 
@@ -177,8 +177,10 @@ def resolve_workload_model(text: str, base: Path) -> Path:
     if text in SUITES:
         try:
             model = resolve_model(get_suite(text), "reference")
-        except ModelResolutionError as exc:
-            raise SutError(str(exc)) from None
+        except ModelResolutionError:  # its advice (--model) is the CLI's, not a SUT file's
+            raise SutError(f"[workload] model = {text!r} is the MLPerf Tiny reference model, "
+                           "which is not cached: run `tinypower models fetch` (needs internet), "
+                           "or set [workload] model to a .tflite path") from None
         assert model.path is not None
         return model.path
     path = Path(text).expanduser()

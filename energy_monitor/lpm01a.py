@@ -1,7 +1,9 @@
 """Driver for the ST X-NUCLEO-LPM01A (PowerShield) energy monitor, ASCII and binary streams.
 
 At up to 5 kHz the board streams ``ascii_dec``: one sample per line, a ``TimeStamp:`` line every
-1000 samples and an ``event NN fal|ris`` line for each edge on its D7 timestamp input,
+1000 samples and an ``event NN ris`` line for each edge on its D7 timestamp input (the
+MLCommons runner sets ``eventsrc d7 fal`` and parses ``event \\d+ ris``, so the word does not
+tell the polarity: the driver records the edge it configured),
 interleaved with ``PowerShield > `` command replies. ASCII cannot go faster without a time limit
 on the acquisition, so above 5 kHz (up to 100 kHz) the driver switches to ``bin_hexa``: two
 bytes per current sample, with metadata frames (timestamps, errors, end, overcurrent) between
@@ -61,6 +63,7 @@ MIN_FIRMWARE = (1, 0, 6)
 SAMPLES_LINE_RE = re.compile(r"(?:\d{4}[+-]\d{2})+")
 TIMESTAMP_RE = re.compile(r"timestamp:\s*(\d+)s\s+(\d+)ms", re.IGNORECASE)
 EVENT_RE = re.compile(r"event\s+(\d+)\s+(ris|fal)", re.IGNORECASE)
+EVENT_POLARITY = "fall"  # configure() sets `eventsrc d7 fal`: every event is that edge
 INFO_LINES = ("end", "pwr on", "pwr off", "summary begin", "summary end")
 FORMATS = {"ascii": "ascii_dec", "binary": "bin_hexa"}
 OUTPUTS = ("energy", "current")
@@ -347,13 +350,13 @@ class Lpm01a(EdgeWaiting):
                 values = [float(f"{m}e{e}") for m, e in SAMPLE_RE.findall(line)]
                 self._samples.extend(values)
                 self._count += len(values)
-            elif m := EVENT_RE.fullmatch(line):
+            elif EVENT_RE.fullmatch(line):
                 index = len(self._samples)
                 self._events.append(
                     Event(
                         index=index,
                         time_s=index / self.sample_rate_hz,
-                        polarity="fall" if m.group(2).lower() == "fal" else "rise",
+                        polarity=EVENT_POLARITY,
                     )
                 )
             elif m := TIMESTAMP_RE.match(line):
@@ -389,13 +392,13 @@ class Lpm01a(EdgeWaiting):
     def _handle_frame(self, frame: Frame) -> None:
         if frame.kind == F_TIMESTAMP:
             self._check_drops(*expected_samples(frame.timestamp_ms, self.sample_rate_hz))
-        elif frame.kind == F_INFO and (m := EVENT_RE.fullmatch(frame.text)):
+        elif frame.kind == F_INFO and EVENT_RE.fullmatch(frame.text):
             index = len(self._samples)
             self._events.append(
                 Event(
                     index=index,
                     time_s=index / self.sample_rate_hz,
-                    polarity="fall" if m.group(2).lower() == "fal" else "rise",
+                    polarity=EVENT_POLARITY,
                 )
             )
         elif frame.kind == F_ERROR:

@@ -181,9 +181,9 @@ class IoManagerClient(DutClient):
             self._realign(flush=lagging)
 
     def load(self, data: bytes, chunk_bytes: int = PASSTHROUGH_CHUNK_BYTES,
-             verify: bool = True) -> None:
+             verify: bool | None = None) -> bool:
         """As :meth:`DutClient.load`, in the 26-byte chunks that fit ``dut db <hex>%``."""
-        super().load(data, chunk_bytes, verify)
+        return super().load(data, chunk_bytes, verify)
 
     def _exchange(self, cmd: str, timeout_s: float) -> list[str]:
         self._expect_quiet()

@@ -45,10 +45,12 @@ from dataclasses import dataclass
 import serial
 
 from energy_monitor.sim.load import LoadTimeline
+from energy_monitor.sim.pty_port import UartPacer
 from tinypower.dut.io_manager import (
     ARDUINO_DUT_BAUD,
     DEFAULT_DUT_BAUD,
     DUT_PREFIX,
+    HOST_BAUD,
     KINDS,
     MLCOMMONS_BOARD_NAME,
 )
@@ -117,6 +119,9 @@ class IoManagerSimulator:
         self.timeline = timeline
         self.faults = faults or IoManagerFaults()
         self.reset_s = reset_s
+        # Both UARTs take their time (bytes x 10 / baud): host side 115200, DUT side dut_baud.
+        self._host_pacer = UartPacer(HOST_BAUD)
+        self._dut_pacer = UartPacer(dut_baud)
         self.passthroughs = 0
         self.flash_writes = 0
         self.resets = 0
@@ -237,7 +242,8 @@ class IoManagerSimulator:
             header = header[: self.faults.header_lines_kept]
         self._write_lines(header)
         payload = f"{cmd}%".encode("latin-1")
-        self._dut.write(payload if self._link_ok() else b"\xff" * len(payload))
+        for piece in self._dut_pacer.pieces(payload if self._link_ok() else b"\xff" * len(payload)):
+            self._dut.write(piece)
         while not self._closed.is_set():
             line = self._pop_dut_line()
             if line is None:
@@ -358,10 +364,11 @@ class IoManagerSimulator:
         # A line that ends in "\n" is sent as it is: the firmware ends a few replies with a
         # bare LF (see checkbaud and setbaud); every other line ends as SendEndLine's "\r\n".
         text = "".join(line if line.endswith("\n") else f"{line}\r\n" for line in lines)
-        view = memoryview(text.encode("latin-1"))
-        while view and not self._closed.is_set():
-            select.select([], [self._master], [], POLL_S)
-            try:
-                view = view[os.write(self._master, view) :]
-            except BlockingIOError:
-                continue
+        for piece in self._host_pacer.pieces(text.encode("latin-1")):
+            view = memoryview(piece)
+            while view and not self._closed.is_set():
+                select.select([], [self._master], [], POLL_S)
+                try:
+                    view = view[os.write(self._master, view) :]
+                except BlockingIOError:
+                    continue

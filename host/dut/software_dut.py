@@ -25,6 +25,7 @@ import select
 import socket
 import string
 import threading
+import time
 import tty
 from collections.abc import Callable
 from functools import partial
@@ -66,7 +67,10 @@ class SoftwareDut:
     ``corrupt_download_byte`` flips every bit of the byte received at that offset of a ``db``
     download, as a UART error would, so tests can prove the host notices. ``uart_baud`` makes
     its replies take the UART's time (bytes x 10 / baud). It boots when ``timeline.powered``
-    and whenever the timeline's supply is switched on; unpowered it is silent.
+    and whenever the timeline's supply is switched on; unpowered it is silent. ``realtime``
+    makes an ``infer`` take its time on the wall clock instead of jumping the virtual clock,
+    so a meter streams its window as a real one does (for hosts that read the stream as it
+    comes, like the MLCommons runner, which cannot take 10 s of samples at once).
     """
 
     def __init__(
@@ -81,6 +85,7 @@ class SoftwareDut:
         name: str = "tinypower-software-dut",
         corrupt_download_byte: int | None = None,
         uart_baud: int | None = None,
+        realtime: bool = False,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
@@ -122,6 +127,7 @@ class SoftwareDut:
             for fd in (self._wake_r, self._wake_w, self._power_r, self._power_w)
         ]
         self._pacer = UartPacer(uart_baud)
+        self.realtime = realtime
         self._powered = timeline.powered
         timeline.on_power(self._power_switched)
 
@@ -389,7 +395,10 @@ class SoftwareDut:
             end = second + hold
             laps = self._pulse(first) + self._pulse(second)
             self.timeline.set_current(end, self.energy.idle_current_a)
-            self.timeline.clock.advance(end - start)
+            if not self.realtime:
+                self.timeline.clock.advance(end - start)
+        if self.realtime:
+            time.sleep(end - start)
         return [
             f"m-warmup-start-{warmups}",
             "m-warmup-done",

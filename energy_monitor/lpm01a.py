@@ -13,9 +13,12 @@ simulator does the same).
 
 One reader thread owns the port: it appends every byte to the raw file (flushed each second),
 sorts the stream into samples, edges and replies, checks each timestamp against the samples
-received to detect drops, and survives the ASCII stream's known quirks (NUL bytes, two samples
-run together on one line). Anything it cannot read marks the stream corrupt: the run fails with
-the sample number, and the raw file keeps the evidence.
+received to detect drops (counting from the first ``TimeStamp:`` after ``start``), and
+survives the ASCII stream's known quirks (NUL bytes, two samples run together on one line). As
+the MLCommons runner does, an unknown ASCII line is skipped (and noted in the transcript); a
+sample line damaged in transit is one lost sample at that exact index (a NaN and a
+:class:`Drop`), so only a window that contains it is refused. Unreadable binary marks the
+stream corrupt: the run fails with the sample number, and the raw file keeps the evidence.
 
 Reference: ``shared/reference/instruments.md`` §1, ``mlperf-tiny-protocol.md`` §10; the limits
 and choices per format are in ``docs/monitors/lpm01a.md``.
@@ -61,6 +64,9 @@ BAUD = 3_686_400
 PROMPT = "PowerShield >"
 MIN_FIRMWARE = (1, 0, 6)
 SAMPLES_LINE_RE = re.compile(r"(?:\d{4}[+-]\d{2})+")
+# A line of one sample's length, mostly its characters, that is not a sample: one damaged in
+# transit (a dropped or flipped character). Anything else unknown is skipped, not counted.
+GARBLED_SAMPLE_RE = re.compile(r"(?=(?:.*[\d+-]){5})[^\s]{5,8}")
 TIMESTAMP_RE = re.compile(r"timestamp:\s*(\d+)s\s+(\d+)ms", re.IGNORECASE)
 EVENT_RE = re.compile(r"event\s+(\d+)\s+(ris|fal)", re.IGNORECASE)
 EVENT_POLARITY = "fall"  # configure() sets `eventsrc d7 fal`: every event is that edge
@@ -283,6 +289,7 @@ class Lpm01a(EdgeWaiting):
         self._drops: list[Drop] = []
         self._count = 0  # samples received (the trace also holds NaN for lost ones)
         self._checked_up_to = 0  # samples confirmed by the last TimeStamp
+        self._ts_origin: tuple[float, int] | None = None  # (seconds, samples) at the first
         self._acquiring = False
         self._stopping = False
         self._decoder: BinaryDecoder | None = None  # set while the binary stream runs
@@ -360,16 +367,20 @@ class Lpm01a(EdgeWaiting):
                     )
                 )
             elif m := TIMESTAMP_RE.match(line):
-                expected = round((int(m.group(1)) + int(m.group(2)) / 1000) * self.sample_rate_hz)
-                self._check_drops(expected, max(1, round(self.sample_rate_hz / 1000)))
+                self._timestamp(int(m.group(1)) + int(m.group(2)) / 1000)
             elif line.lower() in INFO_LINES or line.lower().startswith(("pwr ", "summary")):
                 return
+            elif GARBLED_SAMPLE_RE.fullmatch(line):
+                # A sample line with damaged characters: that sample is lost, here exactly.
+                index = len(self._samples)
+                self._samples.extend([float("nan")])
+                self._drops.append(Drop(index=index + 1, missing=1, earliest=index))
+                self._on_command("<", f"[garbled sample {index}, counted as lost] {line!r}")
             else:
-                self._health.fail(
-                    f"unreadable line from the LPM01A after sample {self._count}: {line[:40]!r}. "
-                    "The stream is corrupt (USB noise, or another program on the port); the run "
-                    "is kept but cannot be scored"
-                )
+                # As the MLCommons runner does (power_manager_lpm.py read_loop queues any other
+                # line as a message): skip it, but say so in the transcript.
+                self._on_command("<", f"[unknown line after sample {self._count}, skipped] "
+                                      f"{line[:80]!r}")
 
     def _handle_items(self, items: list[Item]) -> None:
         """Samples, frames and garbage from the binary stream, in stream order."""
@@ -422,6 +433,18 @@ class Lpm01a(EdgeWaiting):
             )
         else:
             self._on_command("<", f"[frame {frame.kind:02X}] {frame.describe()}")
+
+    def _timestamp(self, seconds: float) -> None:
+        """A ``TimeStamp:`` line: seconds of acquisition, counted from the first one after
+        ``start`` (a board whose counter does not restart at ``start`` would otherwise look
+        like it lost every sample since its own zero)."""
+        if self._ts_origin is None:
+            self._ts_origin = (seconds, len(self._samples))
+            self._checked_up_to = len(self._samples)
+            return
+        first_s, first_count = self._ts_origin
+        expected = first_count + round((seconds - first_s) * self.sample_rate_hz)
+        self._check_drops(expected, max(1, round(self.sample_rate_hz / 1000)))
 
     def _check_drops(self, expected: int, tolerance: int) -> None:
         """A timestamp says how many samples the meter has sent (``expected``, to within

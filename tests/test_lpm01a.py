@@ -205,10 +205,55 @@ def test_lost_samples_are_detected_and_refused() -> None:
         integrate(trace, w)
 
 
-def test_garbled_line_is_a_clear_error_and_keeps_data() -> None:
-    trace, error = measure_with(SimFaults(garble_at=1500))
-    assert error is not None and "unreadable line" in str(error) and "1500" in str(error)
-    assert len(trace) >= 1500  # what came before and after is kept
+def test_unknown_line_is_skipped_and_noted_as_the_mlcommons_runner_does() -> None:
+    b = Bench(SimFaults(garble_at=1500))
+    try:
+        b.meter.configure(voltage_v=VOLTAGE_V, sample_rate_hz=1000)
+        b.meter.start()
+        b.burst(5.0)
+        b.meter.wait_for_events(2, 5.0)
+        trace = b.meter.stop()
+    finally:
+        b.close()
+    assert not trace.drops and len(trace) >= 5000 and np.isfinite(trace.energy_j).all()
+    notes = [t for d, t in b.transcript if "skipped" in t]
+    assert len(notes) == 1 and "after sample 1500" in notes[0] and "rbl3d" in notes[0]
+    integrate(trace, window_from_events(trace.events[-2:], trace, 10))  # nothing refused
+
+
+def test_garbled_sample_is_one_known_drop_refusing_only_its_window() -> None:
+    b = Bench(SimFaults(garble_sample_at=3000))
+    try:
+        b.meter.configure(voltage_v=VOLTAGE_V, sample_rate_hz=1000)
+        b.meter.start()
+        b.burst(2.0)  # samples ~0..2000
+        b.burst(2.0)  # samples ~2000..4000: holds sample 3000
+        b.meter.wait_for_events(4, 5.0)
+        trace = b.meter.stop()
+    finally:
+        b.close()
+    assert [(d.index, d.missing, d.earliest) for d in trace.drops] == [(3001, 1, 3000)]
+    assert np.isnan(trace.energy_j[3000]) and np.isfinite(np.delete(trace.energy_j, 3000)).all()
+    first = integrate(trace, window_from_events(trace.events[:2], trace, 10))
+    assert first.energy_j > 0
+    with pytest.raises(SampleDropError, match="1 samples? lost"):
+        integrate(trace, window_from_events(trace.events[2:4], trace, 10))
+    assert any("garbled sample 3000" in t for _, t in b.transcript)
+
+
+def test_timestamps_count_from_the_first_one_after_start() -> None:
+    """A board whose TimeStamp counter does not restart at `start` loses nothing."""
+    b = Bench()
+    b.sim.timestamp_base_ms = 281_000
+    try:
+        b.meter.configure(voltage_v=VOLTAGE_V, sample_rate_hz=1000)
+        b.meter.start()
+        b.burst(3.5)
+        b.meter.wait_for_events(2, 5.0)
+        trace = b.meter.stop()
+    finally:
+        b.close()
+    assert not trace.drops and np.isfinite(trace.energy_j).all() and 3500 <= len(trace) < 4000
 
 
 def test_unplugged_meter_is_a_clear_error_and_keeps_data() -> None:

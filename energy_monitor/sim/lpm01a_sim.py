@@ -74,6 +74,9 @@ class Lpm01aSimulator:
         # firmware's help, quoted in the MLCommons runner's power_manager_lpm.py), so the
         # target is unpowered until `pwr on` or `start`. The output feeds the timeline's board.
         self.pwr_mode = "auto"
+        # What the TimeStamp counter reads at `start` (0: it restarts; whether the real board's
+        # does is UNVERIFIED, so the driver counts from the first TimeStamp it sees).
+        self.timestamp_base_ms = 0
         self.powered = False
         self.host_control = False
         self._acquiring = False
@@ -342,7 +345,10 @@ class Lpm01aSimulator:
             if k == f.garble_at:
                 out.append("#\x7f?G@rbl3d\r\n")
             lost = f.drop_at is not None and f.drop_at <= k < f.drop_at + f.drop_count
-            if not lost:
+            if k == f.garble_sample_at:
+                sample = format_sample(values[i])
+                out.append(sample[0] + sample[2:] + "\r\n")  # one character lost in transit
+            elif not lost:
                 sample = format_sample(values[i])
                 run_on = i + 1 < count and (k + 1) % TIMESTAMP_EVERY and k + 1 not in edge_at
                 if f.quirks and k % 997 == 996 and run_on:
@@ -350,7 +356,7 @@ class Lpm01aSimulator:
                 else:
                     out.append(sample + "\r\n")
             if (k + 1) % TIMESTAMP_EVERY == 0:
-                ms = round((k + 1) / self.freq_hz * 1000)
+                ms = self.timestamp_base_ms + round((k + 1) / self.freq_hz * 1000)
                 out.append(f"TimeStamp: {ms // 1000:03d}s {ms % 1000:03d}ms, buff 00%\r\n")
                 if f.quirks:
                     out.append("\x00")

@@ -28,6 +28,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -103,9 +104,12 @@ class RunnerOutput:
 
 def run_mlcommons(
     workdir: Path, mode: str, devices: list[dict], ports: list[dict], script: list,
-    datasets: Path, timeout_s: float = 180,
+    datasets: Path, timeout_s: float = 180, fails_with: str | None = None,
 ) -> RunnerOutput:
-    """Write the runner's YAML files, run its main.py on our ptys, return what it wrote."""
+    """Write the runner's YAML files, run its main.py on our ptys, return what it wrote.
+
+    With ``fails_with``, the run must print that text (its traceback); the runner then hangs
+    on its non-daemon reader threads, so it is stopped once the text is seen."""
     workdir.mkdir()
     (workdir / "devices.yaml").write_text(_yaml(devices))
     (workdir / "tests.yaml").write_text(_yaml({
@@ -113,12 +117,13 @@ def run_mlcommons(
                   "script": script},
     }))
     (workdir / "ports.json").write_text(json.dumps(ports))
-    proc = subprocess.run(
-        [sys.executable, str(LAUNCH), str(RUNNER), "ports.json", "--", "-d", "devices.yaml",
-         "-t", "tests.yaml", "-s", str(datasets), "-m", mode],
-        cwd=workdir, capture_output=True, text=True, timeout=timeout_s,
-        env={**os.environ, "MPLBACKEND": "Agg"},
-    )
+    command = [sys.executable, str(LAUNCH), str(RUNNER), "ports.json", "--", "-d",
+               "devices.yaml", "-t", "tests.yaml", "-s", str(datasets), "-m", mode]
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    if fails_with is not None:
+        return _run_until(command, workdir, env, fails_with, timeout_s)
+    proc = subprocess.run(command, cwd=workdir, capture_output=True, text=True,
+                          timeout=timeout_s, env=env)
     assert proc.returncode == 0, f"runner failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     (session,) = (workdir / "sessions").iterdir()
     return RunnerOutput(
@@ -126,6 +131,24 @@ def run_mlcommons(
         json.loads((session / "results.json").read_text()),
         proc.stdout,
     )
+
+
+def _run_until(
+    command: list[str], workdir: Path, env: dict, text: str, timeout_s: float
+) -> RunnerOutput:
+    log = workdir / "output.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(command, cwd=workdir, stdout=out, stderr=subprocess.STDOUT,
+                                env=env)
+        try:
+            deadline = time.monotonic() + timeout_s
+            while text not in log.read_text() and proc.poll() is None:
+                assert time.monotonic() < deadline, f"no {text!r}:\n{log.read_text()[-4000:]}"
+                time.sleep(0.2)
+        finally:
+            proc.kill()
+            proc.wait()
+    return RunnerOutput("", [], log.read_text())
 
 
 def _yaml(data: object) -> str:
@@ -261,6 +284,7 @@ def test_energy_mode_through_the_interface_board(tmp_path: Path, dataset: Path) 
     for w in windows:
         counters = [int(c) for c, _ in w["power"]["timestamps"]]
         assert len(counters) >= 2 and np.all(np.diff(counters) == 1)
+    print(f"MLCommons runner {theirs} uJ/inf, ground truth {truth:.4f} uJ/inf")
     assert theirs == pytest.approx(truth, rel=1e-3)
     ours = run(RunRequest(
         board=BOARD, suite=SUITE, model=MODEL, dataset=load_dataset(dataset / "kws01", SUITE),
@@ -268,5 +292,29 @@ def test_energy_mode_through_the_interface_board(tmp_path: Path, dataset: Path) 
         interface="mlcommons", min_window_s=1.0,
     ))
     assert ours.result is not None, ours.error
+    print(f"tinypower runner {ours.result.value:.4f} uJ/inf")
     assert theirs == pytest.approx(ours.result.value, rel=1e-3)
     assert ours.result.value == pytest.approx(truth, rel=1e-3)
+
+
+def test_the_runner_has_no_energy_mode_through_the_arduino(tmp_path: Path, dataset: Path) -> None:
+    """The MLCommons runner cannot use EEMBC's Arduino IO manager in energy mode: main.py calls
+    ``io.sync_baud()``, which only ``IOManagerEnhanced`` (the interface board) defines. Our
+    runner covers the Arduino path (tests/test_dut_power.py); this records the oracle's limit,
+    and fails once the runner gains it, so that the comparison can be added."""
+    _require_runner()
+    with energy_bench("arduino") as bench:
+        devices = [
+            {"name": "arduino", "type": "interface", "preference": 1, "baud": 115200,
+             "usb": {0x2341: [0x0043, 0x0001]}},
+            {"name": "lpm01a", "type": "power", "baud": 3686400, "preference": 2,
+             "voltage": BOARD.monitor_voltage_v, "usb": {LPM01A_USB[0]: LPM01A_USB[1]}},
+            _dut_entry(),
+        ]
+        out = run_mlcommons(
+            tmp_path / "mlcommons", "e", devices,
+            [_port(bench["io_url"], (0x2341, 0x0043)), _port(bench["lpm_url"], LPM01A_USB)],
+            [{"loop 5": ["download", "infer 20 1"]}], dataset, timeout_s=60,
+            fails_with="'IOManager' object has no attribute 'sync_baud'",
+        )
+    assert "io.sync_baud(desired_dut_baud)" in out.log  # main.py, in the traceback

@@ -9,6 +9,7 @@ sync, through either IO manager and with every DC monitor that supplies the DUT.
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,19 @@ def test_energy_mode_powers_the_dut_from_the_monitor_before_talking_to_it(
     # power-cycled it, so no banner reached any later reply.
     synced = next(i for i, line in enumerate(transcript) if "profile%" in line)
     assert not any("banner" in line or "rebooted" in line for line in transcript[synced:])
+
+
+def test_a_reply_takes_its_uart_time() -> None:
+    """At 9600 baud each byte takes 10 bits (8N1): the ~450-byte `help` reply cannot arrive
+    sooner than that, so a host that reads too early sees the race a bench shows."""
+    timeline = LoadTimeline(VirtualClock(), BOARD.energy_model.idle_current_a)
+    with SoftwareDut(model=MODEL.data, suite=SUITE, board=BOARD, timeline=timeline,
+                     mode="energy", macs=MODEL.info.macs, uart_baud=9600) as dut:
+        url = dut.start()
+        with DutClient(url, 9600) as client:
+            client.sync(timeout_s=5)
+            started = time.monotonic()
+            lines = client.command("help")
+            took = time.monotonic() - started
+    reply_bytes = sum(len(line) + 2 for line in lines) + len("m-ready\r\n")
+    assert reply_bytes > 400 and took >= reply_bytes * 10 / 9600

@@ -8,7 +8,7 @@ interleaved with ``PowerShield > `` command replies. ASCII cannot go faster with
 on the acquisition, so above 5 kHz (up to 100 kHz) the driver switches to ``bin_hexa``: two
 bytes per current sample, with metadata frames (timestamps, errors, end, overcurrent) between
 them, decoded a block at a time with numpy. In binary the D7 edges are taken to arrive as
-``F2`` info frames carrying ``event NN fal`` (UNVERIFIED: the manual does not say; the
+``F2`` info frames carrying ``event NN ris`` (UNVERIFIED: the manual does not say; the
 simulator does the same).
 
 One reader thread owns the port: it appends every byte to the raw file (flushed each second),

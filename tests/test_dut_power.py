@@ -8,6 +8,7 @@ sync, through either IO manager and with every DC monitor that supplies the DUT.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -83,6 +84,10 @@ def test_energy_mode_powers_the_dut_from_the_monitor_before_talking_to_it(
     # power-cycled it, so no banner reached any later reply.
     synced = next(i for i, line in enumerate(transcript) if "profile%" in line)
     assert not any("banner" in line or "rebooted" in line for line in transcript[synced:])
+    # At the IO managers' 9600 baud a read-back costs ~2 s per input: off, and said so.
+    session = json.loads((outcome.session.folder / "session.json").read_text())
+    assert session["input_verification"] == {"policy": "auto", "verified": 0, "unverified": 5}
+    assert "dut db print%" not in "\n".join(transcript)
 
 
 def test_a_reply_takes_its_uart_time() -> None:

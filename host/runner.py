@@ -381,7 +381,8 @@ def _measure_performance(
         return window
 
     progress("calibrating N", 0, 1)
-    dut.load(inputs[0], verify=request.verify_inputs)
+    if not request.iterations:  # the probe needs an input; a given N needs no probe
+        dut.load(inputs[0], verify=request.verify_inputs)
     n, _ = _calibrate(lambda k: timed_infer(k, 0).elapsed_s, request, session)
     windows = []
     for k, data in enumerate(inputs):
@@ -421,7 +422,8 @@ def _measure_energy(
     warmups = _warmups(request)
     try:
         progress("calibrating N", 0, 1)
-        dut.load(inputs[0], verify=request.verify_inputs)
+        if not request.iterations:  # the probe needs an input; a given N needs no probe
+            dut.load(inputs[0], verify=request.verify_inputs)
         n, per_inference = _calibrate(
             lambda k: _edge_duration(_edges_of_infer(dut, meter, k, 0, None, request), meter),
             request, session,

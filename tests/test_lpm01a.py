@@ -11,8 +11,10 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from energy_monitor.lpm01a import Lpm01a
+from energy_monitor.lpm01a import SAMPLES_LINE_RE, Lpm01a
 from energy_monitor.lpm01a_format import (
     F_END,
     F_ERROR,
@@ -20,6 +22,7 @@ from energy_monitor.lpm01a_format import (
     F_POWER,
     F_TIMESTAMP,
     F_VOLTAGE,
+    SAMPLE_RE,
     BinaryDecoder,
     Frame,
     Garbled,
@@ -560,3 +563,29 @@ def test_wrong_firmware_version_is_refused(firmware: str, message: str) -> None:
     finally:
         meter.close()
         sim.close()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126),
+                        max_size=20), max_size=30))
+def test_any_ascii_lines_during_acquisition_never_fail_the_stream(lines: list[str]) -> None:
+    """Whatever text arrives between samples, the reader keeps going: a sample line adds its
+    samples, a damaged one adds one NaN and a one-sample drop, anything else is skipped."""
+    notes: list[str] = []
+    meter = Lpm01a("loop://", measured_as="simulated", on_command=lambda d, t: notes.append(t))
+    try:
+        meter._acquiring = True
+        for line in lines:
+            before, drops = len(meter.trace()), len(meter.trace().drops)
+            meter._consume(f"{line}\r\n".encode("ascii"))
+            added, trace = len(meter.trace()) - before, meter.trace()
+            text = line.strip()
+            if SAMPLES_LINE_RE.fullmatch(text):
+                assert added == len(SAMPLE_RE.findall(text)) and len(trace.drops) == drops
+            elif added:
+                assert added == 1 and np.isnan(trace.energy_j[-1])
+                assert trace.drops[-1].missing == 1 and len(trace.drops) == drops + 1
+        meter._raise_if_failed()
+    finally:
+        meter._closing.set()  # no `hrc`: nothing answers on loop://
+        meter.close()

@@ -1,19 +1,24 @@
 """Driver for the ST X-NUCLEO-LPM01A (PowerShield) energy monitor, ASCII and binary streams.
 
 At up to 5 kHz the board streams ``ascii_dec``: one sample per line, a ``TimeStamp:`` line every
-1000 samples and an ``event NN fal|ris`` line for each edge on its D7 timestamp input,
+1000 samples and an ``event NN ris`` line for each edge on its D7 timestamp input (the
+MLCommons runner sets ``eventsrc d7 fal`` and parses ``event \\d+ ris``, so the word does not
+tell the polarity: the driver records the edge it configured),
 interleaved with ``PowerShield > `` command replies. ASCII cannot go faster without a time limit
 on the acquisition, so above 5 kHz (up to 100 kHz) the driver switches to ``bin_hexa``: two
 bytes per current sample, with metadata frames (timestamps, errors, end, overcurrent) between
 them, decoded a block at a time with numpy. In binary the D7 edges are taken to arrive as
-``F2`` info frames carrying ``event NN fal`` (UNVERIFIED: the manual does not say; the
+``F2`` info frames carrying ``event NN ris`` (UNVERIFIED: the manual does not say; the
 simulator does the same).
 
 One reader thread owns the port: it appends every byte to the raw file (flushed each second),
 sorts the stream into samples, edges and replies, checks each timestamp against the samples
-received to detect drops, and survives the ASCII stream's known quirks (NUL bytes, two samples
-run together on one line). Anything it cannot read marks the stream corrupt: the run fails with
-the sample number, and the raw file keeps the evidence.
+received to detect drops (counting from the first ``TimeStamp:`` after ``start``), and
+survives the ASCII stream's known quirks (NUL bytes, two samples run together on one line). As
+the MLCommons runner does, an unknown ASCII line is skipped (and noted in the transcript); a
+sample line damaged in transit is one lost sample at that exact index (a NaN and a
+:class:`Drop`), so only a window that contains it is refused. Unreadable binary marks the
+stream corrupt: the run fails with the sample number, and the raw file keeps the evidence.
 
 Reference: ``shared/reference/instruments.md`` §1, ``mlperf-tiny-protocol.md`` §10; the limits
 and choices per format are in ``docs/monitors/lpm01a.md``.
@@ -59,8 +64,12 @@ BAUD = 3_686_400
 PROMPT = "PowerShield >"
 MIN_FIRMWARE = (1, 0, 6)
 SAMPLES_LINE_RE = re.compile(r"(?:\d{4}[+-]\d{2})+")
+# A line of one sample's length, mostly its characters, that is not a sample: one damaged in
+# transit (a dropped or flipped character). Anything else unknown is skipped, not counted.
+GARBLED_SAMPLE_RE = re.compile(r"(?=(?:.*[\d+-]){5})[^\s]{5,8}")
 TIMESTAMP_RE = re.compile(r"timestamp:\s*(\d+)s\s+(\d+)ms", re.IGNORECASE)
 EVENT_RE = re.compile(r"event\s+(\d+)\s+(ris|fal)", re.IGNORECASE)
+EVENT_POLARITY = "fall"  # configure() sets `eventsrc d7 fal`: every event is that edge
 INFO_LINES = ("end", "pwr on", "pwr off", "summary begin", "summary end")
 FORMATS = {"ascii": "ascii_dec", "binary": "bin_hexa"}
 OUTPUTS = ("energy", "current")
@@ -280,6 +289,7 @@ class Lpm01a(EdgeWaiting):
         self._drops: list[Drop] = []
         self._count = 0  # samples received (the trace also holds NaN for lost ones)
         self._checked_up_to = 0  # samples confirmed by the last TimeStamp
+        self._ts_origin: tuple[float, int] | None = None  # (seconds, samples) at the first
         self._acquiring = False
         self._stopping = False
         self._decoder: BinaryDecoder | None = None  # set while the binary stream runs
@@ -347,26 +357,30 @@ class Lpm01a(EdgeWaiting):
                 values = [float(f"{m}e{e}") for m, e in SAMPLE_RE.findall(line)]
                 self._samples.extend(values)
                 self._count += len(values)
-            elif m := EVENT_RE.fullmatch(line):
+            elif EVENT_RE.fullmatch(line):
                 index = len(self._samples)
                 self._events.append(
                     Event(
                         index=index,
                         time_s=index / self.sample_rate_hz,
-                        polarity="fall" if m.group(2).lower() == "fal" else "rise",
+                        polarity=EVENT_POLARITY,
                     )
                 )
             elif m := TIMESTAMP_RE.match(line):
-                expected = round((int(m.group(1)) + int(m.group(2)) / 1000) * self.sample_rate_hz)
-                self._check_drops(expected, max(1, round(self.sample_rate_hz / 1000)))
+                self._timestamp(int(m.group(1)) + int(m.group(2)) / 1000)
             elif line.lower() in INFO_LINES or line.lower().startswith(("pwr ", "summary")):
                 return
+            elif GARBLED_SAMPLE_RE.fullmatch(line):
+                # A sample line with damaged characters: that sample is lost, here exactly.
+                index = len(self._samples)
+                self._samples.extend([float("nan")])
+                self._drops.append(Drop(index=index + 1, missing=1, earliest=index))
+                self._on_command("<", f"[garbled sample {index}, counted as lost] {line!r}")
             else:
-                self._health.fail(
-                    f"unreadable line from the LPM01A after sample {self._count}: {line[:40]!r}. "
-                    "The stream is corrupt (USB noise, or another program on the port); the run "
-                    "is kept but cannot be scored"
-                )
+                # As the MLCommons runner does (power_manager_lpm.py read_loop queues any other
+                # line as a message): skip it, but say so in the transcript.
+                self._on_command("<", f"[unknown line after sample {self._count}, skipped] "
+                                      f"{line[:80]!r}")
 
     def _handle_items(self, items: list[Item]) -> None:
         """Samples, frames and garbage from the binary stream, in stream order."""
@@ -389,13 +403,13 @@ class Lpm01a(EdgeWaiting):
     def _handle_frame(self, frame: Frame) -> None:
         if frame.kind == F_TIMESTAMP:
             self._check_drops(*expected_samples(frame.timestamp_ms, self.sample_rate_hz))
-        elif frame.kind == F_INFO and (m := EVENT_RE.fullmatch(frame.text)):
+        elif frame.kind == F_INFO and EVENT_RE.fullmatch(frame.text):
             index = len(self._samples)
             self._events.append(
                 Event(
                     index=index,
                     time_s=index / self.sample_rate_hz,
-                    polarity="fall" if m.group(2).lower() == "fal" else "rise",
+                    polarity=EVENT_POLARITY,
                 )
             )
         elif frame.kind == F_ERROR:
@@ -419,6 +433,18 @@ class Lpm01a(EdgeWaiting):
             )
         else:
             self._on_command("<", f"[frame {frame.kind:02X}] {frame.describe()}")
+
+    def _timestamp(self, seconds: float) -> None:
+        """A ``TimeStamp:`` line: seconds of acquisition, counted from the first one after
+        ``start`` (a board whose counter does not restart at ``start`` would otherwise look
+        like it lost every sample since its own zero)."""
+        if self._ts_origin is None:
+            self._ts_origin = (seconds, len(self._samples))
+            self._checked_up_to = len(self._samples)
+            return
+        first_s, first_count = self._ts_origin
+        expected = first_count + round((seconds - first_s) * self.sample_rate_hz)
+        self._check_drops(expected, max(1, round(self.sample_rate_hz / 1000)))
 
     def _check_drops(self, expected: int, tolerance: int) -> None:
         """A timestamp says how many samples the meter has sent (``expected``, to within

@@ -104,7 +104,7 @@ def decode_words(words: np.ndarray) -> np.ndarray:
 # -- bin_hexa metadata frames ----------------------------------------------------------------
 
 F_ERROR = 0xF1  # ASCII text + CRLF
-F_INFO = 0xF2  # ASCII text + CRLF; D7 edges as "event NN fal" (our choice, UNVERIFIED)
+F_INFO = 0xF2  # ASCII text + CRLF; D7 edges as "event NN ris", as in ASCII (UNVERIFIED)
 F_TIMESTAMP = 0xF3  # t3 t2 t1 t0 (ms, 31 bits, bit 31 = overflow) buffer%
 F_END = 0xF4  # end of acquisition
 F_OVERCURRENT = 0xF5  # the GUI's code; the UM's text says F4 (UNVERIFIED)

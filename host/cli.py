@@ -170,6 +170,9 @@ def _add_measure(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--iterations", type=int, help="inferences per window (default: calibrated "
                                                   "so each window lasts >= 10 s of DUT time)")
     m.add_argument("--warmups", type=int, help="warm-up inferences before each window")
+    m.add_argument("--verify-inputs", choices=("auto", "always", "never"), default="auto",
+                   help="read each input back with `db print` (auto: only where it takes "
+                        "<= 1.5 s on the link)")
     m.add_argument("--min-window-s", type=float, default=10.0,
                    help="minimum window length; below 10 s results are invalid for MLPerf")
     m.add_argument("--runs-dir", type=Path, default=Path("runs"),
@@ -355,6 +358,7 @@ def _measure(args: argparse.Namespace, err: Console) -> int:
             runs_dir=args.runs_dir, iterations=args.iterations, warmups=args.warmups,
             min_window_s=args.min_window_s, monitor=args.monitor, interface=args.interface,
             ports=ports, tinypower_firmware=args.flash,
+            verify_inputs={"auto": None, "always": True, "never": False}[args.verify_inputs],
         )
         with progress(err, mode) as report_progress:
             outcome = run(request, report_progress)

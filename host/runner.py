@@ -97,6 +97,9 @@ class RunRequest:
     # The DUT runs tinypower's firmware (firmware/harness), which switches between energy and
     # performance timestamps with its `mode` command; the emulated board always does.
     tinypower_firmware: bool = False
+    # `db print` read-back of every input: True, False, or None (only where it is cheap:
+    # DutClient.verify_by_default). The session records what was done.
+    verify_inputs: bool | None = None
     # Faults for tests of the virtual lab's failure paths.
     meter_faults: SimFaults | None = None
     corrupt_download_byte: int | None = None
@@ -186,34 +189,38 @@ def run(request: RunRequest, progress: Progress | None = None) -> RunOutcome:
             lab = stack.enter_context(_lab(request, interface))
             if isinstance(lab, EmulatedLab):
                 session.set("emulator", _emulator_record(lab))
-            if interface:
-                dut = stack.enter_context(
-                    IoManagerClient(lab.io_manager_url, interface, transcript=transcript)
-                )
-                _open_interface(dut, request, session)
-            else:
-                dut = stack.enter_context(
-                    DutClient(lab.dut_url, request.board.uart_baud.get(request.mode, 115200),
-                              transcript)
-                )
-            _open_dut(dut, request, session)
-            if isinstance(lab, EmulatedLab) or request.tinypower_firmware:
-                _select_firmware_mode(dut, request)
+            meter: Meter | None = None
             if request.mode == "energy":
+                # As on a bench: the monitor powers the DUT and starts acquiring before the
+                # host talks to it, so nothing power-cycles the DUT after sync.
                 kind = lab.monitor
                 meter = lab.connect_meter(
                     measured_as=outcome.measured_as,
                     on_command=lambda d, text: transcript.record(d, f"[{kind}] {text}"),
                 )
                 stack.callback(meter.close)
-                sample_rate_hz = (
-                    request.board.monitor_sample_rate_hz
-                    if kind == request.board.monitor_kind
-                    else lab.meter_sample_rate_hz
-                )
-                outcome.result = _measure_energy(
-                    dut, meter, sample_rate_hz, request, session, progress
-                )
+                _power_up(meter, lab, request, session)
+            try:
+                if interface:
+                    dut = stack.enter_context(
+                        IoManagerClient(lab.io_manager_url, interface, transcript=transcript)
+                    )
+                    _open_interface(dut, request, session)
+                else:
+                    dut = stack.enter_context(
+                        DutClient(lab.dut_url, request.board.uart_baud.get(request.mode, 115200),
+                                  transcript)
+                    )
+                stack.callback(_record_verification, dut, request, session)
+                _open_dut(dut, request, session)
+                if isinstance(lab, EmulatedLab) or request.tinypower_firmware:
+                    _select_firmware_mode(dut, request)
+            except BaseException:
+                if meter is not None:
+                    _save_partial_trace(meter, session)
+                raise
+            if meter is not None:
+                outcome.result = _measure_energy(dut, meter, request, session, progress)
             elif request.mode == "performance":
                 outcome.result = _measure_performance(dut, request, session, progress)
             else:
@@ -309,6 +316,15 @@ def _open_dut(dut: DutClient, request: RunRequest, session: Session) -> None:
         )
 
 
+def _record_verification(dut: DutClient, request: RunRequest, session: Session) -> None:
+    """Whether the inputs the DUT ran on were read back and found equal (``db print``)."""
+    session.set("input_verification", {
+        "policy": {None: "auto", True: "always", False: "never"}[request.verify_inputs],
+        "verified": dut.loads_verified,
+        "unverified": dut.loads_unverified,
+    })
+
+
 def _inputs(request: RunRequest) -> list[bytes]:
     """The five inputs of the timed modes: window 0 of the first five files, cycled if fewer."""
     firsts = [request.suite.windows_of(s.data)[0] for s in request.dataset.samples[:5]]
@@ -365,12 +381,13 @@ def _measure_performance(
         return window
 
     progress("calibrating N", 0, 1)
-    dut.load(inputs[0])
+    if not request.iterations:  # the probe needs an input; a given N needs no probe
+        dut.load(inputs[0], verify=request.verify_inputs)
     n, _ = _calibrate(lambda k: timed_infer(k, 0).elapsed_s, request, session)
     windows = []
     for k, data in enumerate(inputs):
         progress(f"performance window {k + 1}/{REQUIRED_WINDOWS} (N={n})", k, REQUIRED_WINDOWS)
-        dut.load(data)
+        dut.load(data, verify=request.verify_inputs)
         windows.append(timed_infer(n, warmups))
         session.checkpoint(f"window {k}", dut_lap_us=windows[-1].end_us)
     progress("performance windows done", REQUIRED_WINDOWS, REQUIRED_WINDOWS)
@@ -379,19 +396,34 @@ def _measure_performance(
     return result
 
 
-def _measure_energy(
-    dut: DutClient, meter: Meter, sample_rate_hz: float, request: RunRequest, session: Session,
-    progress: Progress,
-) -> TinyResult:
+def _power_up(
+    meter: Meter, lab: VirtualLab | EmulatedLab | HardwareBench, request: RunRequest,
+    session: Session,
+) -> None:
+    """Identify and configure the monitor (which switches the DUT's supply on), start the
+    acquisition, then give the DUT the time to boot, as the MLCommons runner's ``main.py``
+    does (``power.power_on()``, ``time.sleep(1)``, ``power.start()``)."""
     session.set("meter", meter.identify().__dict__)
+    sample_rate_hz = (
+        request.board.monitor_sample_rate_hz
+        if lab.monitor == request.board.monitor_kind
+        else lab.meter_sample_rate_hz
+    )
     meter.configure(voltage_v=request.board.monitor_voltage_v, sample_rate_hz=sample_rate_hz)
-    inputs = _inputs(request)
-    warmups = _warmups(request)
     meter.start(session.folder)
     session.checkpoint("meter started")
+    time.sleep(lab.boot_s)
+
+
+def _measure_energy(
+    dut: DutClient, meter: Meter, request: RunRequest, session: Session, progress: Progress,
+) -> TinyResult:
+    inputs = _inputs(request)
+    warmups = _warmups(request)
     try:
         progress("calibrating N", 0, 1)
-        dut.load(inputs[0])
+        if not request.iterations:  # the probe needs an input; a given N needs no probe
+            dut.load(inputs[0], verify=request.verify_inputs)
         n, per_inference = _calibrate(
             lambda k: _edge_duration(_edges_of_infer(dut, meter, k, 0, None, request), meter),
             request, session,
@@ -399,7 +431,7 @@ def _measure_energy(
         groups: list[list[Event]] = []
         for k, data in enumerate(inputs):
             progress(f"energy window {k + 1}/{REQUIRED_WINDOWS} (N={n})", k, REQUIRED_WINDOWS)
-            dut.load(data)
+            dut.load(data, verify=request.verify_inputs)
             groups.append(_edges_of_infer(dut, meter, n, warmups, per_inference, request))
             session.checkpoint(f"window {k}", meter_samples=meter.sample_count())
         progress("energy windows done", REQUIRED_WINDOWS, REQUIRED_WINDOWS)
@@ -483,7 +515,7 @@ def _measure_accuracy(
         progress(f"accuracy: {sample.name}", i, len(dataset.samples))
         outputs = []
         for window in suite.windows_of(sample.data):
-            dut.load(window)
+            dut.load(window, verify=request.verify_inputs)
             reply = dut.infer(1, 0)
             agree += reply.results_payload == reference.results_payload(window)
             total += 1

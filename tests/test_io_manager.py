@@ -110,10 +110,14 @@ def test_every_dut_command_passes_through(make_lab: Callable[..., Lab], kind: st
     assert len(lab.timeline.edges_between(0, 1e9)) == before + 2
     assert client.command("help") == [line for line in HELP_LINES if line]
 
-    client.load(INPUT)  # db load, db <hex> in 26-byte chunks, db print read-back
+    # At the board's 9600 baud a read-back of a KWS input takes ~2 s: off unless asked.
+    assert not client.verify_by_default(len(INPUT))
+    assert client.load(INPUT) is False and "dut db print%" not in lab.sent()
+    assert client.load(INPUT, verify=True) is True  # db load, 26-byte db <hex>, db print
+    assert (client.loads_verified, client.loads_unverified) == (1, 1)
     chunks = [t[len("dut db "):-1] for t in lab.sent() if re.fullmatch(r"dut db [0-9a-f]+%", t)]
-    assert max(len(c) for c in chunks) == 52 and len(chunks) == -(-len(INPUT) // 26)
-    assert bytes.fromhex("".join(chunks)) == INPUT
+    assert max(len(c) for c in chunks) == 52 and len(chunks) == 2 * -(-len(INPUT) // 26)
+    assert bytes.fromhex("".join(chunks)) == INPUT * 2
     assert "dut db print%" in lab.sent()
 
     reply = client.infer(10, 1)

@@ -196,6 +196,10 @@ class JoulescopeSimulator:
                 if value not in SETTINGS[self.model][sub]:
                     self._invalid(topic, value, f"options: {sorted(SETTINGS[self.model][sub])}")
                 self.values[sub] = value
+                if sub in ("s/i/range/mode", "s/i/range/select"):
+                    # The DUT's supply runs through the current shunt: range "off" opens it.
+                    # The lab's supply stays off until a range is set (our choice).
+                    self.timeline.set_powered(value != "off")
             else:
                 self._invalid(topic, value, "unknown or read-only topic")
             self.published.append((sub, value))

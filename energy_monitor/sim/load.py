@@ -15,6 +15,7 @@ from __future__ import annotations
 import bisect
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,12 +52,33 @@ class LoadTimeline:
     by the DUT and by the meter alike.
     """
 
-    def __init__(self, clock: VirtualClock, idle_current_a: float) -> None:
+    def __init__(
+        self, clock: VirtualClock, idle_current_a: float, *, powered: bool = True
+    ) -> None:
         self.clock = clock
         self.lock = threading.RLock()
         self._times: list[float] = [0.0]  # segment start times, ascending
         self._currents: list[float] = [idle_current_a]
         self._edges: list[PinEdge] = []
+        # Whether the board has supply. On a bench in energy mode only the energy monitor
+        # powers the DUT: the monitor's simulator switches this, the software DUT listens.
+        self.powered = powered
+        self._power_listeners: list[Callable[[bool], None]] = []
+
+    def on_power(self, listener: Callable[[bool], None]) -> None:
+        """Call ``listener(on)`` whenever the supply is switched on or off."""
+        with self.lock:
+            self._power_listeners.append(listener)
+
+    def set_powered(self, on: bool) -> None:
+        """The supply's output is switched (by the simulated monitor)."""
+        with self.lock:
+            if on == self.powered:
+                return
+            self.powered = on
+            listeners = list(self._power_listeners)
+        for listener in listeners:
+            listener(on)
 
     def set_current(self, at_s: float, current_a: float) -> None:
         """From ``at_s`` on, the board draws ``current_a`` (until the next change)."""

@@ -3,7 +3,7 @@
 It answers the command set the MLPerf Tiny benchmark uses with the ``PowerShield > `` prefix
 (acks, errors with ``Error detail:``), validates format x rate x output as the instrument does,
 and streams either ``ascii_dec`` (samples, ``TimeStamp:`` lines every 1000 samples, ``event NN
-fal`` lines for timestamp-pin edges) or ``bin_hexa`` up to 100 kHz (current words built a block
+ris`` lines for timestamp-pin edges) or ``bin_hexa`` up to 100 kHz (current words built a block
 at a time with numpy, with ``F3`` timestamp frames every 1000 samples, ``F2`` info frames for
 the edges, ``F5`` on overcurrent and ``F4`` at the end). What it streams is the exact integral of
 a :class:`~energy_monitor.sim.load.LoadTimeline` over each sample period, so tests know the
@@ -70,7 +70,14 @@ class Lpm01aSimulator:
         self.output = "current"
         self.format = "ascii_dec"
         self.event_polarity: str | None = None
-        self.powered = True
+        # `pwr` defaults to auto: "On first run, power-on when acquisition start" (the
+        # firmware's help, quoted in the MLCommons runner's power_manager_lpm.py), so the
+        # target is unpowered until `pwr on` or `start`. The output feeds the timeline's board.
+        self.pwr_mode = "auto"
+        # What the TimeStamp counter reads at `start` (0: it restarts; whether the real board's
+        # does is UNVERIFIED, so the driver counts from the first TimeStamp it sees).
+        self.timestamp_base_ms = 0
+        self.powered = False
         self.host_control = False
         self._acquiring = False
         self._acq_start_s = 0.0
@@ -137,7 +144,9 @@ class Lpm01aSimulator:
             return
         words = line.split()
         name, args = words[0], words[1:]
-        if self._acquiring and name != "stop":
+        # `pwr` "Can be used during acquisition" (the firmware's help, in the MLCommons
+        # runner's power_manager_lpm.py), and the runner sends `pwr off` before `stop`.
+        if self._acquiring and name not in ("stop", "pwr"):
             self._error(line, "acquisition running: send stop first")
             return
         if name in CONFIG_COMMANDS and not self.host_control:
@@ -221,8 +230,16 @@ class Lpm01aSimulator:
             return "on" if self.powered else "off"
         if args[0] not in ("on", "off", "auto"):
             raise ValueError("pwr takes on, off, auto or get")
-        self.powered = args[0] != "off"
+        if args[1:] and args[1] not in ("status", "nostatus"):
+            raise ValueError("pwr's second argument is status or nostatus")
+        self.pwr_mode = args[0]
+        if args[0] != "auto":  # auto: the state changes when an acquisition starts
+            self._set_power(args[0] == "on")
         return None
+
+    def _set_power(self, on: bool) -> None:
+        self.powered = on
+        self.timeline.set_powered(on)
 
     def _cmd_start(self, args: list[str]) -> None:
         if self.format == "bin_hexa" and self.output == "energy":
@@ -242,6 +259,8 @@ class Lpm01aSimulator:
         self._emitted = 0
         self._announce = self.format == "bin_hexa"
         self._acquiring = True
+        if self.pwr_mode == "auto":
+            self._set_power(True)
 
     def _cmd_stop(self, args: list[str]) -> None:
         if self._acquiring:
@@ -288,7 +307,11 @@ class Lpm01aSimulator:
         for e in edges:
             if e.polarity == self.event_polarity:
                 k = int((e.time_s - self._acq_start_s) * self.freq_hz)
-                edge_at.setdefault(k, []).append("fal" if e.polarity == "fall" else "ris")
+                # The MLCommons runner configures `eventsrc d7 fal` and reads the edges as
+                # lines matching r"event \d+ ris" (power_manager_lpm.py read_loop,
+                # script.py _gather_power_results), on real benches: the firmware labels
+                # the configured D7 edge `ris`, whichever polarity was set.
+                edge_at.setdefault(k, []).append("ris")
         send = self._send_binary if self.format == "bin_hexa" else self._send_ascii
         if not send(charges * scale, edge_at):
             return  # unplugged
@@ -322,7 +345,10 @@ class Lpm01aSimulator:
             if k == f.garble_at:
                 out.append("#\x7f?G@rbl3d\r\n")
             lost = f.drop_at is not None and f.drop_at <= k < f.drop_at + f.drop_count
-            if not lost:
+            if k == f.garble_sample_at:
+                sample = format_sample(values[i])
+                out.append(sample[0] + sample[2:] + "\r\n")  # one character lost in transit
+            elif not lost:
                 sample = format_sample(values[i])
                 run_on = i + 1 < count and (k + 1) % TIMESTAMP_EVERY and k + 1 not in edge_at
                 if f.quirks and k % 997 == 996 and run_on:
@@ -330,7 +356,7 @@ class Lpm01aSimulator:
                 else:
                     out.append(sample + "\r\n")
             if (k + 1) % TIMESTAMP_EVERY == 0:
-                ms = round((k + 1) / self.freq_hz * 1000)
+                ms = self.timestamp_base_ms + round((k + 1) / self.freq_hz * 1000)
                 out.append(f"TimeStamp: {ms // 1000:03d}s {ms % 1000:03d}ms, buff 00%\r\n")
                 if f.quirks:
                     out.append("\x00")
@@ -377,7 +403,7 @@ class Lpm01aSimulator:
             return False
         self._write_bytes(b"".join(pieces))
         if stop == overcurrent:  # the protection cuts the target and ends the acquisition
-            self.powered = False
+            self._set_power(False)
             self._write_bytes(frame(F_OVERCURRENT))
             self._end()
         return True

@@ -376,6 +376,7 @@ class OtiiSimulator:
 
     def _cmd_arc_set_main(self, data: dict, client: _Client) -> None:
         self.main_on = bool(data["enable"])
+        self.timeline.set_powered(self.main_on)  # the Arc's main output feeds the DUT
 
     def _cmd_arc_get_main_voltage(self, data: dict, client: _Client) -> dict:
         return {"value": self.main_voltage_v}

@@ -171,6 +171,7 @@ class Ppk2Simulator:
             self.mode = cmd[1]
         elif op == 0x0C:
             self.dut_power = bool(cmd[1])
+            self.timeline.set_powered(self.dut_power)  # the source meter feeds the DUT
         elif op == 0x06:
             self._start_stream()
         elif op == 0x07 and self.streaming:
@@ -184,6 +185,7 @@ class Ppk2Simulator:
         elif op == 0x20:
             self.streaming = False
             self.dut_power = False
+            self.timeline.set_powered(False)
             self.mode = 1
         # 0x25 user gains and 0x15/0x16 spike filter are accepted and change nothing here.
 

@@ -14,6 +14,7 @@ import select
 import threading
 import time
 import tty
+from collections.abc import Iterator
 
 UNPLUG_GRACE_S = 0.2  # time for the driver to read the last bytes before the "cable" goes
 
@@ -74,3 +75,39 @@ class PtyPort:
         for fd in fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+class UartPacer:
+    """Holds a simulator's output to its UART's speed: each byte takes 10 bits (8N1) / baud.
+
+    For the DUT's and the IO manager's UARTs, whose speed decides races between replies and
+    the meter's stream. A simulated meter's own stream follows the virtual clock instead (a
+    10 s window is sent at once), so it is not paced.
+
+    :meth:`pieces` hands out ``data`` in slices of about 5 ms of line time and returns each one
+    only once it would have been fully transmitted, so a reader sees bytes arrive when they
+    would on the wire and races between slow and fast links show in tests. ``baud`` None or 0:
+    no pacing (a link whose speed is not the point).
+    """
+
+    SLICE_S = 0.005
+
+    def __init__(self, baud: int | None) -> None:
+        self.baud = baud
+        self._free_at = 0.0  # when the line has sent everything handed out so far
+
+    def seconds(self, nbytes: int) -> float:
+        return nbytes * 10 / self.baud if self.baud else 0.0
+
+    def pieces(self, data: bytes) -> Iterator[bytes]:
+        if not self.baud:
+            yield data
+            return
+        size = max(1, int(self.baud * self.SLICE_S / 10))
+        for i in range(0, len(data), size):
+            piece = data[i : i + size]
+            done = max(time.monotonic(), self._free_at) + self.seconds(len(piece))
+            if (wait := done - time.monotonic()) > 0:
+                time.sleep(wait)
+            self._free_at = done
+            yield piece

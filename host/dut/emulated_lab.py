@@ -29,6 +29,8 @@ class EmulatedLab:
     """Use as a context manager: builds (or reuses) the firmware, starts QEMU; ``dut_url`` is
     the protocol UART, :meth:`connect_meter` the real driver of the simulated monitor."""
 
+    boot_s = 0.0  # the firmware runs from QEMU's start: no monitor switches its supply
+
     def __init__(
         self, *, board: Board, suite: Suite, model: bytes, monitor: str | None = None,
         meter_faults: SimFaults | None = None,

@@ -32,6 +32,7 @@ class HardwareBench:
     sample rate that kind of monitor measures this board at."""
 
     meter_sample_rate_hz = None  # the runner measures at the board file's rate
+    boot_s = 1.0  # after the monitor powers the DUT: the MLCommons runner's "let the DUT boot up"
 
     def __init__(
         self, *, board: Board, mode: str, ports: BenchPorts, monitor: str | None = None,

@@ -61,8 +61,12 @@ RESET_TIMEOUT_S = 10.0  # how long the interface board may take to come back fro
 FLUSH_REPLY_BYTES = 600  # the reference firmware's `help` reply (about 450 bytes), rounded up
 
 _HEADER = re.compile(r"^m-dut-passthrough\((.*)\)$")
-_CHECKBAUD = re.compile(r"^checkbaud\((\d+)\)$")
-_SETBAUD = re.compile(r"^setbaud\((\d+)\)$")
+# The interface board's replies, verbatim from its firmware
+# (mlcommons/tiny benchmark/interface/Application/CLI/InterfaceMenu.cpp):
+#   CheckBaud: SendString("baud is: " + std::to_string(currentBaud) + "\n"); SendEnd();
+#   SetBaud:   SendString("set baud to: " + args + "\n"); SendEnd(); NVIC_SystemReset();
+_CHECKBAUD = re.compile(r"^baud is: (\d+)$")
+_SETBAUD = re.compile(r"^set baud to: (\d+)$")
 _BOARD_LAP = re.compile(r"^m-lap-us-(\d+)$")
 _DUT_NAME = re.compile(r"^m-name-dut-\[(.*)\]$")
 _DUT_NAME_AT_END = re.compile(r"m-name-dut-\[.*\]$")
@@ -177,9 +181,9 @@ class IoManagerClient(DutClient):
             self._realign(flush=lagging)
 
     def load(self, data: bytes, chunk_bytes: int = PASSTHROUGH_CHUNK_BYTES,
-             verify: bool = True) -> None:
+             verify: bool | None = None) -> bool:
         """As :meth:`DutClient.load`, in the 26-byte chunks that fit ``dut db <hex>%``."""
-        super().load(data, chunk_bytes, verify)
+        return super().load(data, chunk_bytes, verify)
 
     def _exchange(self, cmd: str, timeout_s: float) -> list[str]:
         self._expect_quiet()
@@ -320,7 +324,7 @@ class IoManagerClient(DutClient):
         if m is None:
             raise IoManagerError(
                 f"the {self.label} answered checkbaud with {' | '.join(lines) or 'nothing'}, not "
-                "'checkbaud(N)': update its firmware to mlcommons/tiny's benchmark/interface"
+                "'baud is: N': update its firmware to mlcommons/tiny's benchmark/interface"
             )
         return int(m.group(1))
 
@@ -345,7 +349,7 @@ class IoManagerClient(DutClient):
         if not any(_SETBAUD.match(line) for line in lines):
             raise IoManagerError(
                 f"the {self.label} answered `setbaud {baud}` with {' | '.join(lines) or 'nothing'}"
-                f", not 'setbaud({baud})'"
+                f", not 'set baud to: {baud}'"
             )
         self._note(f"setbaud {baud}: the board writes its flash and resets")
         time.sleep(RESET_SETTLE_S)
@@ -353,7 +357,7 @@ class IoManagerClient(DutClient):
         after = self.checkbaud()
         if after != baud:
             raise IoManagerError(
-                f"after `setbaud {baud}` the {self.label} reports checkbaud({after}): the setting "
+                f"after `setbaud {baud}` the {self.label} reports 'baud is: {after}': the setting "
                 "did not persist. Update the interface firmware or set the baud by hand"
             )
         self.line_baud = baud

@@ -22,11 +22,14 @@ prefixed ``[dut]: `` up to and including ``[dut]: m-ready``; a passthrough waits
 the board deaf to the host. When the board's baud differs from the DUT's (``dut_baud``), the
 bytes each side sends arrive as garbage: the DUT gets 0xFF bytes, the board hears nothing.
 
-Replies marked UNVERIFIED below are not in any public source (the Arduino's ``name``,
-``version``, ``res`` and error replies, the interface board's output after a reset); the client
-does not depend on their wording. Faults for tests: a passthrough header cut short, and output
-the DUT prints on its own (which on the Arduino also fractures the next command, as its
-half-duplex software UART does).
+The interface board's replies are quoted from its firmware
+(``benchmark/interface/Application/CLI/InterfaceMenu.cpp``, ``Menu.cpp``): ``checkbaud`` ->
+``baud is: N``, ``setbaud N`` -> ``set baud to: N`` (both ended by a bare LF), an unknown
+command -> just ``m-ready``, and nothing at all when it boots. Replies marked UNVERIFIED below
+are not in any public source (the Arduino's ``name``, ``version``, ``res`` and error
+replies); the client does not depend on their wording. Faults for tests: a passthrough header
+cut short, and output the DUT prints on its own (which on the Arduino also fractures the next
+command, as its half-duplex software UART does).
 """
 
 from __future__ import annotations
@@ -42,10 +45,12 @@ from dataclasses import dataclass
 import serial
 
 from energy_monitor.sim.load import LoadTimeline
+from energy_monitor.sim.pty_port import UartPacer
 from tinypower.dut.io_manager import (
     ARDUINO_DUT_BAUD,
     DEFAULT_DUT_BAUD,
     DUT_PREFIX,
+    HOST_BAUD,
     KINDS,
     MLCOMMONS_BOARD_NAME,
 )
@@ -114,6 +119,9 @@ class IoManagerSimulator:
         self.timeline = timeline
         self.faults = faults or IoManagerFaults()
         self.reset_s = reset_s
+        # Both UARTs take their time (bytes x 10 / baud): host side 115200, DUT side dut_baud.
+        self._host_pacer = UartPacer(HOST_BAUD)
+        self._dut_pacer = UartPacer(dut_baud)
         self.passthroughs = 0
         self.flash_writes = 0
         self.resets = 0
@@ -143,7 +151,8 @@ class IoManagerSimulator:
             if kind == "arduino"
             else {
                 "name": lambda _: [MLCOMMONS_BOARD_NAME],
-                "checkbaud": lambda _: [f"checkbaud({self.stored_baud})"],
+                # InterfaceMenu.cpp CheckBaud: SendString("baud is: " + ... + "\n") (no CR)
+                "checkbaud": lambda _: [f"baud is: {self.stored_baud}\n"],
                 "setbaud": self._setbaud,
                 "ls": lambda _: [],  # the simulated SD card is empty
                 "record_detections": lambda _: ["Now recording detections"],
@@ -233,7 +242,8 @@ class IoManagerSimulator:
             header = header[: self.faults.header_lines_kept]
         self._write_lines(header)
         payload = f"{cmd}%".encode("latin-1")
-        self._dut.write(payload if self._link_ok() else b"\xff" * len(payload))
+        for piece in self._dut_pacer.pieces(payload if self._link_ok() else b"\xff" * len(payload)):
+            self._dut.write(piece)
         while not self._closed.is_set():
             line = self._pop_dut_line()
             if line is None:
@@ -283,9 +293,8 @@ class IoManagerSimulator:
         self._host_rx.clear()
         self._dut_rx.clear()
         self._dut.reset_input_buffer()
-        # UNVERIFIED: the real firmware's boot output is undocumented; one line shows the
-        # client copes with some.
-        self._write_lines([f"m-boot-[{MLCOMMONS_BOARD_NAME}]-baud[{self.stored_baud}]"])
+        # The firmware prints nothing of its own when it boots: main() starts the ThreadX
+        # tasks and the CLI waits for a command (Menu::Run reads until '%').
 
     # -- board commands -------------------------------------------------------------------
 
@@ -297,7 +306,9 @@ class IoManagerSimulator:
         self.stored_baud = baud
         self.flash_writes += 1
         self._reset_pending = True
-        return [f"setbaud({args})"]
+        # InterfaceMenu.cpp SetBaud: SendString("set baud to: " + args + "\n"); SendEnd();
+        # then NVIC_SystemReset().
+        return [f"set baud to: {args}\n"]
 
     def _res(self, args: str) -> list[str]:
         if args.strip():
@@ -350,10 +361,14 @@ class IoManagerSimulator:
         return raw.decode("latin-1").replace("\r", "")
 
     def _write_lines(self, lines: list[str]) -> None:
-        view = memoryview("".join(f"{line}\r\n" for line in lines).encode("latin-1"))
-        while view and not self._closed.is_set():
-            select.select([], [self._master], [], POLL_S)
-            try:
-                view = view[os.write(self._master, view) :]
-            except BlockingIOError:
-                continue
+        # A line that ends in "\n" is sent as it is: the firmware ends a few replies with a
+        # bare LF (see checkbaud and setbaud); every other line ends as SendEndLine's "\r\n".
+        text = "".join(line if line.endswith("\n") else f"{line}\r\n" for line in lines)
+        for piece in self._host_pacer.pieces(text.encode("latin-1")):
+            view = memoryview(piece)
+            while view and not self._closed.is_set():
+                select.select([], [self._master], [], POLL_S)
+                try:
+                    view = view[os.write(self._master, view) :]
+                except BlockingIOError:
+                    continue

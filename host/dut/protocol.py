@@ -32,6 +32,9 @@ SYNC_ATTEMPT_S = 1.0  # sync(): how long each name% waits before it is sent agai
 DUT_COMMAND_CHARS = 80  # the reference firmware's EE_CMD_SIZE
 DB_PRINT_CHARS_PER_BYTE = 5  # "xx-" plus each line's "m-buffer-" and CR/LF, rounded up
 UART_BITS_PER_CHAR = 10  # 8N1
+VERIFY_AUTO_MAX_S = 1.5  # db print read-back is on by default when it takes at most this
+SYNC_QUIET_S = 0.05  # sync(): the shortest silence that ends a drain...
+SYNC_QUIET_CHARS = 64  # ...or the time this many characters take at the line's baud
 FIRMWARE_INFER_WARMUPS = 10  # what the firmware runs when `infer N` omits W (help says 0)
 BANNER_PREFIXES = ("m-timestamp-mode-", "m-init-done")
 LAST_LINES_KEPT = 6
@@ -123,6 +126,8 @@ class DutClient:
         self.baud = baud
         # The slowest UART between host and DUT (an IO manager's DUT side): read-back timeouts.
         self.line_baud = baud
+        self.loads_verified = 0  # inputs read back with `db print` and found equal
+        self.loads_unverified = 0  # inputs sent without read-back
         self.transcript = transcript
         try:
             self._serial = serial.serial_for_url(url, baudrate=baud, timeout=READ_POLL_S)
@@ -180,8 +185,7 @@ class DutClient:
         """
         deadline = time.monotonic() + timeout_s
         while True:
-            self._serial.reset_input_buffer()
-            self._rx.clear()
+            self._drain_until_quiet()
             attempt_s = min(SYNC_ATTEMPT_S, max(deadline - time.monotonic(), READ_POLL_S))
             try:
                 return self._name(attempt_s)
@@ -194,6 +198,18 @@ class DutClient:
                         "name", timeout_s, list(self._last_lines), self.url
                     ) from exc
                 raise
+
+    def _drain_until_quiet(self) -> None:
+        """Drop what was received, then whatever arrives until the line is quiet for as long
+        as a short reply takes on it: a reply to an earlier attempt still on its way would
+        otherwise answer the next command."""
+        self._serial.reset_input_buffer()
+        self._rx.clear()
+        quiet_s = max(SYNC_QUIET_S, SYNC_QUIET_CHARS * UART_BITS_PER_CHAR / self.line_baud)
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < quiet_s:
+            if self._serial.read(max(1, self._serial.in_waiting)):
+                quiet_since = time.monotonic()
 
     def name(self) -> str:
         """The DUT's name from ``m-name-dut-[...]``."""
@@ -212,11 +228,24 @@ class DutClient:
         laps = _laps(self.command("timestamp"))
         return laps[0] if laps else None
 
-    def load(self, data: bytes, chunk_bytes: int = 31, verify: bool = True) -> None:
-        """Download one input with ``db load`` and ``db <hex>``, then read it back.
+    def verify_by_default(self, nbytes: int) -> bool:
+        """Whether ``db print`` read-back of an ``nbytes`` input is cheap on this link.
+
+        Neither MLCommons nor EEMBC reads inputs back; it relies on the DUT's ``%02x``
+        formatting (the reference warns not every printf has it) and at 9600 baud costs about
+        2 s per KWS input and 2 min per VWW image. So it is on by default only where it takes
+        at most ``VERIFY_AUTO_MAX_S``."""
+        return nbytes * DB_PRINT_CHARS_PER_BYTE * UART_BITS_PER_CHAR / self.line_baud <= (
+            VERIFY_AUTO_MAX_S
+        )
+
+    def load(self, data: bytes, chunk_bytes: int = 31, verify: bool | None = None) -> bool:
+        """Download one input with ``db load`` and ``db <hex>``, and read it back with ``db
+        print`` when ``verify`` (None: :meth:`verify_by_default`); return whether it was.
 
         31-byte chunks are the MLCommons runner's size for a directly connected DUT (26 through
-        an interface board's ``dut`` passthrough).
+        an interface board's ``dut`` passthrough). Counts go to ``loads_verified`` and
+        ``loads_unverified``, for the session.
         """
         max_chunk = (DUT_COMMAND_CHARS - len("db ")) // 2
         if not data:
@@ -243,8 +272,14 @@ class DutClient:
                     f"{end} of {len(data)} bytes: bytes were lost or repeated on the UART. "
                     "Check the baud rate and cabling"
                 )
+        if verify is None:
+            verify = self.verify_by_default(len(data))
         if verify:
             self._verify(data)
+            self.loads_verified += 1
+        else:
+            self.loads_unverified += 1
+        return verify
 
     def infer(self, n: int, warmups: int, timeout_s: float | None = None) -> InferReply:
         """Run ``infer N W`` (W always sent: the firmware's default is 10, not the 0 it claims)."""

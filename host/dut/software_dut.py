@@ -25,12 +25,14 @@ import select
 import socket
 import string
 import threading
+import time
 import tty
 from collections.abc import Callable
 from functools import partial
 from types import TracebackType
 
 from energy_monitor.sim.load import LoadTimeline
+from energy_monitor.sim.pty_port import UartPacer
 from tinypower.boards import Board
 from tinypower.dut.protocol import DUT_COMMAND_CHARS, FIRMWARE_INFER_WARMUPS
 from tinypower.suites.benchmarks import Suite
@@ -63,7 +65,12 @@ class SoftwareDut:
     """A simulated MLPerf Tiny DUT on a pty or a loopback TCP port.
 
     ``corrupt_download_byte`` flips every bit of the byte received at that offset of a ``db``
-    download, as a UART error would, so tests can prove the host notices.
+    download, as a UART error would, so tests can prove the host notices. ``uart_baud`` makes
+    its replies take the UART's time (bytes x 10 / baud). It boots when ``timeline.powered``
+    and whenever the timeline's supply is switched on; unpowered it is silent. ``realtime``
+    makes an ``infer`` take its time on the wall clock instead of jumping the virtual clock,
+    so a meter streams its window as a real one does (for hosts that read the stream as it
+    comes, like the MLCommons runner, which cannot take 10 s of samples at once).
     """
 
     def __init__(
@@ -77,6 +84,8 @@ class SoftwareDut:
         macs: int,
         name: str = "tinypower-software-dut",
         corrupt_download_byte: int | None = None,
+        uart_baud: int | None = None,
+        realtime: bool = False,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
@@ -112,10 +121,15 @@ class SoftwareDut:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._wake_r, self._wake_w = os.pipe()  # close() writes to it to end any wait at once
+        self._power_r, self._power_w = os.pipe()  # the supply switched: b"1" on, b"0" off
         self._closers: list[Callable[[], None]] = [
-            partial(os.close, self._wake_r),
-            partial(os.close, self._wake_w),
+            partial(os.close, fd)
+            for fd in (self._wake_r, self._wake_w, self._power_r, self._power_w)
         ]
+        self._pacer = UartPacer(uart_baud)
+        self.realtime = realtime
+        self._powered = timeline.powered
+        timeline.on_power(self._power_switched)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -180,21 +194,48 @@ class SoftwareDut:
             conn.setblocking(False)
             self._run(conn.fileno())
 
+    def _power_switched(self, on: bool) -> None:
+        """The timeline's supply changed (called from the simulated monitor's thread)."""
+        if not self._stop.is_set():
+            os.write(self._power_w, b"1" if on else b"0")
+
+    def _boot(self, fd: int) -> None:
+        """Power-on reset: state cleared, the banner printed (with the boot's timestamp)."""
+        self._cmd.clear()
+        self._cmd_overflow = False
+        self._buffer = bytearray()
+        self._loaded = 0
+        self._last_results = None
+        banner = [f"m-timestamp-mode-{self.mode}", *self._timestamp(), "m-init-done"]
+        self._write(fd, _encode([*banner, "m-ready"]))
+
     def _run(self, fd: int) -> None:
-        """Boot, then answer commands until close() or until the peer hangs up."""
+        """Boot when powered, then answer commands until close() or until the peer hangs up.
+
+        Unpowered (in energy mode only the monitor supplies the DUT), it is silent and what it
+        is sent is lost; switching the supply on boots it again."""
         try:
-            banner = [f"m-timestamp-mode-{self.mode}", *self._timestamp(), "m-init-done"]
-            self._write(fd, _encode([*banner, "m-ready"]))
+            if self._powered:
+                self._boot(fd)
             while True:
-                self._wait([fd])
+                ready = self._wait([fd, self._power_r])
                 if self._stop.is_set():
                     return
+                if self._power_r in ready:
+                    for switch in os.read(self._power_r, 64):
+                        was, self._powered = self._powered, switch == ord("1")
+                        if self._powered and not was:
+                            self._boot(fd)
+                if fd not in ready:
+                    continue
                 try:
                     data = os.read(fd, 4096)
                 except BlockingIOError:
                     continue
                 if not data:
                     return
+                if not self._powered:
+                    continue  # an unpowered MCU hears nothing
                 for byte in data:
                     reply = self._receive(byte)
                     if reply:
@@ -203,19 +244,23 @@ class SoftwareDut:
             return  # the client hung up (a closed socket); nothing is left to answer
 
     def _write(self, fd: int, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            self._wait([], [fd])
-            if self._stop.is_set():
-                return
-            try:
-                view = view[os.write(fd, view) :]
-            except BlockingIOError:
-                continue
+        """Send ``data`` at the UART's baud (when given): the firmware's printf blocks."""
+        for piece in self._pacer.pieces(data):
+            view = memoryview(piece)
+            while view:
+                self._wait([], [fd])
+                if self._stop.is_set():
+                    return
+                try:
+                    view = view[os.write(fd, view) :]
+                except BlockingIOError:
+                    continue
 
-    def _wait(self, read: list[int | socket.socket], write: list[int] | None = None) -> None:
-        """Block until one of the fds is ready or close() is called."""
-        select.select([*read, self._wake_r], write or [], [])
+    def _wait(
+        self, read: list[int | socket.socket], write: list[int] | None = None
+    ) -> list[int | socket.socket]:
+        """Block until one of the fds is ready or close() is called; the readable ones."""
+        return select.select([*read, self._wake_r], write or [], [])[0]
 
     def _receive(self, byte: int) -> bytes:
         """One received byte, as ``ee_serial_callback``: a reply when it ends a command."""
@@ -350,7 +395,10 @@ class SoftwareDut:
             end = second + hold
             laps = self._pulse(first) + self._pulse(second)
             self.timeline.set_current(end, self.energy.idle_current_a)
-            self.timeline.clock.advance(end - start)
+            if not self.realtime:
+                self.timeline.clock.advance(end - start)
+        if self.realtime:
+            time.sleep(end - start)
         return [
             f"m-warmup-start-{warmups}",
             "m-warmup-done",

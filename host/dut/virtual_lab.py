@@ -26,6 +26,8 @@ class VirtualLab:
     ``interface`` (``arduino`` or ``mlcommons``) a simulated IO manager sits on the DUT's port
     and the host opens ``io_manager_url`` instead, as in an energy-mode setup."""
 
+    boot_s = 0.1  # the software DUT boots at once; its banner takes ~50 ms at 9600 baud
+
     def __init__(
         self, *, board: Board, suite: Suite, model: bytes, macs: int, mode: str,
         monitor: str | None = None, meter_faults: SimFaults | None = None,
@@ -35,10 +37,15 @@ class VirtualLab:
             raise ValueError(f"board {board.name} has no cycle and energy model to simulate")
         self.monitor = monitor or board.monitor_kind
         self.clock = VirtualClock()
-        self.timeline = LoadTimeline(self.clock, board.energy_model.idle_current_a)
+        # In energy mode only the monitor supplies the DUT: it stays off (silent) until the
+        # monitor's simulator switches its output on. Otherwise USB powers it from the start.
+        self.timeline = LoadTimeline(
+            self.clock, board.energy_model.idle_current_a, powered=mode != "energy"
+        )
         self.dut = SoftwareDut(
             model=model, suite=suite, board=board, timeline=self.timeline, mode=mode, macs=macs,
             corrupt_download_byte=corrupt_download_byte,
+            uart_baud=board.uart_baud.get(mode, DEFAULT_DUT_BAUD),
         )
         self._meter_faults = meter_faults
         self._meter: SimulatedMeter | None = None

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from energy_monitor.meter import Meter, MeterError
+from energy_monitor.meter import Meter, MeterError, is_ours, weakest
 from energy_monitor.sim.faults import SimFaults
 from energy_monitor.trace import (
     Event,
@@ -196,7 +196,8 @@ def run(request: RunRequest, progress: Progress | None = None) -> RunOutcome:
                     DutClient(lab.dut_url, request.board.uart_baud.get(request.mode, 115200),
                               transcript)
                 )
-            _open_dut(dut, request, session)
+            if is_ours(_open_dut(dut, request, session)):  # the software DUT, not a board
+                _observed(outcome, "simulated")
             if isinstance(lab, EmulatedLab) or request.tinypower_firmware:
                 _select_firmware_mode(dut, request)
             if request.mode == "energy":
@@ -206,6 +207,9 @@ def run(request: RunRequest, progress: Progress | None = None) -> RunOutcome:
                     on_command=lambda d, text: transcript.record(d, f"[{kind}] {text}"),
                 )
                 stack.callback(meter.close)
+                identity = meter.identify()
+                session.set("meter", identity.__dict__)
+                _observed(outcome, identity.measured_as)
                 sample_rate_hz = (
                     request.board.monitor_sample_rate_hz
                     if kind == request.board.monitor_kind
@@ -230,6 +234,14 @@ def run(request: RunRequest, progress: Progress | None = None) -> RunOutcome:
             raise
     _finish(outcome, request)
     return outcome
+
+
+def _observed(outcome: RunOutcome, label: str) -> None:
+    """Lower the outcome's label to what a device showed itself to be: a board file can say
+    ``hardware``, but a DUT or meter that identifies as one of our simulators makes every
+    number of the run ``simulated``."""
+    outcome.measured_as = weakest(outcome.measured_as, label)
+    outcome.session.set("measured_as", outcome.measured_as)
 
 
 def _dut_mode(mode: str) -> str:
@@ -297,7 +309,8 @@ def _open_interface(io: IoManagerClient, request: RunRequest, session: Session) 
     })
 
 
-def _open_dut(dut: DutClient, request: RunRequest, session: Session) -> None:
+def _open_dut(dut: DutClient, request: RunRequest, session: Session) -> str:
+    """Sync with the DUT and check its model; returns the name it reported."""
     dut.sync()
     name = dut.name()
     profile, model_id = dut.profile()
@@ -307,6 +320,7 @@ def _open_dut(dut: DutClient, request: RunRequest, session: Session) -> None:
             f"the DUT runs {model_id!r} but the suite is {request.suite.name!r}: flash the "
             f"{request.suite.name} firmware or pick --suite {model_id}"
         )
+    return name
 
 
 def _inputs(request: RunRequest) -> list[bytes]:
@@ -383,7 +397,6 @@ def _measure_energy(
     dut: DutClient, meter: Meter, sample_rate_hz: float, request: RunRequest, session: Session,
     progress: Progress,
 ) -> TinyResult:
-    session.set("meter", meter.identify().__dict__)
     meter.configure(voltage_v=request.board.monitor_voltage_v, sample_rate_hz=sample_rate_hz)
     inputs = _inputs(request)
     warmups = _warmups(request)
@@ -462,7 +475,7 @@ def _score_energy_windows(
     plot_trace(
         trace, [e.window for e in energies], session.path("power.png"),
         f"{request.suite.name} on {request.board.name}, energy mode "
-        f"({request.board.measured_as.upper()}): median {result.value:.3f} uJ/inf",
+        f"({str(session.data['measured_as']).upper()}): median {result.value:.3f} uJ/inf",
     )
     return result
 

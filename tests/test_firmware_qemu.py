@@ -225,7 +225,7 @@ def test_harness_answers_every_command_like_the_software_dut(tools, board) -> No
     for cmd, soft_lines, fw_lines in zip(script, replies["software"], replies["firmware"],
                                          strict=True):
         if cmd.startswith(b"name"):
-            assert soft_lines == ["m-name-dut-[tinypower-software-dut]", "m-ready"]
+            assert soft_lines == ["m-name-dut-[tinypowersim-software-dut]", "m-ready"]
             assert fw_lines == ["m-name-dut-[tinypower-qemu-an386]", "m-ready"]
             continue
         laps = re.compile(r"^m-lap-us-\d+$")

@@ -100,7 +100,7 @@ def test_number_format_round_trips() -> None:
 
 def test_identify_and_configure(bench: Bench) -> None:
     ident = bench.meter.identify()
-    assert ident.serial == "SIM-LPM01A-0001" and ident.firmware == "1.0.6"
+    assert ident.serial == "tinypowersim-LPM01A-0001" and ident.firmware == "1.0.6"
     assert ident.measured_as == "simulated"
     bench.meter.configure(voltage_v=VOLTAGE_V, sample_rate_hz=1000)
     assert bench.sim.voltage_v == pytest.approx(VOLTAGE_V)

@@ -86,7 +86,8 @@ def test_login_reserves_a_licence_and_close_gives_both_back(bench: Bench) -> Non
     assert automation["reserved_to"] == USER
     ident = bench.meter.identify()
     assert (ident.kind, ident.serial, ident.measured_as) == ("otii", "Arc-SIM-0001", "simulated")
-    assert ident.model == "Otii Arc (hw SIM-1.0, Otii 3.5.5)" and ident.firmware == "SIM-1.0.0"
+    assert ident.model == "Otii Arc (hw SIM-1.0, Otii 3.5.5)"
+    assert ident.firmware == "1.0.0-tinypowersim"
     sent = [t for d, t in bench.transcript if d == ">"]
     assert any('"password": "***"' in t for t in sent)
     assert not any(PASSWORD in t for _, t in bench.transcript)

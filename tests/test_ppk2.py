@@ -382,7 +382,7 @@ def test_a_ppk2_left_streaming_is_stopped_before_identify() -> None:
             crashed_program.write(b"\x06")
         time.sleep(0.1)
         assert b.sim.streaming
-        assert b.meter.identify().firmware == "HW 9173"
+        assert b.meter.identify().firmware == "HW 9173-tinypowersim"
         assert not b.sim.streaming and b.meter.metadata["R4"] == "0.043000"
     finally:
         b.close()

@@ -75,7 +75,7 @@ class SoftwareDut:
         timeline: LoadTimeline,
         mode: str,
         macs: int,
-        name: str = "tinypower-software-dut",
+        name: str = "tinypowersim-software-dut",
         corrupt_download_byte: int | None = None,
     ) -> None:
         if mode not in MODES:

@@ -43,6 +43,7 @@ from tinypower.results.record import (
     TRAINING_FILE,
     RecordError,
     ResultRecord,
+    check_passed,
     file_hashes,
     read_power_session,
     record_from_power_session,
@@ -276,7 +277,7 @@ def _power(runs: list[_Run]) -> str:
                 _e(len(phase.power_w)),
             ])
         checks = "".join(
-            f"<li>{'ok' if c.get('ok') else NOT_OK} "
+            f"<li>{'ok' if check_passed(c) else NOT_OK} "
             f"{_e(c.get('name'))} ({_e(c.get('kind'))}): {_e(c.get('message'))}</li>"
             for c in r.power_results.get("checks") or [])
         bound = r.record.alignment_bound_s

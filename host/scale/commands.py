@@ -15,7 +15,6 @@ sub-minute smoke run that is not rule-compliant and says so.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import secrets
 import tempfile
@@ -28,6 +27,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from energy_monitor.meter import MeterError
+from tinypower.results.record import check_passed, power_validity
+from tinypower.results.strict_json import dumps_strict
 from tinypower.scale.client import ClientError, DirectorConnection, SessionOutcome, run_session
 from tinypower.scale.director import Director, DirectorConfig, DirectorError
 from tinypower.scale.sut import (
@@ -79,9 +80,8 @@ def measure_sut(args: argparse.Namespace, err: Console) -> int:
         if simulator is not None:
             simulator.close()
     if args.json:
-        print(json.dumps({"session": outcome.session, "folder": outcome.folder,
-                          "error": outcome.error, "notes": notes, **outcome.results},
-                         default=str))
+        print(dumps_strict({"session": outcome.session, "folder": outcome.folder,
+                            "error": outcome.error, "notes": notes, **outcome.results}))
     else:
         print_outcome(outcome, notes)
     return 0 if outcome.ok else EXIT_INVALID
@@ -198,13 +198,14 @@ def print_outcome(outcome: SessionOutcome, notes: list[str]) -> None:
     if bound is not None:
         out.print(f"alignment bound (measured clock skew): {bound * 1e3:.2f} ms")
     for c in r.get("checks", []):
-        if not c["ok"]:
+        if not check_passed(c):
             label = "[red]invalid:[/]" if c["kind"] == "validity" else "[yellow]not compliant:[/]"
             out.print(f"{label} {escape(c['name'] + ': ' + c['message'])}", highlight=False)
     if outcome.error:
         out.print(f"[bold red]run failed:[/] {escape(outcome.error)}", highlight=False)
-    out.print(f"valid: {'[green]yes[/]' if r.get('valid') else '[red]no[/]'}, MLPerf-compliant: "
-              f"{'yes' if r.get('compliant') else 'no'}", highlight=False)
+    valid = power_validity(r)[0]
+    out.print(f"valid: {'[green]yes[/]' if valid else '[red]no[/]'}, MLPerf-compliant: "
+              f"{'yes' if valid and r.get('compliant') is True else 'no'}", highlight=False)
     out.print(f"session: {outcome.folder}", highlight=False)
     for note in notes:
         out.print(f"[yellow]note:[/] {escape(note)}", highlight=False)

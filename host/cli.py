@@ -42,6 +42,7 @@ from tinypower.models import (
 )
 from tinypower.report.commands import add_commands as add_report_commands
 from tinypower.results.commands import add_commands as add_results_commands
+from tinypower.results.strict_json import dumps_strict
 from tinypower.runner import MODES, RunError, RunOutcome, RunRequest, run
 from tinypower.scale.commands import add_sut_arguments, measure_sut
 from tinypower.scale.fleet_commands import add_commands as add_fleet_commands
@@ -257,20 +258,33 @@ def _measure(args: argparse.Namespace, err: Console) -> int:
             err.print(f"  data kept in {outcome.session.folder}", highlight=False)
     if args.json:
         for request, outcome in outcomes:
-            print(json.dumps(outcome.record(request), default=str))
+            print(dumps_strict(outcome.record(request)))
     else:
         _print_table(outcomes)
     return 0 if all(o.ok for _, o in outcomes) else EXIT_INVALID
 
 
+def _instrument(meter: dict | None) -> str:
+    """The meter as it reported itself, and how far its driver is verified."""
+    if not meter:
+        return "DUT timer"
+    return (f"{meter.get('model', '?')} {meter.get('serial', '?')} fw {meter.get('firmware', '?')}"
+            f" [{meter.get('verification', 'unknown')}]")
+
+
 def _print_table(outcomes: list[tuple[RunRequest, RunOutcome]]) -> None:
     out = Console()
     table = Table(title="tinypower results")
-    for col in ("suite", "mode", "result", "detail", "valid", "measured as"):
+    for col in ("suite", "mode", "result", "detail", "valid", "measured as", "instrument"):
         table.add_column(col)
     for request, o in outcomes:
         r = o.result
         value = "-" if r is None or math.isnan(r.value) else f"{r.value:.3f} {r.unit}"
+        if r is not None and "energy_uncertainty_uj" in r.extras and value != "-":
+            value = (f"{r.value:.3f} ± {r.extras['energy_uncertainty_uj']:.3f} {r.unit} "
+                     f"(k={r.extras['uncertainty_k']:g})")
+        if r is not None and r.mode == "accuracy" and value != "-":
+            value = f"{r.metric.replace('_', ' ')} {value}"
         detail = ""
         if r is not None and r.mode == "performance":
             detail = f"latency {r.extras['latency_ms']:.3f} ms, N={r.extras['iterations']}"
@@ -281,7 +295,7 @@ def _print_table(outcomes: list[tuple[RunRequest, RunOutcome]]) -> None:
             detail = f"reference agreement {r.extras['reference_agreement_percent']:.1f}%"
         valid = "[green]yes[/]" if o.ok else "[red]no[/]"
         table.add_row(request.suite.name, request.mode, value, detail, valid,
-                      o.measured_as.upper())
+                      o.measured_as.upper(), _instrument(o.session.data.get("meter")))
     out.print(table)
     notes: list[str] = []
     for request, o in outcomes:

@@ -275,7 +275,7 @@ def _instrument(meter: dict | None) -> str:
 def _print_table(outcomes: list[tuple[RunRequest, RunOutcome]]) -> None:
     out = Console()
     table = Table(title="tinypower results")
-    for col in ("suite", "mode", "result", "detail", "valid", "measured as", "instrument"):
+    for col in ("suite", "mode", "result", "detail", "valid", "measured as"):
         table.add_column(col)
     for request, o in outcomes:
         r = o.result
@@ -295,11 +295,13 @@ def _print_table(outcomes: list[tuple[RunRequest, RunOutcome]]) -> None:
             detail = f"reference agreement {r.extras['reference_agreement_percent']:.1f}%"
         valid = "[green]yes[/]" if o.ok else "[red]no[/]"
         table.add_row(request.suite.name, request.mode, value, detail, valid,
-                      o.measured_as.upper(), _instrument(o.session.data.get("meter")))
+                      o.measured_as.upper())
     out.print(table)
     notes: list[str] = []
     for request, o in outcomes:
         out.print(f"{request.mode} session: {o.session.folder}", highlight=False)
+        out.print(f"  instrument: {escape(_instrument(o.session.data.get('meter')))}",
+                  highlight=False)
         problems = ([o.error] if o.error else []) + (
             [f"{c.rule}: {c.message}" for c in o.result.failures] if o.result else []
         )

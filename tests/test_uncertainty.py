@@ -76,3 +76,17 @@ def test_every_virtual_lab_energy_result_carries_its_budget(tmp_path) -> None:
     for w in r.windows:
         assert set(w["uncertainty"]["components_j"]) == {"gain", "resolution", "voltage",
                                                          "alignment"}
+
+
+def test_cli_and_report_print_the_value_with_its_uncertainty_and_the_instrument(
+        tmp_path, capsys) -> None:
+    from tinypower.cli import main
+
+    assert main(["measure", "--runs-dir", str(tmp_path), "--mode", "energy"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "± " in out and "(k=2)" in out
+    assert "tinypowersim-LPM01A-0001" in out and "[simulator-only]" in out
+    [folder] = [f for f in tmp_path.iterdir() if f.is_dir()]
+    assert main(["report", str(folder), "--out", str(tmp_path / "r.html")]) == 0
+    html = (tmp_path / "r.html").read_text()
+    assert "± " in html and "(k=2)" in html and "[simulator-only]" in html

@@ -202,7 +202,19 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def _value(record: ResultRecord) -> str:
-    return "-" if record.value is None else f"{record.value:.4g} {record.unit}"
+    """The headline value, with its expanded uncertainty where the record has one."""
+    if record.value is None:
+        return "-"
+    u = record.extras.get("energy_uncertainty_uj")
+    if isinstance(u, int | float) and record.unit == "uJ/inf":
+        return f"{record.value:.4g} ± {u:.2g} {record.unit} (k=2)"
+    return f"{record.value:.4g} {record.unit}"
+
+
+def _meter(record: ResultRecord) -> str:
+    """The meter as it identified itself, with its driver's verification level."""
+    level = record.extras.get("verification")
+    return f"{record.meter or '-'}" + (f" [{level}]" if level else "")
 
 
 def _energy_per_work_j(run: _Run) -> float | None:
@@ -292,7 +304,7 @@ def _power(runs: list[_Run]) -> str:
               "below ranging's.</p>"
             + _table(("phase", "scenario", "result", "average power (W)", "readings in window",
                       "window (s)", "readings"), rows)
-            + f"<p>Meter: {_e(r.record.meter or '-')}; alignment bound (measured clock skew): "
+            + f"<p>Meter: {_e(_meter(r.record))}; alignment bound (measured clock skew): "
             + (f"{bound * 1e3:.2f} ms" if bound is not None else "not measured")
             + f"</p><ul>{checks}</ul></div>"
         )
@@ -445,7 +457,7 @@ def _sessions(runs: list[_Run]) -> str:
             files.items()) if n in SHOWN_FILES)
         rows.append([
             _e(f"#{r.number}"), _e(r.session.folder), _e(r.session.data.get("started_utc", "")),
-            _e(r.session.data.get("status", "")), _e(r.record.meter or "-"),
+            _e(r.session.data.get("status", "")), _e(_meter(r.record)),
             _badge(r.record.measured_as), hashes,
         ])
     return _section("sessions", "Sessions and their files", _table(

@@ -176,7 +176,8 @@ def score_phase(phase_dir: Path, spl: Path, series: PowerSeries | CounterSeries 
         energy = series.energy(b, e, max_gap_s)
         result.update(energy_j=energy.energy_j, coverage=energy.coverage,
                       gaps=[[g.start_s, g.end_s] for g in energy.gaps],
-                      median_interval_s=energy.median_interval_s)
+                      median_interval_s=energy.median_interval_s,
+                      estimated_j=energy.estimated_j, bridged_j=energy.bridged_j)
     return result
 
 

@@ -65,6 +65,7 @@ class SeriesEnergy:
     resets: int = 0  # counter resets inside the window (energy before each is unknown)
     wraps: int = 0  # counter wraps unwrapped inside the window (exact)
     bridged_j: float = 0.0  # a counter's own increase across gaps (exact, in energy_j)
+    bridged_s: float = 0.0  # how much of the window those bridged gaps span
     estimated_j: float = 0.0  # interpolated across gaps or held beyond the readings
     estimated_s: float = 0.0  # how much of the window that estimate spans
 
@@ -78,8 +79,11 @@ class SeriesEnergy:
         return self.estimated_s / self.duration_s if self.duration_s > 0 else 0.0
 
     def problem(self, min_coverage: float = MIN_COVERAGE) -> str | None:
-        """Why this window's energy does not stand (None when it does)."""
-        if self.coverage < min_coverage:
+        """Why this window's energy does not stand (None when it does): too little of it
+        covered by readings or by a counter's bridged increase."""
+        known = self.coverage + (self.bridged_s / self.duration_s if self.duration_s > 0
+                                 else 0.0)
+        if known < min_coverage:
             return (f"readings cover {self.coverage:.1%} of the {self.duration_s:.3f} s window "
                     f"(at least {min_coverage:.0%} needed); {self.estimated_share:.1%} of it is "
                     f"estimated ({self.estimated_j:.6g} J): read the meter more often or "
@@ -205,7 +209,8 @@ class CounterSeries:
         linearly at the window's ends. Gaps between readings are bridged by the counter's own
         increase (``bridged_j``) unless a reset fell in them (what was used before a reset is
         unknown); beyond the first or last reading the nearest interval's mean power is held
-        (``estimated_j``). Coverage counts bridged gaps as covered."""
+        (``estimated_j``). Coverage, a statement about the readings, does not count bridged
+        gaps (``bridged_s`` says how long they were); :meth:`SeriesEnergy.problem` does."""
         step, wrapped, reset = self.corrected_steps()
         cumulative = np.concatenate(([0.0], np.cumsum(step)))
         points_t, points_e = _clip(self.time_s, cumulative, start_s, end_s)
@@ -219,6 +224,7 @@ class CounterSeries:
             result.gaps, result.median_interval_s, result.max_interval_s,
             resets=int(np.count_nonzero(reset & inside)),
             wraps=int(np.count_nonzero(wrapped & inside)), bridged_j=result.bridged_j,
+            bridged_s=result.bridged_s,
             estimated_j=result.estimated_j, estimated_s=result.estimated_s,
         )
 
@@ -288,7 +294,7 @@ def _series_energy(
         gaps.append(Gap(max(t[-1], start_s), end_s))
     gap_s = sum(g.duration_s for g in gaps)
     held_s = gap_s - _gap_inside_s(gaps, t)  # before the first or after the last reading
-    covered = bridged = estimated = unknown_s = 0.0
+    covered = bridged = estimated = unknown_s = bridged_s = 0.0
     if len(points_t) > 1:
         dt = np.diff(points_t)
         mids = 0.5 * (points_t[1:] + points_t[:-1])
@@ -304,6 +310,7 @@ def _series_energy(
             bridged = float(np.sum(pieces[in_gap & ~unknown]))
             estimated = float(np.sum(pieces[unknown]))
             unknown_s = float(np.sum(dt[unknown]))
+            bridged_s = float(np.sum(dt[in_gap & ~unknown]))
         else:
             assert points_p is not None
             pieces = 0.5 * (points_p[1:] + points_p[:-1]) * dt
@@ -319,10 +326,11 @@ def _series_energy(
     return SeriesEnergy(
         start_s=start_s, end_s=end_s, energy_j=covered + bridged + estimated + held_j,
         readings=readings,
-        coverage=max(0.0, 1.0 - (unknown_s + held_s) / (end_s - start_s)), gaps=gaps,
+        coverage=max(0.0, 1.0 - gap_s / (end_s - start_s)), gaps=gaps,
         median_interval_s=float(np.median(covering)) if len(covering) else float("nan"),
         max_interval_s=float(np.max(covering)) if len(covering) else float("nan"),
-        bridged_j=bridged, estimated_j=estimated + held_j, estimated_s=unknown_s + held_s,
+        bridged_j=bridged, bridged_s=bridged_s, estimated_j=estimated + held_j,
+        estimated_s=unknown_s + held_s,
     )
 
 

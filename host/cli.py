@@ -281,7 +281,7 @@ def _print_table(outcomes: list[tuple[RunRequest, RunOutcome]]) -> None:
         r = o.result
         value = "-" if r is None or math.isnan(r.value) else f"{r.value:.3f} {r.unit}"
         if r is not None and "energy_uncertainty_uj" in r.extras and value != "-":
-            value = (f"{r.value:.3f} ± {r.extras['energy_uncertainty_uj']:.3f} {r.unit} "
+            value = (f"{r.value:.3f} ± {r.extras['energy_uncertainty_uj']:.3g} {r.unit} "
                      f"(k={r.extras['uncertainty_k']:g})")
         if r is not None and r.mode == "accuracy" and value != "-":
             value = f"{r.metric.replace('_', ' ')} {value}"

@@ -39,6 +39,7 @@ from tinypower.boards import Board
 from tinypower.dut.emulated_lab import EmulatedLab
 from tinypower.dut.hardware_bench import BenchError, BenchPorts, HardwareBench
 from tinypower.dut.io_manager import DEFAULT_DUT_BAUD, KINDS, IoManagerClient
+from tinypower.dut.latency_model import describe as describe_latency_model
 from tinypower.dut.protocol import DutClient, DutError
 from tinypower.dut.transcript import Transcript
 from tinypower.dut.virtual_lab import VirtualLab
@@ -183,6 +184,10 @@ def run(request: RunRequest, progress: Progress | None = None) -> RunOutcome:
             f"{request.mode} mode talks to the DUT directly"
         )
     session.set("measured_as", outcome.measured_as)
+    if models := _models(request.board):
+        session.set("models", models)
+        outcome.notes.append(f"{models['label']}: timing from {models['timing']}; power "
+                             f"profile from {models['power_profile']}")
     lab: VirtualLab | EmulatedLab | HardwareBench | None = None
     with ExitStack() as stack:
         transcript = stack.enter_context(Transcript(session.path("transcript.log")))
@@ -238,6 +243,23 @@ def run(request: RunRequest, progress: Progress | None = None) -> RunOutcome:
             raise
     _finish(outcome, request)
     return outcome
+
+
+def _models(board: Board) -> dict[str, str] | None:
+    """What a virtual or emulated board's numbers are modelled from, said in the results:
+    its timing (the software DUT's firmware costs, or the firmware under QEMU) and its power
+    profile with the published run it comes from."""
+    if board.kind == "hardware" or board.energy_model is None:
+        return None
+    profile = board.energy_model.source or "assumed currents (no source given in the board file)"
+    if board.kind == "emulated":
+        return {"label": "emulated timing, modelled power",
+                "timing": "the benchmark firmware under QEMU (instruction count)",
+                "power_profile": profile}
+    timing = (describe_latency_model() if board.cycle_model is not None
+              and board.cycle_model.costs == "firmware" else "a constant cost per MAC")
+    return {"label": "simulated timing, modelled power", "timing": timing,
+            "power_profile": profile}
 
 
 def _observed(outcome: RunOutcome, label: str) -> None:

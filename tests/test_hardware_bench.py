@@ -53,7 +53,7 @@ def bench() -> Iterator[SimulatedBench]:
                 BenchPorts(dut=lab.dut_url, monitor=meter_port, interface=lab.io_manager_url),
                 lab,
                 board.monitor_voltage_v * sim_board.energy_model.active_current_a,
-                sim_board.cycle_model.latency_s(model.info.macs, sim_board.clock_hz),
+                sim_board.cycle_model.latency_s(model.info.macs, sim_board.clock_hz, model.data),
             )
         finally:
             meter.close()

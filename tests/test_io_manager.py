@@ -221,7 +221,7 @@ def test_arduino_d3_laps_time_the_window(
     assert reply.lines[-1].startswith("m-results-[") and not reply.laps_us
     assert len(lab.client.board_laps_us) == laps
     board = lab.board
-    window_us = (20 * board.cycle_model.latency_s(MODEL.info.macs, board.clock_hz)
+    window_us = (20 * board.cycle_model.latency_s(MODEL.info.macs, board.clock_hz, MODEL.data)
                  + board.energy_model.timestamp_hold_s) * 1e6
     first_fall, second_fall = lab.client.board_laps_us[0], lab.client.board_laps_us[laps // 2]
     assert second_fall - first_fall == pytest.approx(window_us, abs=1)
@@ -342,7 +342,7 @@ def test_energy_measurement_through_the_arduino_io_manager(tmp_path: Path) -> No
     assert through.ok, through.error
     assert through.result.value == pytest.approx(direct.result.value, rel=1e-3)
     board = load_board("sim-m4")
-    latency_s = board.cycle_model.latency_s(MODEL.info.macs, board.clock_hz)
+    latency_s = board.cycle_model.latency_s(MODEL.info.macs, board.clock_hz, MODEL.data)
     truth_uj = board.monitor_voltage_v * board.energy_model.active_current_a * latency_s * 1e6
     assert through.result.value == pytest.approx(truth_uj, rel=1e-3)
     assert all(w["duration_s"] >= 10 for w in through.result.windows)

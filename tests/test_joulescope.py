@@ -278,7 +278,7 @@ def test_energy_run_through_the_runner_matches_ground_truth(tmp_path) -> None:
         runs_dir=tmp_path, monitor="joulescope",
     ))
     assert outcome.ok, outcome.error
-    latency_s = board.cycle_model.latency_s(model.info.macs, board.clock_hz)
+    latency_s = board.cycle_model.latency_s(model.info.macs, board.clock_hz, model.data)
     n = outcome.result.extras["iterations"]
     power_w = board.monitor_voltage_v * board.energy_model.active_current_a
     truth_uj = power_w * (n * latency_s + board.energy_model.timestamp_hold_s) * 1e6

@@ -349,7 +349,7 @@ def test_energy_mode_through_the_runner_scores_ground_truth(tmp_path: Path) -> N
         runs_dir=tmp_path, monitor="otii",
     ))
     assert outcome.ok, outcome.error
-    latency_s = board.cycle_model.latency_s(model.info.macs, board.clock_hz)
+    latency_s = board.cycle_model.latency_s(model.info.macs, board.clock_hz, model.data)
     power_w = board.monitor_voltage_v * board.energy_model.active_current_a
     n = outcome.result.extras["iterations"]
     truth_uj = power_w * (n * latency_s + board.energy_model.timestamp_hold_s) * 1e6

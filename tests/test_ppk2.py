@@ -470,7 +470,7 @@ def test_energy_mode_through_the_runner_scores_within_0_1_percent(tmp_path) -> N
         runs_dir=tmp_path, monitor="ppk2",
     ))
     assert outcome.ok, outcome.error
-    latency_s = board.cycle_model.latency_s(model.info.macs, board.clock_hz)
+    latency_s = board.cycle_model.latency_s(model.info.macs, board.clock_hz, model.data)
     power_w = board.monitor_voltage_v * board.energy_model.active_current_a
     n = outcome.result.extras["iterations"]
     # Between the two falling edges the DUT runs N inferences and one timestamp pulse.

@@ -90,7 +90,7 @@ class SoftwareDut:
         self.name = name
         self.timeline = timeline
         self.corrupt_download_byte = corrupt_download_byte
-        self.latency_s = board.cycle_model.latency_s(macs, board.clock_hz)
+        self.latency_s = board.cycle_model.latency_s(macs, board.clock_hz, model)
         self.energy = board.energy_model
         self.url: str | None = None
         self._reference = ReferenceModel(model, suite)

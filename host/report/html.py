@@ -207,7 +207,7 @@ def _value(record: ResultRecord) -> str:
         return "-"
     u = record.extras.get("energy_uncertainty_uj")
     if isinstance(u, int | float) and record.unit == "uJ/inf":
-        return f"{record.value:.4g} ± {u:.2g} {record.unit} (k=2)"
+        return f"{record.value:.4g} ± {u:.3g} {record.unit} (k=2)"
     return f"{record.value:.4g} {record.unit}"
 
 

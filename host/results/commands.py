@@ -19,7 +19,7 @@ from rich.table import Table
 from tinypower.results.compliance import MIN_POWER_RUN_S, check_tree
 from tinypower.results.db import COLUMNS, DEFAULT_DB, StoreError, query, write_csv
 from tinypower.results.logio import printable
-from tinypower.results.record import RecordError
+from tinypower.results.record import RecordError, ResultRecord
 from tinypower.results.rescore import RescoreError, TreeScan, parse_round, rescore_tree
 from tinypower.rules.tiny import MIN_WINDOW_S
 
@@ -80,6 +80,14 @@ def _fmt(value: float | None, digits: int = 7) -> str:
     return f"{value:.{digits}g}"
 
 
+def _value(record: ResultRecord) -> str:
+    """The value with its expanded uncertainty (k=2) where the record carries one."""
+    u = record.extras.get("energy_uncertainty_uj")
+    if isinstance(u, int | float) and record.unit == "uJ/inf" and record.value is not None:
+        return f"{_fmt(record.value)} ± {u:.3g} {record.unit}"
+    return f"{_fmt(record.value)} {record.unit}"
+
+
 def results_command(args: argparse.Namespace, err: Console) -> int:
     try:
         records = query(args.db, args.filter)
@@ -98,7 +106,7 @@ def results_command(args: argparse.Namespace, err: Console) -> int:
         table.add_column(col)
     for r in records:
         table.add_row(
-            r.system, r.scale, r.benchmark, r.scenario, f"{_fmt(r.value)} {r.unit}",
+            r.system, r.scale, r.benchmark, r.scenario, _value(r),
             f"{_fmt(r.power_w, 4)} W", r.measured_as.upper(),
             "[green]yes[/]" if r.valid else f"[red]no[/] {escape(', '.join(r.failed_rules))}",
         )

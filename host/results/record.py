@@ -237,6 +237,10 @@ def records_from_session(folder: Path) -> list[ResultRecord]:
     if session.get("reason"):
         extras["reason"] = session["reason"]
     extras.update(_instrument_extras(session.get("meter")))
+    models = session.get("models") or {}
+    for key in ("label", "timing", "power_profile"):
+        if models.get(key):
+            extras[f"model_{key}"] = str(models[key])
     model = record.get("model") or {}
     if model.get("name"):
         extras["model"] = model["name"]

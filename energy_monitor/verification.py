@@ -23,10 +23,12 @@ LEVELS: dict[str, tuple[str, str]] = {
     "lpm01a": ("simulator-only",
                "tests/test_lpm01a.py against lpm01a_sim; error text, stop order, eventsrc and "
                "energy-mode rate are UNVERIFIED (instruments.md §12)"),
-    "ppk2": ("simulator-only",
-             "tests/test_ppk2.py against ppk2_sim; VID/PID UNVERIFIED"),
-    "otii": ("simulator-only",
-             "tests/test_otii.py against otii_sim; channel rates and error codes UNVERIFIED"),
+    "ppk2": ("conformance-tested",
+             "tests/conformance/test_ppk2_api.py: ppk2-api, as shipped, against ppk2_sim "
+             "(docs/conformance.md); VID/PID UNVERIFIED"),
+    "otii": ("conformance-tested",
+             "tests/conformance/test_otii_client.py: otii-tcp-client, as shipped, against "
+             "otii_sim (docs/conformance.md); channel rates and error codes UNVERIFIED"),
     "joulescope": ("simulator-only",
                    "tests/test_joulescope.py against joulescope_sim at the Python API "
                    "(no public byte protocol)"),

@@ -177,3 +177,13 @@ def test_the_weakest_label_wins_and_every_level_is_named() -> None:
     assert weakest("hardware") == "hardware"
     assert {level for level, _ in LEVELS.values()} <= set(LEVEL_NAMES)
     assert level_of("no-such-driver") == "unknown"
+
+
+def test_check_on_a_tiny_export_keeps_the_simulated_warning(sessions, tmp_path: Path) -> None:
+    from tinypower.results.compliance import check_tree
+    from tinypower.results.exports import export_tiny
+
+    folder = export_tiny(sessions["energy"], tmp_path / "closed" / "tinypower")
+    [case] = check_tree(folder)
+    got = {c.rule: (c.verdict, c.evidence) for c in case.checks}
+    assert got["measured_as"] == ("warn", "measured_as: simulated: not a hardware measurement")

@@ -221,8 +221,28 @@ def check_tiny(folder: Path, kind: str, case: CaseResult) -> list[ComplianceChec
                                      f"target {target}%"))
     except (OSError, json.JSONDecodeError, LogFormatError, TypeError, IndexError) as exc:
         checks.append(ComplianceCheck("tiny.readable", "fail", str(exc)))
+    checks += _exported_measured_as(folder)
     checks.append(_rescore_check(case))
     return checks
+
+
+_EXPORT_HEADER = re.compile(r"^# tinypower export of session .*, measured_as: (\w+)$")
+
+
+def _exported_measured_as(folder: Path) -> list[ComplianceCheck]:
+    """A folder tinypower exported says how it was measured in its results.txt header; a
+    published folder has none (measured on the submitter's hardware)."""
+    try:
+        first = (folder / "results.txt").read_text(errors="replace").split("\n", 1)[0]
+    except OSError:
+        return []
+    match = _EXPORT_HEADER.match(first.strip())
+    if match is None:
+        return []
+    measured_as = match.group(1)
+    return [_check("measured_as", measured_as == "hardware",
+                   f"measured_as: {measured_as}" + ("" if measured_as == "hardware" else
+                                                    ": not a hardware measurement"), "warn")]
 
 
 # --------------------------------------------------------------------------------------------

@@ -214,3 +214,24 @@ def _resolution(spec: InstrumentSpec, samples: Sequence[float] | np.ndarray | No
         steps = np.asarray(lsbs, dtype=np.float64)[index]
     per_sample = 1.0 if samples_are == "energy_j" else voltage_v / sample_rate_hz
     return {"resolution": per_sample * math.sqrt(float(np.sum(steps * steps)) / 12.0)}
+
+
+def analyzer_budget(*, value: float, reported_uncertainty: float, window_s: float,
+                    alignment_bound_s: float) -> Budget:
+    """The budget of an AC analyzer's result over a LoadGen window, in the value's unit.
+
+    ``reported_uncertainty`` is the largest per-sample uncertainty PTDaemon reports for the
+    run (a fraction of the reading, from the analyzer's accuracy tables), read as a ±limit:
+    u = |value|·r/√3. The window's two edges may each be off by the measured clock-skew bound
+    Δt, which moves an energy per query by the power over Δt: u = |value|·(Δt/T)·√(2/3).
+    An average power (Offline, Server) does not change with the window's length to first
+    order; the term is kept, small and conservative.
+    """
+    components = {
+        "analyzer": abs(value) * reported_uncertainty / _RECT,
+        "alignment": (abs(value) * alignment_bound_s / window_s * math.sqrt(2.0 / 3.0)
+                      if window_s > 0 else 0.0),
+    }
+    combined = math.sqrt(sum(u * u for u in components.values()))
+    return Budget(components, combined, COVERAGE_K, True, (),
+                  ("PTDaemon's reported per-sample uncertainty, read as a ±limit",))

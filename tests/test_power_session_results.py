@@ -194,3 +194,19 @@ def test_a_stored_string_false_is_a_failed_check(power_session, tmp_path) -> Non
     (copy / "results.json").write_text(json.dumps(results))
     [record] = records_from_session(copy)
     assert not record.valid and "coverage" in record.failed_rules
+
+
+def test_the_power_record_carries_the_analyzers_uncertainty(power_session, tmp_path) -> None:
+    """U (k=2) from the uncertainty PTDaemon reported and the measured skew, by hand."""
+    import math
+
+    [record] = records_from_session(power_session)
+    server = json.loads((power_session / "power" / "server.json").read_text())
+    testing = stored(power_session)
+    r = server["phases"]["testing"]["meters"]["ptd"]["uncertainty_max"]
+    bound = json.loads((power_session / "results.json").read_text())["alignment_bound_s"]
+    v, t = testing["value"], testing["window_s"]
+    hand = 2 * math.sqrt((v * r / math.sqrt(3)) ** 2 + (v * bound / t * math.sqrt(2 / 3)) ** 2)
+    assert 0 < record.extras["uncertainty"] == pytest.approx(hand, rel=1e-9)
+    assert main(["report", str(power_session), "--out", str(tmp_path / "r.html")]) == 0
+    assert f"± {hand:.3g} mJ/query (k=2)" in (tmp_path / "r.html").read_text()

@@ -205,8 +205,8 @@ def _value(record: ResultRecord) -> str:
     """The headline value, with its expanded uncertainty where the record has one."""
     if record.value is None:
         return "-"
-    u = record.extras.get("energy_uncertainty_uj")
-    if isinstance(u, int | float) and record.unit == "uJ/inf":
+    u = record.extras.get("uncertainty")
+    if isinstance(u, int | float):
         return f"{record.value:.4g} ± {u:.3g} {record.unit} (k=2)"
     return f"{record.value:.4g} {record.unit}"
 

@@ -82,8 +82,8 @@ def _fmt(value: float | None, digits: int = 7) -> str:
 
 def _value(record: ResultRecord) -> str:
     """The value with its expanded uncertainty (k=2) where the record carries one."""
-    u = record.extras.get("energy_uncertainty_uj")
-    if isinstance(u, int | float) and record.unit == "uJ/inf" and record.value is not None:
+    u = record.extras.get("uncertainty")
+    if isinstance(u, int | float) and record.value is not None:
         return f"{_fmt(record.value)} ± {u:.3g} {record.unit}"
     return f"{_fmt(record.value)} {record.unit}"
 

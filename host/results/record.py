@@ -21,6 +21,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from energy_monitor.uncertainty import analyzer_budget
 from tinypower.results.session import sha256_bytes
 
 SCALES = ("tiny", "edge", "datacenter", "fleet")
@@ -237,6 +238,8 @@ def records_from_session(folder: Path) -> list[ResultRecord]:
     if session.get("reason"):
         extras["reason"] = session["reason"]
     extras.update(_instrument_extras(session.get("meter")))
+    if isinstance(extras.get("energy_uncertainty_uj"), int | float):
+        extras["uncertainty"] = extras["energy_uncertainty_uj"]  # in the value's unit, k=2
     models = session.get("models") or {}
     for key in ("label", "timing", "power_profile"):
         if models.get(key):
@@ -295,6 +298,28 @@ def primary_meter_identity(server: Mapping[str, Any]) -> dict[str, Any]:
     return dict(identity) if isinstance(identity, Mapping) else {}
 
 
+def primary_name(server: Mapping[str, Any]) -> str:
+    """The name of a director session's first meter, the one its spl.txt is from."""
+    try:
+        return str(((server.get("config") or {}).get("meters") or [{}])[0].get("name", ""))
+    except (AttributeError, IndexError):
+        return ""
+
+
+def _analyzer_uncertainty(server: Mapping[str, Any], primary: str, testing: Mapping[str, Any],
+                          alignment_bound_s: float | None) -> dict[str, float]:
+    """The testing value's expanded uncertainty (k=2) from the uncertainty PTDaemon reported
+    and the measured clock-skew bound (:func:`energy_monitor.uncertainty.analyzer_budget`)."""
+    try:
+        unc = float(server["phases"]["testing"]["meters"][primary]["uncertainty_max"])
+        value, window_s = float(testing["value"]), float(testing["window_s"])
+    except (KeyError, TypeError, ValueError):
+        return {}
+    budget = analyzer_budget(value=value, reported_uncertainty=unc, window_s=window_s,
+                             alignment_bound_s=float(alignment_bound_s or 0.0))
+    return {"uncertainty": budget.expanded_j, "uncertainty_k": budget.k}
+
+
 def _power_benchmark(folder: Path) -> str:
     """The model the client's LoadGen ran (``--model`` of its recorded command), by file stem."""
     try:
@@ -345,6 +370,8 @@ def record_from_power_session(folder: Path) -> ResultRecord:
     if isinstance(testing.get("energy_j"), int | float):
         extras["meter_energy_j"] = testing["energy_j"]
     extras.update(_instrument_extras(identity))
+    extras.update(_analyzer_uncertainty(server, primary_name(server), testing,
+                                        results.get("alignment_bound_s")))
     extras["compliant"] = valid and results.get("compliant") is True
     if not_compliant:
         extras["not_compliant"] = ", ".join(not_compliant)

@@ -187,3 +187,10 @@ def test_check_on_a_tiny_export_keeps_the_simulated_warning(sessions, tmp_path: 
     [case] = check_tree(folder)
     got = {c.rule: (c.verdict, c.evidence) for c in case.checks}
     assert got["measured_as"] == ("warn", "measured_as: simulated: not a hardware measurement")
+
+
+def test_the_docs_list_every_drivers_verification_level() -> None:
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "how-numbers-are-computed.md")
+    text = docs.read_text()
+    for kind, (level, _) in LEVELS.items():
+        assert f"| {kind} | {level} |" in text, kind

@@ -162,6 +162,7 @@ def test_cli_report_check_and_rescore_agree_on_an_invalid_power_session(
     # measure (the CLI): invalid, with the reason
     assert "invalid: coverage: readings cover" in printed
     assert "valid: no, MLPerf-compliant: no" in printed
+    assert "testing result: " in printed and " mJ/query (k=2)" in printed
     assert "not compliant: measured_as: the meter's numbers are simulated" in printed
     # the store and the report read the same record
     [record] = records_from_session(folder)

@@ -27,7 +27,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from energy_monitor.meter import MeterError
-from tinypower.results.record import check_passed, power_validity
+from tinypower.results.record import (
+    RecordError,
+    check_passed,
+    power_validity,
+    record_from_power_session,
+)
 from tinypower.results.strict_json import dumps_strict
 from tinypower.scale.client import ClientError, DirectorConnection, SessionOutcome, run_session
 from tinypower.scale.director import Director, DirectorConfig, DirectorError
@@ -176,6 +181,19 @@ def _local_meter(quick_run: bool) -> tuple[MeterConfig, Any, str]:
         "power follows this machine's CPU utilisation: results are SIMULATED")
 
 
+def _with_uncertainty(folder: str) -> str:
+    """The testing value ± U (k=2) from the session's record, when its folder is on this
+    machine (a local director); empty otherwise."""
+    try:
+        record = record_from_power_session(Path(folder))
+    except (RecordError, OSError):
+        return ""
+    u = record.extras.get("uncertainty")
+    if record.value is None or not isinstance(u, int | float):
+        return ""
+    return f"{record.value:.4f} ± {u:.3g} {record.unit} (k=2)"
+
+
 def print_outcome(outcome: SessionOutcome, notes: list[str]) -> None:
     out = Console()
     r = outcome.results
@@ -197,6 +215,8 @@ def print_outcome(outcome: SessionOutcome, notes: list[str]) -> None:
     bound = r.get("alignment_bound_s")
     if bound is not None:
         out.print(f"alignment bound (measured clock skew): {bound * 1e3:.2f} ms")
+    if uncertain := _with_uncertainty(outcome.folder):
+        out.print(f"testing result: {uncertain}", highlight=False)
     for c in r.get("checks", []):
         if not check_passed(c):
             label = "[red]invalid:[/]" if c["kind"] == "validity" else "[yellow]not compliant:[/]"

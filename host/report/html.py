@@ -391,8 +391,11 @@ def _pareto(runs: list[_Run]) -> str:
     points, rows = [], []
     for r in energy_runs:
         latency, source = _latency_ms(r, runs)
-        points.append(Point(r.label, latency, r.record.value))
-        rows.append([_e(r.label), f"{latency:.3f}", _e(source), f"{r.record.value:.3f}",
+        u = r.record.extras.get("uncertainty")
+        u = float(u) if isinstance(u, int | float) else None
+        points.append(Point(r.label, latency, r.record.value, y_err=u))
+        rows.append([_e(r.label), f"{latency:.3f}", _e(source),
+                     f"{r.record.value:.3f}" + (f" ± {u:.3g}" if u else ""),
                      _badge(r.record.measured_as)])
     benchmarks = {TINY_BENCH_FOLDERS.get(r.record.benchmark, r.record.benchmark)
                   for r in energy_runs}
@@ -409,7 +412,8 @@ def _pareto(runs: list[_Run]) -> str:
         + _table(("run", "latency (ms)", "latency from", "energy (uJ/inf)", "measured as",
                   "on the Pareto front"), rows)
         + '<p class="meta">Grey squares: published results of the same benchmark (see the '
-          "table of published results).</p>"
+          "table of published results). Error bars: the expanded uncertainty (k=2) of each "
+          "run's energy.</p>"
     )
     return _section("pareto", "Latency against energy", content)
 

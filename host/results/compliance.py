@@ -372,7 +372,7 @@ def _measured_as_check(results: dict | None, folder: Path) -> list[ComplianceChe
     elif server_path.is_file():
         try:
             identity = primary_meter_identity(json.loads(server_path.read_text()))
-        except (OSError, json.JSONDecodeError):
+        except (OSError, ValueError):  # missing, not JSON or not UTF-8
             identity = {}
         measured_as = str(identity.get("measured_as") or "unknown")
     else:

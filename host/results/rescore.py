@@ -899,7 +899,7 @@ def _director_failures(folder: Path) -> list[str]:
     decision the CLI, report and check share) is flagged, whatever its numbers rescore to."""
     try:
         results = json.loads((folder / "results.json").read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):  # missing, not JSON, not UTF-8: a published side file
         return []
     if not isinstance(results, dict) or "testing" not in results:
         return []

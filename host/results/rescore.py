@@ -898,8 +898,10 @@ def _director_failures(folder: Path) -> list[str]:
     """A director session that failed its own validity checks (:func:`power_validity`, the
     decision the CLI, report and check share) is flagged, whatever its numbers rescore to."""
     try:
-        results = json.loads((folder / "results.json").read_text())
-    except (OSError, ValueError):  # missing, not JSON, not UTF-8: a published side file
+        if not (folder / "results.json").is_file():
+            return []
+        results = read_json(folder / "results.json")
+    except (ResultFileError, ValueError):  # not JSON, not UTF-8: a published side file
         return []
     if not isinstance(results, dict) or "testing" not in results:
         return []

@@ -102,6 +102,7 @@ class Ipmi:
         self._log = ReadingLog("ipmi", ("power_w", "state"))
         self._poller = Poller(self.poll, poll_interval_s, "ipmi-poll")
         self.state = "unknown"
+        self.version = self._version(program)
         self.read_power_w()  # fail now (unreachable BMC, no DCMI), not mid-run
 
     @property
@@ -110,7 +111,16 @@ class Ipmi:
 
     def identify(self) -> MeterIdentity:
         return MeterIdentity("ipmi", f"IPMI DCMI power reading ({self.reading}) via ipmitool",
-                             self.address or "local", "-", self.measured_as)
+                             self.address or "local", self.version, self.measured_as)
+
+    def _version(self, program: str) -> str:
+        """``ipmitool -V``: the program between us and the BMC says what it is."""
+        try:
+            done = subprocess.run([program, "-V"], capture_output=True, text=True,
+                                  timeout=self.timeout_s)
+        except (subprocess.TimeoutExpired, OSError):
+            return "-"
+        return (done.stdout or done.stderr).strip() or "-"
 
     def start(self, folder: Path | None = None) -> None:
         self._log.start(folder)

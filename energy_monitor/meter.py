@@ -16,6 +16,26 @@ from energy_monitor.trace import Event, Trace
 
 # How a number was measured; results carry it so a simulated number is never passed off as real.
 MEASURED_AS = ("hardware", "emulated", "simulated", "counter")
+# Every simulator in tinypower puts this in what it reports about itself (an ID, serial or
+# firmware string). A driver that reads it back knows it talked to one of ours: the label is
+# evidence (what the device said), never configuration.
+SIM_MARK = "tinypowersim"
+# From the least to the most trustworthy: a result is as weak as its weakest part.
+_STRENGTH = ("simulated", "emulated", "counter", "hardware")
+
+
+def is_ours(*reported: object) -> bool:
+    """Whether any of the strings a device reported carries :data:`SIM_MARK`."""
+    return any(SIM_MARK in str(text).lower() for text in reported)
+
+
+def weakest(*labels: str) -> str:
+    """The least trustworthy of several ``measured_as`` labels (a simulated meter on a real
+    board gives a simulated number)."""
+    for label in labels:
+        if label not in MEASURED_AS:
+            raise ValueError(f"measured_as {label!r} is not one of {', '.join(MEASURED_AS)}")
+    return min(labels, key=_STRENGTH.index)
 
 
 class MeterError(RuntimeError):
@@ -36,6 +56,14 @@ def parse_host_port(address: str, default_port: int, example: str) -> tuple[str,
 
 @dataclass(frozen=True)
 class MeterIdentity:
+    """What the instrument reported about itself, and what that makes its numbers.
+
+    ``measured_as`` is what the driver was asked to claim, but it is checked against the
+    evidence here, once for every driver: an identity carrying :data:`SIM_MARK` is
+    ``simulated`` whatever was asked. ``verification`` is the driver's level from
+    :data:`energy_monitor.verification.LEVELS`.
+    """
+
     kind: str  # driver name, e.g. "lpm01a"
     model: str
     serial: str
@@ -44,6 +72,19 @@ class MeterIdentity:
     # What the instrument told us that weakens its numbers without stopping a run (e.g. a PPK2
     # that reports no factory calibration); kept in the session with the identity.
     warnings: tuple[str, ...] = ()
+    verification: str = ""
+
+    def __post_init__(self) -> None:
+        from energy_monitor.verification import level_of
+
+        if self.measured_as not in MEASURED_AS:
+            raise ValueError(
+                f"measured_as {self.measured_as!r} is not one of {', '.join(MEASURED_AS)}"
+            )
+        if is_ours(self.model, self.serial, self.firmware):
+            object.__setattr__(self, "measured_as", "simulated")
+        if not self.verification:
+            object.__setattr__(self, "verification", level_of(self.kind))
 
 
 class Meter(Protocol):

@@ -40,7 +40,7 @@ from typing import TextIO
 
 import numpy as np
 
-from energy_monitor.meter import MeterError, MeterIdentity
+from energy_monitor.meter import SIM_MARK, MeterError, MeterIdentity
 from energy_monitor.poller import Poller
 from energy_monitor.series import CounterSeries
 
@@ -202,7 +202,9 @@ class Rapl:
 
     def identify(self) -> MeterIdentity:
         names = " + ".join(z.label for z in self.zones)
-        return MeterIdentity("rapl", f"RAPL {names}", "-", "-", self.measured_as)
+        # A powercap tree made by tinypower's simulator carries its mark file.
+        made_by = SIM_MARK if (self.root / SIM_MARK).is_file() else "-"
+        return MeterIdentity("rapl", f"RAPL {names}", str(self.root), made_by, self.measured_as)
 
     def start(self, folder: Path | None = None) -> None:
         """Take the first reading and poll in a thread; with a folder, readings are appended

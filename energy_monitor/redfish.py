@@ -63,12 +63,14 @@ class Redfish:
             token = base64.b64encode(f"{username}:{password or ''}".encode()).decode()
             self._headers["Authorization"] = f"Basic {token}"
         self._ssl = None if verify_tls else ssl._create_unverified_context()
+        self.made_by = ""
         self.chassis, self.source = self._discover(chassis, source)
         self._log = ReadingLog("redfish", ("power_w",))
         self._poller = Poller(self.poll, poll_interval_s, "redfish-poll")
 
     def identify(self) -> MeterIdentity:
-        return MeterIdentity("redfish", f"Redfish {RESOURCE[self.source]} at {self.url}",
+        made_by = f" ({self.made_by})" if self.made_by else ""
+        return MeterIdentity("redfish", f"Redfish {RESOURCE[self.source]} at {self.url}{made_by}",
                              self.chassis, "-", self.measured_as)
 
     def start(self, folder: Path | None = None) -> None:
@@ -125,6 +127,9 @@ class Redfish:
             doc = self._get(f"/redfish/v1/Chassis/{chassis_id}")
             for name in wanted:
                 if RESOURCE[name] in doc:
+                    # The chassis' own Manufacturer/Model (Redfish Chassis schema) identify it.
+                    self.made_by = " ".join(str(doc.get(k) or "") for k in
+                                            ("Manufacturer", "Model")).strip()
                     return chassis_id, name
         raise MeterError(
             f"no chassis at {self.url} offers {' or '.join(RESOURCE[w] for w in wanted)}: "

@@ -29,10 +29,20 @@ class BoardError(ValueError):
 
 @dataclass(frozen=True)
 class CycleModel:
+    """``costs = "firmware"``: our firmware's per-operator costs measured under QEMU
+    (:mod:`tinypower.dut.latency_model`); otherwise a constant cost per MAC."""
+
     cycles_per_mac: float
     overhead_cycles: int
+    costs: str = "constant"
 
-    def latency_s(self, macs: int, clock_hz: int) -> float:
+    def latency_s(self, macs: int, clock_hz: int, model: bytes | None = None) -> float:
+        if self.costs == "firmware":
+            from tinypower.dut.latency_model import firmware_latency_s
+
+            if model is None:
+                raise ValueError("firmware costs need the model: pass its bytes")
+            return firmware_latency_s(model, clock_hz)
         return (self.overhead_cycles + macs * self.cycles_per_mac) / clock_hz
 
 
@@ -42,6 +52,7 @@ class EnergyModel:
     io_current_a: float
     active_current_a: float
     timestamp_hold_s: float
+    source: str = ""  # where the currents come from (a published run, or an assumption)
 
 
 @dataclass(frozen=True)
@@ -100,6 +111,12 @@ def load_board(name_or_path: str) -> Board:
         raise BoardError(f"{path}: {exc}; see boards/sim-m4.toml for a complete example") from exc
 
 
+def _cycle_model(cycle: dict) -> CycleModel:
+    if cycle.get("costs") == "firmware":
+        return CycleModel(0.0, 0, "firmware")
+    return CycleModel(float(cycle["cycles_per_mac"]), int(cycle["overhead_cycles"]))
+
+
 def _board_from_dict(data: dict, path: Path) -> Board:
     kind = data["kind"]
     if kind not in BOARD_KINDS:
@@ -124,14 +141,13 @@ def _board_from_dict(data: dict, path: Path) -> Board:
         monitor_voltage_v=float(monitor["voltage_v"]),
         monitor_sample_rate_hz=float(monitor["sample_rate_hz"]),
         uart_baud={k: int(v) for k, v in data.get("uart", {}).items()},
-        cycle_model=CycleModel(float(cycle["cycles_per_mac"]), int(cycle["overhead_cycles"]))
-        if cycle is not None
-        else None,
+        cycle_model=_cycle_model(cycle) if cycle is not None else None,
         energy_model=EnergyModel(
             float(energy["idle_current_a"]),
             float(energy["io_current_a"]),
             float(energy["active_current_a"]),
             float(energy["timestamp_hold_s"]),
+            str(energy.get("source", "")),
         )
         if energy is not None
         else None,

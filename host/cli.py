@@ -367,9 +367,10 @@ def _measure(args: argparse.Namespace, err: Console) -> int:
             err.print(f"[bold red]{mode} failed:[/] {shown(outcome.error)}", highlight=False)
             err.print(f"  data kept in {outcome.session.folder}", highlight=False)
     if args.json:
+        from tinypower.results.strict_json import dumps_strict
+
         for request, outcome in outcomes:
-            print(json.dumps({**outcome.record(request), "monitor": _monitor(outcome)},
-                             default=str))
+            print(dumps_strict({**outcome.record(request), "monitor": _monitor(outcome)}))
     else:
         _print_table(outcomes)
     return 0 if all(o.ok for _, o in outcomes) else EXIT_INVALID
@@ -381,6 +382,14 @@ def _monitor(outcome: RunOutcome) -> str:
     if not meter:
         return "DUT timer" if outcome.result is not None else "-"
     return " ".join(str(meter[k]) for k in ("kind", "model", "serial") if meter.get(k))
+
+
+def _instrument(meter: dict | None) -> str:
+    """The meter as it reported itself, and how far its driver is verified."""
+    if not meter:
+        return "DUT timer"
+    return (f"{meter.get('model', '?')} {meter.get('serial', '?')} fw {meter.get('firmware', '?')}"
+            f" [{meter.get('verification', 'unknown')}]")
 
 
 def _print_table(outcomes: list[tuple[RunRequest, RunOutcome]]) -> None:
@@ -397,6 +406,11 @@ def _print_table(outcomes: list[tuple[RunRequest, RunOutcome]]) -> None:
     for request, o in outcomes:
         r = o.result
         value = "-" if r is None or math.isnan(r.value) else f"{r.value:.3f} {r.unit}"
+        if r is not None and "energy_uncertainty_uj" in r.extras and value != "-":
+            value = (f"{r.value:.3f} ± {r.extras['energy_uncertainty_uj']:.3g} {r.unit} "
+                     f"(k={r.extras['uncertainty_k']:g})")
+        if r is not None and r.mode == "accuracy" and value != "-":
+            value = f"{r.metric.replace('_', ' ')} {value}"
         detail = ""
         if r is not None and r.mode == "performance":
             detail = f"latency {r.extras['latency_ms']:.3f} ms, N={r.extras['iterations']}"
@@ -412,6 +426,8 @@ def _print_table(outcomes: list[tuple[RunRequest, RunOutcome]]) -> None:
     notes: list[str] = []
     for request, o in outcomes:
         out.print(f"{request.mode} session: {o.session.folder}", highlight=False)
+        out.print(f"  instrument: {shown(_instrument(o.session.data.get('meter')))}",
+                  highlight=False)
         problems = ([o.error] if o.error else []) + (
             [f"{c.rule}: {c.message}" for c in o.result.failures] if o.result else []
         )

@@ -21,8 +21,12 @@ def load_w(t: float) -> float:
     return 100.0 + math.sin(2 * math.pi * t / 7.0)
 
 
-def quick_director_session(tmp: Path, name: str = "edge-box") -> Path:
-    """Measure once; return the director's session folder (under ``tmp/runs/power``)."""
+def quick_director_session(tmp: Path, name: str = "edge-box", extra_toml: str = "",
+                           expect_code: int = 0) -> Path:
+    """Measure once; return the director's session folder (under ``tmp/runs/power``).
+
+    The SUT file does not say how the meter measures: the PTDaemon simulator's identity
+    must make the session ``simulated`` by itself. ``extra_toml`` is appended to the file."""
     model = resolve_model(get_suite("kws01"), None)
     model_path = model.path
     if model_path is None:  # the built-in model: LoadGen's child process needs a file
@@ -33,9 +37,9 @@ def quick_director_session(tmp: Path, name: str = "edge-box") -> Path:
         sut.write_text(
             f'name = "{name}"\n[workload]\nmodel = "{model_path}"\nscenario = "SingleStream"\n'
             f'[[meters]]\nkind = "ptd"\nname = "ptd"\naddress = "{simulator.address}"\n'
-            'measured_as = "simulated"\ntimeout_s = 5.0\n'
-            f'[director]\noutput = "{tmp / "runs" / "power"}"\n')
+            'timeout_s = 5.0\n'
+            f'[director]\noutput = "{tmp / "runs" / "power"}"\n' + extra_toml)
         code = main(["measure", "--sut", str(sut), "--quick", "--runs-dir", str(tmp / "runs")])
-    assert code == 0, "the quick director session is invalid (see its output above)"
+    assert code == expect_code, f"the quick director session exited {code} (see its output)"
     [folder] = [p for p in (tmp / "runs" / "power").iterdir() if p.is_dir()]
     return folder

@@ -49,11 +49,12 @@ def test_shipped_sim_m4_loads_with_its_values(monkeypatch: pytest.MonkeyPatch) -
     assert board.measured_as == "simulated"
     assert board.core == "cortex-m4f"
     assert board.clock_hz == 120_000_000
-    assert board.cycle_model == CycleModel(cycles_per_mac=4.5, overhead_cycles=250_000)
+    assert board.cycle_model == CycleModel(0.0, 0, costs="firmware")
     assert board.energy_model is not None
     assert board.energy_model.idle_current_a == 0.0012
     assert board.energy_model.io_current_a == 0.0025
-    assert board.energy_model.active_current_a == 0.0095
+    assert board.energy_model.active_current_a == 0.014571  # 26.228 mW at 1.8 V
+    assert "NUCLEO_U575ZI_Q kws energy run" in board.energy_model.source
     assert board.energy_model.timestamp_hold_s == 0.0001
     assert board.uart_baud == {"performance": 115200, "energy": 9600, "accuracy": 115200}
     assert board.monitor_kind == "lpm01a"

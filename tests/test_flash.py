@@ -388,7 +388,7 @@ def test_measure_flash_builds_programs_then_measures_in_the_firmwares_mode(
     captured = capsys.readouterr()
     record = json.loads(captured.out)
     assert code == 0, record["error"]
-    assert record["valid"] and record["measured_as"] == "hardware"
+    assert record["valid"] and record["measured_as"] == "simulated"
     program = next(c for c in pyocd.calls if c[0] == "program")
     assert program[1].endswith("fw.elf") and "nrf52840dk-kws01" in program[1]
     session = json.loads(next((tmp_path / "runs").glob("*/session.json")).read_text())

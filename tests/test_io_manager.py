@@ -103,7 +103,7 @@ def make_lab() -> Iterator[Callable[..., Lab]]:
 def test_every_dut_command_passes_through(make_lab: Callable[..., Lab], kind: str) -> None:
     lab = make_lab(kind)
     client = lab.client
-    assert client.name() == "tinypower-software-dut"
+    assert client.name() == "tinypowersim-software-dut"
     assert client.profile() == ("ULPMark for tinyML Firmware V0.0.1", "kws01")
     before = len(lab.timeline.edges_between(0, 1e9))
     assert client.timestamp() is None  # energy mode: a pin pulse, no lap line
@@ -126,7 +126,7 @@ def test_every_dut_command_passes_through(make_lab: Callable[..., Lab], kind: st
     assert client.results() == reply.results
     with pytest.raises(DutCommandError, match="Unknown command: bogus"):
         client.command("bogus")
-    assert client.name() == "tinypower-software-dut"  # an error reply leaves it in step
+    assert client.name() == "tinypowersim-software-dut"  # an error reply leaves it in step
     assert lab.sim.passthroughs == len([t for t in lab.sent() if t.startswith("dut ")])
 
 
@@ -203,7 +203,7 @@ def test_setbaud_only_when_the_baud_differs(make_lab: Callable[..., Lab]) -> Non
     assert (fast.sim.flash_writes, fast.sim.resets, fast.sim.stored_baud) == (1, 1, 115200)
     assert fast.client.checkbaud() == 115200 and fast.client.line_baud == 115200
     assert fast.client.ensure_baud(115200) is False and fast.sim.flash_writes == 1
-    assert fast.client.sync(timeout_s=5) == "tinypower-software-dut"
+    assert fast.client.sync(timeout_s=5) == "tinypowersim-software-dut"
     fast.client.load(INPUT)
     assert fast.client.infer(5, 0).lines[-1].startswith("m-results-[")
 
@@ -225,7 +225,7 @@ def test_arduino_d3_laps_time_the_window(
     assert reply.lines[-1].startswith("m-results-[") and not reply.laps_us
     assert len(lab.client.board_laps_us) == laps
     board = lab.board
-    window_us = (20 * board.cycle_model.latency_s(MODEL.info.macs, board.clock_hz)
+    window_us = (20 * board.cycle_model.latency_s(MODEL.info.macs, board.clock_hz, MODEL.data)
                  + board.energy_model.timestamp_hold_s) * 1e6
     first_fall, second_fall = lab.client.board_laps_us[0], lab.client.board_laps_us[laps // 2]
     assert second_fall - first_fall == pytest.approx(window_us, abs=1)
@@ -313,7 +313,7 @@ def test_sync_recovers_from_a_boot_banner(make_lab: Callable[..., Lab], kind: st
     # The DUT's banner before the first command: forwarded (Arduino, and the next command is
     # fractured) or queued in the interface board (every reply one late until sync realigns).
     lab = make_lab(kind, sync=False, faults=IoManagerFaults(unsolicited_after=0))
-    assert lab.client.sync(timeout_s=5) == "tinypower-software-dut"
+    assert lab.client.sync(timeout_s=5) == "tinypowersim-software-dut"
     assert lab.client.profile()[1] == "kws01"
     assert ("dut help%" in lab.sent()) == (kind == "mlcommons")
 
@@ -346,7 +346,7 @@ def test_energy_measurement_through_the_arduino_io_manager(tmp_path: Path) -> No
     assert through.ok, through.error
     assert through.result.value == pytest.approx(direct.result.value, rel=1e-3)
     board = load_board("sim-m4")
-    latency_s = board.cycle_model.latency_s(MODEL.info.macs, board.clock_hz)
+    latency_s = board.cycle_model.latency_s(MODEL.info.macs, board.clock_hz, MODEL.data)
     truth_uj = board.monitor_voltage_v * board.energy_model.active_current_a * latency_s * 1e6
     assert through.result.value == pytest.approx(truth_uj, rel=1e-3)
     assert all(w["duration_s"] >= 10 for w in through.result.windows)

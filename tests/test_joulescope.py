@@ -79,7 +79,8 @@ def bench() -> Iterator[Bench]:
 
 def test_identify_and_configure(bench: Bench) -> None:
     ident = bench.meter.identify()
-    assert (ident.kind, ident.model, ident.serial) == ("joulescope", "JS220", "000001")
+    assert (ident.kind, ident.model, ident.serial) == (
+        "joulescope", "JS220", "tps000001-tinypowersim")
     assert ident.firmware == "1.2.3" and ident.measured_as == "simulated"
     bench.meter.configure(voltage_v=VOLTAGE_V, sample_rate_hz=RATE_HZ)
     assert bench.sim.published == [
@@ -88,7 +89,7 @@ def test_identify_and_configure(bench: Bench) -> None:
     ]
     bench.meter.configure(voltage_v=3.3, sample_rate_hz=1_000_000)
     assert bench.sim.values["s/v/range/select"] == "15 V" and bench.sim.sample_rate_hz == 10**6
-    assert (">", "publish u/js220/000001/h/fs 1000000") in bench.transcript
+    assert (">", "publish u/js220/tps000001-tinypowersim/h/fs 1000000") in bench.transcript
 
 
 @pytest.mark.parametrize("rate", [3000, 1500, 2_000_000, 0, 0.5])
@@ -241,7 +242,8 @@ def test_unplugged_before_stop_fails_stop_but_keeps_the_samples(tmp_path) -> Non
         deadline = time.monotonic() + 2
         while not b.sim.unplugged and time.monotonic() < deadline:
             time.sleep(0.005)
-        with pytest.raises(MeterError, match="lost the Joulescope u/js220/000001 after"):
+        with pytest.raises(MeterError,
+                           match="lost the Joulescope u/js220/tps000001-tinypowersim after"):
             b.meter.stop()
         assert b.meter.sample_count() == 3000
         assert len(np.fromfile(tmp_path / "joulescope-current.f64", dtype="<f8")) == 3000
@@ -252,7 +254,7 @@ def test_unplugged_before_stop_fails_stop_but_keeps_the_samples(tmp_path) -> Non
 
 
 def test_a_device_that_is_not_there_is_named(bench: Bench) -> None:
-    with pytest.raises(MeterError, match=r"no Joulescope '123456' found \(connected: u/js220/0"):
+    with pytest.raises(MeterError, match=r"no Joulescope '123456' found \(connected: u/js220/tps0"):
         Joulescope("123456", driver_factory=bench.sim.factory)
 
 
@@ -276,7 +278,7 @@ def test_energy_run_through_the_runner_matches_ground_truth(tmp_path) -> None:
         runs_dir=tmp_path, monitor="joulescope",
     ))
     assert outcome.ok, outcome.error
-    latency_s = board.cycle_model.latency_s(model.info.macs, board.clock_hz)
+    latency_s = board.cycle_model.latency_s(model.info.macs, board.clock_hz, model.data)
     n = outcome.result.extras["iterations"]
     power_w = board.monitor_voltage_v * board.energy_model.active_current_a
     truth_uj = power_w * (n * latency_s + board.energy_model.timestamp_hold_s) * 1e6

@@ -103,7 +103,7 @@ def test_number_format_round_trips() -> None:
 
 def test_identify_and_configure(bench: Bench) -> None:
     ident = bench.meter.identify()
-    assert ident.serial == "SIM-LPM01A-0001" and ident.firmware == "1.0.6"
+    assert ident.serial == "tinypowersim-LPM01A-0001" and ident.firmware == "1.0.6"
     assert ident.measured_as == "simulated"
     bench.meter.configure(voltage_v=VOLTAGE_V, sample_rate_hz=1000)
     assert bench.sim.voltage_v == pytest.approx(VOLTAGE_V)
@@ -538,7 +538,7 @@ def test_full_energy_run_at_100k_through_the_runner(tmp_path) -> None:
                              monitor="lpm01a"))
     assert outcome.ok, outcome.error
     assert outcome.result.extras["sample_rate_hz"] == FAST_HZ
-    latency_s = board.cycle_model.latency_s(model.info.macs, board.clock_hz)
+    latency_s = board.cycle_model.latency_s(model.info.macs, board.clock_hz, model.data)
     n = outcome.result.extras["iterations"]
     power_w = board.monitor_voltage_v * board.energy_model.active_current_a
     truth_uj = power_w * (n * latency_s + board.energy_model.timestamp_hold_s) * 1e6

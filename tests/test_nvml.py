@@ -52,7 +52,7 @@ def test_energy_counter_of_two_gpus_matches_their_power(tmp_path: Path) -> None:
     ident = meter.identify()
     assert ident.model == "NVML NVIDIA H100 80GB HBM3 + NVIDIA H100 80GB HBM3 (energy counter)"
     assert (ident.serial, ident.firmware, ident.measured_as) == (
-        "GPU-aaaa,GPU-bbbb", "driver 550.54.15", "counter")
+        "GPU-aaaa,GPU-bbbb", "driver 550.54.15-tinypowersim", "simulated")
     series = measure(meter, nvml, 5.0)
     meter.close()
     assert isinstance(series, CounterSeries)

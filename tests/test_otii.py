@@ -86,7 +86,8 @@ def test_login_reserves_a_licence_and_close_gives_both_back(bench: Bench) -> Non
     assert automation["reserved_to"] == USER
     ident = bench.meter.identify()
     assert (ident.kind, ident.serial, ident.measured_as) == ("otii", "Arc-SIM-0001", "simulated")
-    assert ident.model == "Otii Arc (hw SIM-1.0, Otii 3.5.5)" and ident.firmware == "SIM-1.0.0"
+    assert ident.model == "Otii Arc (hw SIM-1.0, Otii 3.5.5)"
+    assert ident.firmware == "1.0.0-tinypowersim"
     sent = [t for d, t in bench.transcript if d == ">"]
     assert any('"password": "***"' in t for t in sent)
     assert not any(PASSWORD in t for _, t in bench.transcript)
@@ -348,7 +349,7 @@ def test_energy_mode_through_the_runner_scores_ground_truth(tmp_path: Path) -> N
         runs_dir=tmp_path, monitor="otii",
     ))
     assert outcome.ok, outcome.error
-    latency_s = board.cycle_model.latency_s(model.info.macs, board.clock_hz)
+    latency_s = board.cycle_model.latency_s(model.info.macs, board.clock_hz, model.data)
     power_w = board.monitor_voltage_v * board.energy_model.active_current_a
     n = outcome.result.extras["iterations"]
     truth_uj = power_w * (n * latency_s + board.energy_model.timestamp_hold_s) * 1e6

@@ -110,7 +110,10 @@ def test_export_round_trips_and_rescores_to_the_stored_value(power_session, tmp_
     assert case.unit == testing["unit"] == "mJ/query"
     assert case.facts["measured_as"] == "simulated"
     assert [c.status for c in rescore_tree(out)] == ["match"]
-    assert main(["check", str(out)]) == 0  # the export is checked like the session itself
+    assert main(["check", str(out), "--json"]) == 0  # checked like the session itself
+    [checked] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    got = {c["rule"]: (c["verdict"], c["evidence"]) for c in checked["checks"]}
+    assert got["measured_as"] == ("warn", "measured_as: simulated: not a hardware measurement")
 
 
 def test_the_director_adds_its_session_to_the_result_store(power_session) -> None:
@@ -124,7 +127,7 @@ def test_the_director_adds_its_session_to_the_result_store(power_session) -> Non
     assert (record.scenario, record.metric, record.unit) == (
         "SingleStream", "energy_per_query", "mJ/query")
     assert record.value == pytest.approx(testing["value"])
-    assert record.measured_as == "simulated" and "SIMULATED" in record.meter
+    assert record.measured_as == "simulated" and "TINYPOWERSIM" in record.meter
     assert record.alignment_bound_s == max(s["bound_s"] for s in server["skew"])
     assert record.energy_j / record.work_count * 1e3 == pytest.approx(record.value)
     assert record.valid and record.failed_rules == ()
@@ -132,3 +135,81 @@ def test_the_director_adds_its_session_to_the_result_store(power_session) -> Non
     assert "run_length" in record.extras["not_compliant"]
     assert record.artifacts_sha256["run_1/spl.txt"] == hashlib.sha256(
         (power_session / "run_1" / "spl.txt").read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def invalid_power_session(tmp_path_factory) -> tuple[Path, str]:
+    """A session the director itself finds invalid: gaps over 10 ms between the analyzer's
+    0.25 s readings leave the coverage check failing (a numpy boolean inside the director).
+    Returns the folder and what the `measure` command printed."""
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        folder = quick_director_session(tmp_path_factory.mktemp("invalid"),
+                                        extra_toml="[limits]\nmax_gap_s = 0.01\n",
+                                        expect_code=1)
+    return folder, out.getvalue()
+
+
+def test_cli_report_check_and_rescore_agree_on_an_invalid_power_session(
+        invalid_power_session, tmp_path, capsys) -> None:
+    folder, printed = invalid_power_session
+    results = json.loads((folder / "results.json").read_text())
+    coverage = next(c for c in results["checks"] if c["name"] == "coverage")
+    assert coverage["ok"] is False  # a JSON boolean, not the string "False"
+    assert results["valid"] is False and results["measured_as"] == "simulated"
+
+    # measure (the CLI): invalid, with the reason
+    assert "invalid: coverage: readings cover" in printed
+    assert "valid: no, MLPerf-compliant: no" in printed
+    assert "testing result: " in printed and " mJ/query (k=2)" in printed
+    assert "not compliant: measured_as: the meter's numbers are simulated" in printed
+    # the store and the report read the same record
+    [record] = records_from_session(folder)
+    assert not record.valid and record.failed_rules == ("coverage",)
+    assert record.measured_as == "simulated"
+    assert main(["report", str(folder), "--out", str(tmp_path / "r.html")]) == 0
+    html = (tmp_path / "r.html").read_text()
+    assert "not ok</span> coverage (validity)" in html and "SIMULATED" in html
+    # check
+    capsys.readouterr()
+    assert main(["check", str(folder), "--json"]) == 1
+    [case] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    got = {c["rule"]: c for c in case["checks"]}
+    assert got["power.session_valid"]["verdict"] == "fail"
+    assert "coverage" in got["power.session_valid"]["evidence"]
+    assert got["measured_as"]["verdict"] == "warn"
+    # rescore
+    assert main(["rescore", str(folder), "--json"]) == 1
+    [rescored] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert rescored["status"] == "flagged"
+    assert any("coverage" in r for r in rescored["reasons"])
+
+
+def test_a_stored_string_false_is_a_failed_check(power_session, tmp_path) -> None:
+    """Sessions written before strict JSON hold "False" strings: they read as failures."""
+    copy = shutil.copytree(power_session, tmp_path / "old")
+    results = json.loads((copy / "results.json").read_text())
+    results["checks"].append({"name": "coverage", "ok": "False", "kind": "validity",
+                              "message": "old"})
+    (copy / "results.json").write_text(json.dumps(results))
+    [record] = records_from_session(copy)
+    assert not record.valid and "coverage" in record.failed_rules
+
+
+def test_the_power_record_carries_the_analyzers_uncertainty(power_session, tmp_path) -> None:
+    """U (k=2) from the uncertainty PTDaemon reported and the measured skew, by hand."""
+    import math
+
+    [record] = records_from_session(power_session)
+    server = json.loads((power_session / "power" / "server.json").read_text())
+    testing = stored(power_session)
+    r = server["phases"]["testing"]["meters"]["ptd"]["uncertainty_max"]
+    bound = json.loads((power_session / "results.json").read_text())["alignment_bound_s"]
+    v, t = testing["value"], testing["window_s"]
+    hand = 2 * math.sqrt((v * r / math.sqrt(3)) ** 2 + (v * bound / t * math.sqrt(2 / 3)) ** 2)
+    assert 0 < record.extras["uncertainty"] == pytest.approx(hand, rel=1e-9)
+    assert main(["report", str(power_session), "--out", str(tmp_path / "r.html")]) == 0
+    assert f"± {hand:.3g} mJ/query (k=2)" in (tmp_path / "r.html").read_text()

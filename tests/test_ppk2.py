@@ -382,7 +382,7 @@ def test_a_ppk2_left_streaming_is_stopped_before_identify() -> None:
             crashed_program.write(b"\x06")
         time.sleep(0.1)
         assert b.sim.streaming
-        assert b.meter.identify().firmware == "HW 9173"
+        assert b.meter.identify().firmware == "HW 9173-tinypowersim"
         assert not b.sim.streaming and b.meter.metadata["R4"] == "0.043000"
     finally:
         b.close()
@@ -470,7 +470,7 @@ def test_energy_mode_through_the_runner_scores_within_0_1_percent(tmp_path) -> N
         runs_dir=tmp_path, monitor="ppk2",
     ))
     assert outcome.ok, outcome.error
-    latency_s = board.cycle_model.latency_s(model.info.macs, board.clock_hz)
+    latency_s = board.cycle_model.latency_s(model.info.macs, board.clock_hz, model.data)
     power_w = board.monitor_voltage_v * board.energy_model.active_current_a
     n = outcome.result.extras["iterations"]
     # Between the two falling edges the DUT runs N inferences and one timestamp pulse.

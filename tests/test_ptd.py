@@ -87,7 +87,7 @@ def test_identify_ranges_summaries_and_ranging_maxima() -> None:
             ident = meter.identify()
             assert ident.kind == "ptd" and ident.measured_as == "simulated"
             assert ident.model.startswith("YokogawaWT310 (PTDaemon 1.11.1)")
-            assert ident.serial == "SIMULATED0001"
+            assert ident.serial == "TINYPOWERSIM0001"
             initial = meter.read_ranges()
             assert (initial.amp_auto, initial.volt_auto) == (1, 1)
             meter.set_voltage_range("auto")

@@ -166,7 +166,8 @@ def test_power_session_shows_its_phases_and_joins_the_scales_plot(power_session,
     scales = text[text.index('<section id="scales">'):text.index('<section id="scaleout">')]
     assert scales.count("<img") == 1
     summary = text[text.index('<section id="summary">'):text.index('<section id="traces">')]
-    assert f"{results['testing']['value']:.4g} mJ/query" in summary
+    # the value with its expanded uncertainty (PTDaemon's reported uncertainty and the skew)
+    assert f"{results['testing']['value']:.4g} ± " in summary and "mJ/query (k=2)" in summary
 
 
 def test_bad_input_gives_clear_errors(sessions, tmp_path, capsys) -> None:

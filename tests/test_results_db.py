@@ -106,7 +106,10 @@ def test_results_cli_lists_filters_and_exports(sessions, tmp_path, capsys) -> No
     assert json.loads(rows[0]["artifacts_sha256"])
     assert main(["results", "--db", str(db)]) == 0
     listing = capsys.readouterr().out
-    assert "sim-m4" in listing and "1739" in listing
+    energy = [r for r in query(db, ["scenario=energy"])][0]
+    u = energy.extras["energy_uncertainty_uj"]
+    assert "sim-m4" in listing and f"{energy.value:.7g}" in listing
+    assert "±" in listing and f"{u:.3g}" in listing  # the value's expanded uncertainty
     assert main(["results", "--db", str(db), "--filter", "nonsense"]) == 2
     assert "is not KEY=VALUE" in capsys.readouterr().err
 

@@ -59,7 +59,7 @@ def test_score_performance_on_five_windows() -> None:
     assert all(c.passed for c in result.checks)
     assert [c.rule for c in result.checks] == ["tiny.window_count"] + [
         f"tiny.window_length[{i}]" for i in range(5)
-    ]
+    ] + [f"tiny.{rule}[{i}]" for i in range(5) for rule in ("inferences", "elapsed_positive")]
     assert result.valid and result.failures == [] and result.warnings == []
 
 

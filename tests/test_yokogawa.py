@@ -35,7 +35,7 @@ def test_power_series_and_integrator_match_the_load(tmp_path: Path) -> None:
         try:
             ident = meter.identify()
             assert (ident.model, ident.serial, ident.firmware) == (
-                "Yokogawa WT310E", "SIMULATED01", "F1.03")
+                "Yokogawa WT310E", "TINYPOWERSIM01", "F1.03")
             assert sim.remote and not sim.header and sim.rate == "100MS"
             assert sim.items[3] == ("P", "1") and sim.items[4] == ("LAMBDA", "1")
             meter.integration_start()

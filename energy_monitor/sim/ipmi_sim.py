@@ -43,6 +43,9 @@ def fail(text, status=1):
     sys.exit(status)
 
 
+if args == ["-V"]:  # the identity mark (energy_monitor.meter.SIM_MARK)
+    print("ipmitool version 1.8.19 (tinypowersim fake ipmitool)")
+    sys.exit(0)
 if args[-3:] != ["dcmi", "power", "reading"]:
     fail("fake ipmitool: only 'dcmi power reading' is simulated")
 log = os.path.join(here, "ipmitool.log")

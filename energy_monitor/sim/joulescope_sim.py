@@ -92,7 +92,7 @@ class JoulescopeSimulator:
 
     def __init__(
         self, timeline: LoadTimeline, faults: SimFaults | None = None, *, model: str = "js220",
-        serial: str = "000001", supply_voltage_v: float = 1.8, block_s: float = 0.1,
+        serial: str = "tps000001-tinypowersim", supply_voltage_v: float = 1.8, block_s: float = 0.1,
     ) -> None:
         if model not in NATIVE_RATE_HZ:
             raise ValueError(f"model must be one of {sorted(NATIVE_RATE_HZ)}, not {model!r}")

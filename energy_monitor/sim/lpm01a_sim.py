@@ -57,7 +57,7 @@ class Lpm01aSimulator:
     """The instrument side of a pty pair; :meth:`start` returns the path a driver opens."""
 
     def __init__(
-        self, timeline: LoadTimeline, *, serial: str = "SIM-LPM01A-0001",
+        self, timeline: LoadTimeline, *, serial: str = "tinypowersim-LPM01A-0001",
         faults: SimFaults | None = None, firmware: str = FIRMWARE_VERSION,
     ) -> None:
         self.timeline = timeline

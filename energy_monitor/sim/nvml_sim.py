@@ -41,7 +41,7 @@ class FakeNvml:
     NVMLError = NVMLError
 
     def __init__(self, gpus: list[SimGpu], *, start_s: float = 1_700_000_000.0,
-                 driver: str = "550.54.15", fail_init: int | None = None) -> None:
+                 driver: str = "550.54.15-tinypowersim", fail_init: int | None = None) -> None:
         self.gpus = gpus
         self.driver = driver
         self.fail_init = fail_init  # an NVML error code nvmlInit raises (no driver: 12)

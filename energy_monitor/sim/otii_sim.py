@@ -335,7 +335,7 @@ class OtiiSimulator:
                              "type": "Arc"}]}
 
     def _cmd_arc_get_version(self, data: dict, client: _Client) -> dict:
-        return {"hw_version": "SIM-1.0", "fw_version": "SIM-1.0.0"}
+        return {"hw_version": "SIM-1.0", "fw_version": "1.0.0-tinypowersim"}
 
     @staticmethod
     def _channel(data: dict) -> str:

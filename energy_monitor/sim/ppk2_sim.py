@@ -68,7 +68,7 @@ class Ppk2Simulator:
 
     def __init__(
         self, timeline: LoadTimeline, faults: SimFaults | None = None, *,
-        metadata: dict[str, str | None] | None = None, hw: str = "9173",
+        metadata: dict[str, str | None] | None = None, hw: str = "9173-tinypowersim",
     ) -> None:
         self.timeline = timeline
         self.faults = faults or SimFaults()

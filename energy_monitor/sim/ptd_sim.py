@@ -213,7 +213,7 @@ class PtdSimulator:
                      "dc": "YokogawaWT310_DC"}[self.channel_mode]
             return (f"{model},1000,1,1,1,1,0,0,1,version=1.11.1-tinypowersim-20250101,"
                     "OS=Linux,mode=power,1,1,2,0,0,no_cal_date,"
-                    "YOKOGAWA;WT310E;SIMULATED0001;F1.00")
+                    "YOKOGAWA;WT310E;TINYPOWERSIM0001;F1.00")
         if line == "RR":
             amp_auto, amp = self.current_range.text()
             volt_auto, volt = self.voltage_range.text()

@@ -34,6 +34,8 @@ class FakePowercap:
     def __init__(self, root: Path, start_s: float = 1_700_000_000.0) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        # The identity mark (energy_monitor.meter.SIM_MARK) the RAPL driver looks for.
+        (self.root / "tinypowersim").write_text("a simulated powercap tree\n")
         self.zones: dict[str, _Zone] = {}
         self._now_s = start_s
         self._lock = threading.Lock()

@@ -86,7 +86,8 @@ class RedfishSimulator:
             return {"@odata.id": base, "Members@odata.count": 1,
                     "Members": [{"@odata.id": f"{base}/1U"}]}
         if path == f"{base}/1U":
-            doc: dict = {"@odata.id": path, "Id": "1U", "Name": "Simulated chassis"}
+            doc: dict = {"@odata.id": path, "Id": "1U", "Name": "Simulated chassis",
+                         "Manufacturer": "tinypowersim", "Model": "simulated 1U"}
             for name, key in (("power", "Power"), ("environment_metrics", "EnvironmentMetrics"),
                               ("power_subsystem", "PowerSubsystem")):
                 if name in self.resources:

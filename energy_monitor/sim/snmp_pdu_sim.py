@@ -40,8 +40,9 @@ from energy_monitor.snmp_pdu import (
 )
 
 V2C = api.PROTOCOL_MODULES[api.SNMP_VERSION_2C]
-DESCR = {"raritan": "Raritan PX3-5190R (simulated)", "apc": "APC AP8941 rPDU2 (simulated)",
-         "servertech": "ServerTech PRO2 Sentry4 (simulated)"}
+DESCR = {"raritan": "Raritan PX3-5190R (simulated, tinypowersim)",
+         "apc": "APC AP8941 rPDU2 (simulated, tinypowersim)",
+         "servertech": "ServerTech PRO2 Sentry4 (simulated, tinypowersim)"}
 OBJECT_ID = {"raritan": "1.3.6.1.4.1.13742.6", "apc": "1.3.6.1.4.1.318.1.3.4.6",
              "servertech": "1.3.6.1.4.1.1718.4"}
 STEP_S = 0.001

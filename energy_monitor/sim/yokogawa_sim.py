@@ -29,7 +29,7 @@ from energy_monitor.sim.faults import SimFaults
 from energy_monitor.sim.tcp_lines import SILENT, Hangup, TcpLineServer
 from energy_monitor.yokogawa import CURRENT_RANGES_A, VOLTAGE_RANGES_V
 
-IDN = "YOKOGAWA,WT310E,SIMULATED01,F1.03"
+IDN = "YOKOGAWA,WT310E,TINYPOWERSIM01,F1.03"
 RATES = {"100MS": 0.1, "250MS": 0.25, "500MS": 0.5, "1S": 1.0, "2S": 2.0, "5S": 5.0}
 FUNCTIONS = ("U", "I", "P", "S", "Q", "LAMBDA", "WH", "AH", "TIME")
 OVERRANGE = 9.9e37

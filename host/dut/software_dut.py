@@ -82,7 +82,7 @@ class SoftwareDut:
         timeline: LoadTimeline,
         mode: str,
         macs: int,
-        name: str = "tinypower-software-dut",
+        name: str = "tinypowersim-software-dut",
         corrupt_download_byte: int | None = None,
         uart_baud: int | None = None,
         realtime: bool = False,
@@ -99,7 +99,7 @@ class SoftwareDut:
         self.name = name
         self.timeline = timeline
         self.corrupt_download_byte = corrupt_download_byte
-        self.latency_s = board.cycle_model.latency_s(macs, board.clock_hz)
+        self.latency_s = board.cycle_model.latency_s(macs, board.clock_hz, model)
         self.energy = board.energy_model
         self.url: str | None = None
         self._reference = ReferenceModel(model, suite)

@@ -43,6 +43,7 @@ from tinypower.results.record import (
     TRAINING_FILE,
     RecordError,
     ResultRecord,
+    check_passed,
     file_hashes,
     read_power_session,
     record_from_power_session,
@@ -201,7 +202,19 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def _value(record: ResultRecord) -> str:
-    return "-" if record.value is None else f"{record.value:.4g} {record.unit}"
+    """The headline value, with its expanded uncertainty where the record has one."""
+    if record.value is None:
+        return "-"
+    u = record.extras.get("uncertainty")
+    if isinstance(u, int | float):
+        return f"{record.value:.4g} ± {u:.3g} {record.unit} (k=2)"
+    return f"{record.value:.4g} {record.unit}"
+
+
+def _meter(record: ResultRecord) -> str:
+    """The meter as it identified itself, with its driver's verification level."""
+    level = record.extras.get("verification")
+    return f"{record.meter or '-'}" + (f" [{level}]" if level else "")
 
 
 def _energy_per_work_j(run: _Run) -> float | None:
@@ -276,7 +289,7 @@ def _power(runs: list[_Run]) -> str:
                 _e(len(phase.power_w)),
             ])
         checks = "".join(
-            f"<li>{'ok' if c.get('ok') else NOT_OK} "
+            f"<li>{'ok' if check_passed(c) else NOT_OK} "
             f"{_e(c.get('name'))} ({_e(c.get('kind'))}): {_e(c.get('message'))}</li>"
             for c in r.power_results.get("checks") or [])
         bound = r.record.alignment_bound_s
@@ -291,7 +304,7 @@ def _power(runs: list[_Run]) -> str:
               "below ranging's.</p>"
             + _table(("phase", "scenario", "result", "average power (W)", "readings in window",
                       "window (s)", "readings"), rows)
-            + f"<p>Meter: {_e(r.record.meter or '-')}; alignment bound (measured clock skew): "
+            + f"<p>Meter: {_e(_meter(r.record))}; alignment bound (measured clock skew): "
             + (f"{bound * 1e3:.2f} ms" if bound is not None else "not measured")
             + f"</p><ul>{checks}</ul></div>"
         )
@@ -378,8 +391,11 @@ def _pareto(runs: list[_Run]) -> str:
     points, rows = [], []
     for r in energy_runs:
         latency, source = _latency_ms(r, runs)
-        points.append(Point(r.label, latency, r.record.value))
-        rows.append([_e(r.label), f"{latency:.3f}", _e(source), f"{r.record.value:.3f}",
+        u = r.record.extras.get("uncertainty")
+        u = float(u) if isinstance(u, int | float) else None
+        points.append(Point(r.label, latency, r.record.value, y_err=u))
+        rows.append([_e(r.label), f"{latency:.3f}", _e(source),
+                     f"{r.record.value:.3f}" + (f" ± {u:.3g}" if u else ""),
                      _badge(r.record.measured_as)])
     benchmarks = {TINY_BENCH_FOLDERS.get(r.record.benchmark, r.record.benchmark)
                   for r in energy_runs}
@@ -396,7 +412,8 @@ def _pareto(runs: list[_Run]) -> str:
         + _table(("run", "latency (ms)", "latency from", "energy (uJ/inf)", "measured as",
                   "on the Pareto front"), rows)
         + '<p class="meta">Grey squares: published results of the same benchmark (see the '
-          "table of published results).</p>"
+          "table of published results). Error bars: the expanded uncertainty (k=2) of each "
+          "run's energy.</p>"
     )
     return _section("pareto", "Latency against energy", content)
 
@@ -444,7 +461,7 @@ def _sessions(runs: list[_Run]) -> str:
             files.items()) if n in SHOWN_FILES)
         rows.append([
             _e(f"#{r.number}"), _e(r.session.folder), _e(r.session.data.get("started_utc", "")),
-            _e(r.session.data.get("status", "")), _e(r.record.meter or "-"),
+            _e(r.session.data.get("status", "")), _e(_meter(r.record)),
             _badge(r.record.measured_as), hashes,
         ])
     return _section("sessions", "Sessions and their files", _table(

@@ -129,6 +129,7 @@ class Point:
     x: float
     y: float
     published: bool = False
+    y_err: float | None = None  # expanded uncertainty (k=2) of y, drawn as an error bar
 
 
 def pareto_front(points: Sequence[Point]) -> list[Point]:
@@ -144,6 +145,8 @@ def _scatter(ax: Axes, points: Sequence[Point]) -> None:
     for p in points:
         color = PUBLISHED_COLOR if p.published else LINE
         ax.scatter([p.x], [p.y], color=color, marker="s" if p.published else "o", zorder=3)
+        if p.y_err:
+            ax.errorbar([p.x], [p.y], yerr=[p.y_err], color=color, capsize=3, lw=1, zorder=2)
         ax.annotate(p.label, (p.x, p.y), xytext=(5, 4), textcoords="offset points", fontsize=7,
                     color=color)
 

@@ -96,11 +96,12 @@ def _fmt(value: float | None, digits: int = 7) -> str:
     return f"{value:.{digits}g}"
 
 
-def _value(r: ResultRecord) -> str:
-    """The headline value with its uncertainty when the record carries one."""
-    u = getattr(r, "uncertainty", None) or (r.extras or {}).get("uncertainty")
-    spread = f" ± {_fmt(u, 3)}" if isinstance(u, int | float) and u == u else ""
-    return f"{_fmt(r.value)}{spread} {r.unit}"
+def _value(record: ResultRecord) -> str:
+    """The value with its expanded uncertainty (k=2) where the record carries one."""
+    u = (record.extras or {}).get("uncertainty")
+    if isinstance(u, int | float) and u == u and record.value is not None:
+        return f"{_fmt(record.value)} ± {u:.3g} {record.unit}"
+    return f"{_fmt(record.value)} {record.unit}"
 
 
 def results_command(args: argparse.Namespace, err: Console) -> int:

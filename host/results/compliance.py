@@ -36,6 +36,7 @@ from tinypower.results.power_logs import (
     read_mlperf_log,
     score_power_folder,
 )
+from tinypower.results.record import power_validity, primary_meter_identity
 from tinypower.results.rescore import (
     CaseResult,
     _clock_skew_s,
@@ -220,8 +221,28 @@ def check_tiny(folder: Path, kind: str, case: CaseResult) -> list[ComplianceChec
                                      f"target {target}%"))
     except (OSError, json.JSONDecodeError, LogFormatError, TypeError, IndexError) as exc:
         checks.append(ComplianceCheck("tiny.readable", "fail", str(exc)))
+    checks += _exported_measured_as(folder)
     checks.append(_rescore_check(case))
     return checks
+
+
+_EXPORT_HEADER = re.compile(r"^# tinypower export of session .*, measured_as: (\w+)$")
+
+
+def _exported_measured_as(folder: Path) -> list[ComplianceCheck]:
+    """A folder tinypower exported says how it was measured in its results.txt header; a
+    published folder has none (measured on the submitter's hardware)."""
+    try:
+        first = (folder / "results.txt").read_text(errors="replace").split("\n", 1)[0]
+    except OSError:
+        return []
+    match = _EXPORT_HEADER.match(first.strip())
+    if match is None:
+        return []
+    measured_as = match.group(1)
+    return [_check("measured_as", measured_as == "hardware",
+                   f"measured_as: {measured_as}" + ("" if measured_as == "hardware" else
+                                                    ": not a hardware measurement"), "warn")]
 
 
 # --------------------------------------------------------------------------------------------
@@ -342,13 +363,34 @@ def _run_duration_checks(window_s: float, min_run_s: float,
     ]
 
 
-def _measured_as_check(results: dict | None) -> list[ComplianceCheck]:
-    if results is None:
+def _measured_as_check(results: dict | None, folder: Path) -> list[ComplianceCheck]:
+    """How the numbers were measured: the director's results.json says so, and an export
+    keeps the meter's identity in power/server.json."""
+    server_path = folder / "power" / "server.json"
+    if results is not None:
+        measured_as = str(results.get("measured_as") or "unknown")
+    elif server_path.is_file():
+        try:
+            identity = primary_meter_identity(json.loads(server_path.read_text()))
+        except (OSError, ValueError):  # missing, not JSON or not UTF-8
+            identity = {}
+        measured_as = str(identity.get("measured_as") or "unknown")
+    else:
         return []  # a published folder: measured on the submitter's hardware
-    measured_as = str(results.get("measured_as") or "unknown")
     return [_check("measured_as", measured_as == "hardware",
                    f"measured_as: {measured_as}" + ("" if measured_as == "hardware" else
                                                     ": not a hardware measurement"), "warn")]
+
+
+def _session_validity_check(results: dict | None) -> list[ComplianceCheck]:
+    """A director session's own validity checks (coverage, uncertainty, ...), decided by the
+    same function as the CLI, the report and rescore (:func:`power_validity`)."""
+    if results is None:
+        return []
+    valid, failed = power_validity(results)
+    return [_check("power.session_valid", valid,
+                   "the session's own validity checks passed" if valid else
+                   f"the session failed its own check(s): {', '.join(failed) or 'unscored'}")]
 
 
 def check_power(folder: Path, case: CaseResult,
@@ -374,7 +416,8 @@ def check_power(folder: Path, case: CaseResult,
                "(warn when testing is over 50% shorter)", "warn"),
         _check("power.ranging_vs_testing", scored["ranging_ok"], scored["ranging_message"]),
     ]
-    checks += _measured_as_check(director)
+    checks += _measured_as_check(director, folder)
+    checks += _session_validity_check(director)
     checks += _ptd_checks(folder, begin, end)
     skew = _clock_skew_s(folder)
     if skew is None:  # a tinypower.scale session states its measured skew bound instead

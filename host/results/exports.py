@@ -38,6 +38,7 @@ from tinypower.results.record import (
     record_from_power_session,
     records_from_session,
 )
+from tinypower.results.strict_json import dumps_strict
 from tinypower.results.tiny_logs import (
     EEMBC_BIN_MAGIC,
     MLCOMMONS_SAMPLE_RATE_HZ,
@@ -410,7 +411,7 @@ def _write_system(session: StoredSession, systems: Path) -> None:
         "software": session.data.get("versions"),
         "exported_by": "tinypower",
     })
-    path.write_text(json.dumps(description, indent=2, default=str) + "\n")
+    path.write_text(dumps_strict(description, indent=2) + "\n")
 
 
 def _check_round_trip(session: StoredSession, folder: Path) -> None:

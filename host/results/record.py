@@ -21,6 +21,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from energy_monitor.uncertainty import analyzer_budget
 from tinypower.results.session import sha256_bytes
 
 SCALES = ("tiny", "edge", "datacenter", "fleet")
@@ -126,6 +127,24 @@ def _no_nan(value: Any) -> Any:
     return value
 
 
+def check_passed(check: Mapping[str, Any]) -> bool:
+    """Whether a stored check passed: only a JSON ``true`` in its ``ok`` (or ``passed``) is a
+    pass. Older sessions wrote a numpy ``False`` as the string ``"False"``, which is truthy;
+    here anything but ``true`` is a failure, so no reader can take such a check as passed."""
+    return check.get("ok", check.get("passed")) is True
+
+
+def power_validity(results: Mapping[str, Any]) -> tuple[bool, list[str]]:
+    """The one decision on a power director session's validity, from its ``results.json``:
+    the names of its failed ``validity`` checks (``compliance`` checks only make it
+    non-compliant with MLPerf), and whether none failed. An unscored session (no results) is
+    invalid. The CLI, the report, ``tinypower check`` and ``tinypower rescore`` all ask here."""
+    checks = results.get("checks") or []
+    failed = [str(c.get("name")) for c in checks
+              if c.get("kind", "validity") != "compliance" and not check_passed(c)]
+    return bool(results) and not failed, failed
+
+
 def file_hashes(folder: Path, names: list[str] | None = None) -> dict[str, str]:
     """sha256 of the files in ``folder`` (or of ``names`` in it), by name, recursively."""
     paths = (
@@ -142,8 +161,16 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise RecordError(f"{path} is missing") from None
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RecordError(f"{path}: not valid JSON ({exc})") from None
+
+
+def _instrument_extras(meter: Mapping[str, Any] | None) -> dict[str, str]:
+    """The instrument's firmware as it reported it and its driver's verification level."""
+    if not meter:
+        return {}
+    return {"meter_firmware": str(meter.get("firmware", "")),
+            "verification": str(meter.get("verification") or "unknown")}
 
 
 def _meter_name(meter: Mapping[str, Any] | None) -> str:
@@ -210,6 +237,13 @@ def records_from_session(folder: Path) -> list[ResultRecord]:
     }
     if session.get("reason"):
         extras["reason"] = session["reason"]
+    extras.update(_instrument_extras(session.get("meter")))
+    if isinstance(extras.get("energy_uncertainty_uj"), int | float):
+        extras["uncertainty"] = extras["energy_uncertainty_uj"]  # in the value's unit, k=2
+    models = session.get("models") or {}
+    for key in ("label", "timing", "power_profile"):
+        if models.get(key):
+            extras[f"model_{key}"] = str(models[key])
     model = record.get("model") or {}
     if model.get("name"):
         extras["model"] = model["name"]
@@ -252,6 +286,40 @@ def read_power_session(folder: Path) -> tuple[dict, dict]:
     return server, results
 
 
+def primary_meter_identity(server: Mapping[str, Any]) -> dict[str, Any]:
+    """The identity (kind, model, serial, firmware, measured_as, verification) the testing
+    run's first meter reported, from a director's ``power/server.json`` (which an export
+    keeps): {} when it is not there."""
+    try:
+        primary = ((server.get("config") or {}).get("meters") or [{}])[0].get("name", "")
+        identity = server["phases"]["testing"]["meters"][primary]["identity"]
+    except (KeyError, TypeError, AttributeError, IndexError):
+        return {}
+    return dict(identity) if isinstance(identity, Mapping) else {}
+
+
+def primary_name(server: Mapping[str, Any]) -> str:
+    """The name of a director session's first meter, the one its spl.txt is from."""
+    try:
+        return str(((server.get("config") or {}).get("meters") or [{}])[0].get("name", ""))
+    except (AttributeError, IndexError):
+        return ""
+
+
+def _analyzer_uncertainty(server: Mapping[str, Any], primary: str, testing: Mapping[str, Any],
+                          alignment_bound_s: float | None) -> dict[str, float]:
+    """The testing value's expanded uncertainty (k=2) from the uncertainty PTDaemon reported
+    and the measured clock-skew bound (:func:`energy_monitor.uncertainty.analyzer_budget`)."""
+    try:
+        unc = float(server["phases"]["testing"]["meters"][primary]["uncertainty_max"])
+        value, window_s = float(testing["value"]), float(testing["window_s"])
+    except (KeyError, TypeError, ValueError):
+        return {}
+    budget = analyzer_budget(value=value, reported_uncertainty=unc, window_s=window_s,
+                             alignment_bound_s=float(alignment_bound_s or 0.0))
+    return {"uncertainty": budget.expanded_j, "uncertainty_k": budget.k}
+
+
 def _power_benchmark(folder: Path) -> str:
     """The model the client's LoadGen ran (``--model`` of its recorded command), by file stem."""
     try:
@@ -274,18 +342,16 @@ def record_from_power_session(folder: Path) -> ResultRecord:
     folder = Path(folder)
     server, results = read_power_session(folder)
     testing = results.get("testing") or {}
-    primary = ((server.get("config") or {}).get("meters") or [{}])[0].get("name", "")
-    identity = ((server.get("phases") or {}).get("testing", {}).get("meters", {})
-                .get(primary, {}).get("identity") or {})
+    identity = primary_meter_identity(server)
     measured_as = str(testing.get("measured_as") or results.get("measured_as")
                       or identity.get("measured_as") or "")
     if measured_as not in MEASURED_AS:
         raise RecordError(f"{folder}: the power session does not say how it measured "
                           f"(measured_as {measured_as!r}); was it scored?")
     checks = results.get("checks") or []
-    failed = [str(c["name"]) for c in checks if not c.get("ok") and c.get("kind") != "compliance"]
+    valid, failed = power_validity(results)
     not_compliant = [str(c["name"]) for c in checks
-                     if not c.get("ok") and c.get("kind") == "compliance"]
+                     if not check_passed(c) and c.get("kind") == "compliance"]
     status = str(server.get("status", ""))
     if not results:
         failed.append(f"session.{status or 'unscored'}")
@@ -303,7 +369,10 @@ def record_from_power_session(folder: Path) -> ResultRecord:
     }
     if isinstance(testing.get("energy_j"), int | float):
         extras["meter_energy_j"] = testing["energy_j"]
-    extras["compliant"] = bool(results.get("compliant"))
+    extras.update(_instrument_extras(identity))
+    extras.update(_analyzer_uncertainty(server, primary_name(server), testing,
+                                        results.get("alignment_bound_s")))
+    extras["compliant"] = valid and results.get("compliant") is True
     if not_compliant:
         extras["not_compliant"] = ", ".join(not_compliant)
     if server.get("reasons"):
@@ -325,7 +394,7 @@ def record_from_power_session(folder: Path) -> ResultRecord:
         power_w=float(power_w) if power_w is not None else None,
         meter=_meter_name(identity),
         alignment_bound_s=results.get("alignment_bound_s"),
-        valid=bool(results.get("valid")) and not failed,
+        valid=valid and not failed,
         failed_rules=tuple(failed),
         artifacts_sha256=dict(server.get("results") or file_hashes(folder)),
         source=str(folder.resolve()),

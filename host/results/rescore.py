@@ -42,6 +42,7 @@ from tinypower.results.record import (
     RecordError,
     ResultRecord,
     file_hashes,
+    power_validity,
     records_from_session,
 )
 from tinypower.results.tiny_logs import (
@@ -893,6 +894,21 @@ def _director_claim(folder: Path) -> tuple[float, str] | None:
         return None
 
 
+def _director_failures(folder: Path) -> list[str]:
+    """A director session that failed its own validity checks (:func:`power_validity`, the
+    decision the CLI, report and check share) is flagged, whatever its numbers rescore to."""
+    try:
+        if not (folder / "results.json").is_file():
+            return []
+        results = read_json(folder / "results.json")
+    except (ResultFileError, ValueError):  # not JSON, not UTF-8: a published side file
+        return []
+    if not isinstance(results, dict) or "testing" not in results:
+        return []
+    valid, failed = power_validity(results)
+    return [] if valid else [f"the session failed its own check(s): {', '.join(failed)}"]
+
+
 def _power_measured_as(folder: Path) -> str:
     """How a power folder was measured: a director session says so in results.json, and its
     export keeps the director's power/server.json (meter identities); published folders were
@@ -928,7 +944,7 @@ def rescore_power(folder: Path, table: dict[Path, tuple[float, str]],
     measured_as = _power_measured_as(folder)
     case = CaseResult(folder, "power", claim[0] if claim else None, None,
                       claim[1] if claim else "", facts={"measured_as": measured_as})
-    flags: list[str] = []
+    flags = _director_failures(folder)
     rules = ", ".join(k for k, on in era.items() if on) or "all samples, W or mJ/query"
     round_name = (f"v{version[0]}.{version[1]}" if version
                   else "the current round (no round in the path: give --round)")

@@ -10,7 +10,6 @@ at each checkpoint, so a crash leaves it saying where the run got to; a failed r
 from __future__ import annotations
 
 import hashlib
-import json
 import platform
 import sys
 import time
@@ -18,6 +17,8 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from tinypower.results.strict_json import dumps_strict
 
 
 def _version(dist: str) -> str:
@@ -84,7 +85,7 @@ class Session:
 
     def write_json(self, name: str, obj: Any) -> Path:
         p = self.path(name)
-        p.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+        p.write_text(dumps_strict(obj, indent=2) + "\n")
         return p
 
     def finish(self, status: str, reason: str = "") -> None:
@@ -102,5 +103,5 @@ class Session:
 
     def save(self) -> None:
         tmp = self.path("session.json.tmp")
-        tmp.write_text(json.dumps(self.data, indent=2, default=str) + "\n")
+        tmp.write_text(dumps_strict(self.data, indent=2) + "\n")
         tmp.replace(self.path("session.json"))

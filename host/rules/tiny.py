@@ -8,6 +8,7 @@ enforced: every rule is a :class:`Check`, and a result with a failed check is in
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -17,6 +18,8 @@ from energy_monitor.trace import WindowEnergy
 
 REQUIRED_WINDOWS = 5
 MIN_WINDOW_S = 10.0
+# EEMBC's energy runner refuses fewer than 10 inferences per window; so do we, in every mode.
+MIN_INFERENCES = 10
 # Closed-division accuracy targets (MLPerfTiny_Rules.adoc): top-1 % or AUC.
 ACCURACY_TARGETS = {"kws01": 90.0, "vww01": 80.0, "ic01": 85.0, "ad01": 0.85}
 
@@ -96,6 +99,46 @@ def window_checks(durations_s: Sequence[float], min_window_s: float = MIN_WINDOW
     return checks
 
 
+def impossible_checks(
+    k: int, inferences: int, elapsed_s: float, energy_j: float | None = None
+) -> list[Check]:
+    """What no real window can be, each a named failed rule rather than a traceback or a
+    number that passes: fewer than :data:`MIN_INFERENCES` inferences, zero or negative (or
+    non-finite) elapsed time, and energy that is not finite or not positive (a negative board
+    current, a broken meter)."""
+    checks = [
+        Check(f"tiny.inferences[{k}]", inferences >= MIN_INFERENCES,
+              f"window {k} ran {inferences} inference(s), at least {MIN_INFERENCES} required "
+              "(EEMBC's minimum)"),
+        Check(f"tiny.elapsed_positive[{k}]", math.isfinite(elapsed_s) and elapsed_s > 0,
+              f"window {k} lasted {elapsed_s!r} s: a window takes time (identical or "
+              "unreadable timestamps)"),
+    ]
+    if energy_j is not None:
+        checks += [
+            Check(f"tiny.energy_finite[{k}]", math.isfinite(energy_j),
+                  f"window {k} energy is {energy_j!r} J: not a measurement"),
+            Check(f"tiny.energy_positive[{k}]", not math.isfinite(energy_j) or energy_j > 0,
+                  f"window {k} energy is {energy_j!r} J: a powered board draws energy "
+                  "(negative or zero current: check the meter's wiring and range)"),
+        ]
+    return checks
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    """numerator / denominator, NaN where the division means nothing (a zero window)."""
+    if denominator == 0 or not math.isfinite(denominator):
+        return float("nan")
+    return numerator / denominator
+
+
+def _finite_median(values: Sequence[float]) -> float:
+    """The median, or NaN when any value is not finite (its window failed a rule)."""
+    if not values or not all(math.isfinite(v) for v in values):
+        return float("nan")
+    return median(values)
+
+
 @dataclass(frozen=True)
 class PerfWindow:
     """One performance-mode window: N inferences between two DUT microsecond laps."""
@@ -110,7 +153,8 @@ class PerfWindow:
 
     @property
     def throughput(self) -> float:
-        return self.inferences / self.elapsed_s
+        """Inferences per second; NaN for a window without DUT time (identical laps)."""
+        return _ratio(self.inferences, self.elapsed_s)
 
 
 def score_performance(
@@ -118,7 +162,9 @@ def score_performance(
 ) -> TinyResult:
     """Median throughput (inf/s) over the windows; latency (ms) = 1000 / median."""
     throughputs = [w.throughput for w in windows]
-    value = median(throughputs) if throughputs else float("nan")
+    value = _finite_median(throughputs)
+    impossible = [c for k, w in enumerate(windows)
+                  for c in impossible_checks(k, w.inferences, w.elapsed_s)]
     return TinyResult(
         mode="performance",
         metric="throughput",
@@ -134,8 +180,8 @@ def score_performance(
             }
             for w, t in zip(windows, throughputs, strict=True)
         ],
-        checks=window_checks([w.elapsed_s for w in windows]) + list(extra_checks),
-        extras={"latency_ms": 1000.0 / value if throughputs else float("nan")},
+        checks=window_checks([w.elapsed_s for w in windows]) + impossible + list(extra_checks),
+        extras={"latency_ms": _ratio(1000.0, value)},
     )
 
 
@@ -143,8 +189,11 @@ def score_energy(
     windows: Sequence[WindowEnergy], extra_checks: Sequence[Check] = ()
 ) -> TinyResult:
     """Median energy per inference (uJ/inf) over the windows, and their mean power."""
-    per_inf_uj = [w.energy_per_work_j * 1e6 for w in windows]
-    value = median(per_inf_uj) if per_inf_uj else float("nan")
+    per_inf_uj = [_ratio(w.energy_j, w.window.work_count) * 1e6 for w in windows]
+    impossible = [c for k, w in enumerate(windows)
+                  for c in impossible_checks(k, w.window.work_count, w.duration_s, w.energy_j)]
+    failed = any(not c.passed for c in impossible)
+    value = float("nan") if failed else _finite_median(per_inf_uj)
     total_energy = sum(w.energy_j for w in windows)
     total_time = sum(w.duration_s for w in windows)
     return TinyResult(
@@ -165,9 +214,18 @@ def score_energy(
             }
             for w, e in zip(windows, per_inf_uj, strict=True)
         ],
-        checks=window_checks([w.duration_s for w in windows]) + list(extra_checks),
-        extras={"mean_power_uw": total_energy / total_time * 1e6 if total_time else float("nan")},
+        checks=window_checks([w.duration_s for w in windows]) + impossible + list(extra_checks),
+        extras={"mean_power_uw": (float("nan") if failed
+                                  else _ratio(total_energy, total_time) * 1e6)},
     )
+
+
+def finite_outputs_check(outputs: Sequence[Sequence[float]]) -> Check:
+    """Every DUT output value is a number: a NaN or infinity is a broken DUT, not a class."""
+    bad = sum(1 for o in outputs if not np.all(np.isfinite(np.asarray(o, dtype=np.float64))))
+    return Check("tiny.outputs_finite", bad == 0,
+                 f"{bad} of {len(outputs)} DUT output(s) hold NaN or infinity" if bad
+                 else f"all {len(outputs)} DUT outputs are finite")
 
 
 def normalise(scores: Sequence[float]) -> np.ndarray:

@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tinypower.results.record import check_passed, power_validity
 from tinypower.results.session import sha256_bytes
+from tinypower.results.strict_json import dumps_strict
 from tinypower.scale import workload as wl
 from tinypower.scale.director import PHASE_DIRS, PROTOCOL, DirectorError, read_token
 from tinypower.scale.sut import TOKEN_ENV, SutError, load_sut, parse_host_port
@@ -46,7 +48,7 @@ class SessionOutcome:
 
     @property
     def ok(self) -> bool:
-        return self.error is None and bool(self.results.get("valid"))
+        return self.error is None and power_validity(self.results)[0]
 
 
 class DirectorConnection:
@@ -141,7 +143,7 @@ def run_session(
             conn.request("abort", session=session, reason=error)
     record["messages"] = conn.messages
     record["error"] = error
-    conn.put(session, "client.json", json.dumps(record, indent=2, default=str).encode())
+    conn.put(session, "client.json", dumps_strict(record, indent=2).encode())
     results = conn.request("done", session=session)["results"]
     return SessionOutcome(session, new["folder"], results, error)
 
@@ -237,8 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         conn.close()
     if args.json:
-        print(json.dumps({"session": outcome.session, "folder": outcome.folder,
-                          "error": outcome.error, "results": outcome.results}, default=str))
+        print(dumps_strict({"session": outcome.session, "folder": outcome.folder,
+                            "error": outcome.error, "results": outcome.results}))
     else:
         print(summary_text(outcome))
     if outcome.error:
@@ -261,10 +263,10 @@ def summary_text(outcome: SessionOutcome) -> str:
     if bound is not None:
         lines.append(f"alignment bound (clock skew) {bound * 1e3:.2f} ms")
     for c in r.get("checks", []):
-        if not c["ok"]:
+        if not check_passed(c):
             lines.append(f"{'invalid' if c['kind'] == 'validity' else 'not compliant'}: "
                          f"{c['name']}: {c['message']}")
-    lines.append("valid" if r.get("valid") else "INVALID")
+    lines.append("valid" if power_validity(r)[0] else "INVALID")
     return "\n".join(lines)
 
 

@@ -15,7 +15,6 @@ sub-minute smoke run that is not rule-compliant and says so.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import secrets
 import tempfile
@@ -30,6 +29,13 @@ from rich.table import Table
 from energy_monitor.meter import MeterError
 from tinypower.preflight import PreflightError, check_sut_meters
 from tinypower.results.db import DEFAULT_DB
+from tinypower.results.record import (
+    RecordError,
+    check_passed,
+    power_validity,
+    record_from_power_session,
+)
+from tinypower.results.strict_json import dumps_strict
 from tinypower.scale.client import ClientError, DirectorConnection, SessionOutcome, run_session
 from tinypower.scale.director import Director, DirectorConfig, DirectorError
 from tinypower.scale.sut import (
@@ -79,9 +85,8 @@ def measure_sut(args: argparse.Namespace, err: Console) -> int:
         if simulator is not None:
             simulator.close()
     if args.json:
-        print(json.dumps({"session": outcome.session, "folder": outcome.folder,
-                          "error": outcome.error, "notes": notes, **outcome.results},
-                         default=str))
+        print(dumps_strict({"session": outcome.session, "folder": outcome.folder,
+                            "error": outcome.error, "notes": notes, **outcome.results}))
     else:
         print_outcome(outcome, notes)
     return 0 if outcome.ok else EXIT_INVALID
@@ -179,6 +184,19 @@ def _local_meter(quick_run: bool) -> tuple[MeterConfig, Any, str]:
         "power follows this machine's CPU utilisation: results are SIMULATED")
 
 
+def _with_uncertainty(folder: str) -> str:
+    """The testing value ± U (k=2) from the session's record, when its folder is on this
+    machine (a local director); empty otherwise."""
+    try:
+        record = record_from_power_session(Path(folder))
+    except (RecordError, OSError):
+        return ""
+    u = record.extras.get("uncertainty")
+    if record.value is None or not isinstance(u, int | float):
+        return ""
+    return f"{record.value:.4f} ± {u:.3g} {record.unit} (k=2)"
+
+
 def print_outcome(outcome: SessionOutcome, notes: list[str]) -> None:
     out = console()
     r = outcome.results
@@ -200,14 +218,17 @@ def print_outcome(outcome: SessionOutcome, notes: list[str]) -> None:
     bound = r.get("alignment_bound_s")
     if bound is not None:
         out.print(f"alignment bound (measured clock skew): {bound * 1e3:.2f} ms")
+    if uncertain := _with_uncertainty(outcome.folder):
+        out.print(f"testing result: {uncertain}", highlight=False)
     for c in r.get("checks", []):
-        if not c["ok"]:
+        if not check_passed(c):
             label = "[red]invalid:[/]" if c["kind"] == "validity" else "[yellow]not compliant:[/]"
             out.print(f"{label} {escape(c['name'] + ': ' + c['message'])}", highlight=False)
     if outcome.error:
         out.print(f"[bold red]run failed:[/] {escape(outcome.error)}", highlight=False)
-    out.print(f"valid: {'[green]yes[/]' if r.get('valid') else '[red]no[/]'}, MLPerf-compliant: "
-              f"{'yes' if r.get('compliant') else 'no'}", highlight=False)
+    valid = power_validity(r)[0]
+    out.print(f"valid: {'[green]yes[/]' if valid else '[red]no[/]'}, MLPerf-compliant: "
+              f"{'yes' if valid and r.get('compliant') is True else 'no'}", highlight=False)
     out.print(f"session: {outcome.folder}", highlight=False)
     for note in notes:
         out.print(f"[yellow]note:[/] {escape(note)}", highlight=False)

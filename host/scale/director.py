@@ -35,7 +35,6 @@ import base64
 import hashlib
 import hmac
 import json
-import math
 import os
 import socketserver
 import sqlite3
@@ -61,6 +60,7 @@ from tinypower.results.power_logs import (
 )
 from tinypower.results.record import RecordError
 from tinypower.results.session import sha256_bytes
+from tinypower.results.strict_json import dumps_strict
 from tinypower.rules.power import ENERGY_SCENARIOS, ranging_check, score_power
 from tinypower.scale.sut import (
     DEFAULT_PORT,
@@ -177,7 +177,8 @@ def score_phase(phase_dir: Path, spl: Path, series: PowerSeries | CounterSeries 
         energy = series.energy(b, e, max_gap_s)
         result.update(energy_j=energy.energy_j, coverage=energy.coverage,
                       gaps=[[g.start_s, g.end_s] for g in energy.gaps],
-                      median_interval_s=energy.median_interval_s)
+                      median_interval_s=energy.median_interval_s,
+                      estimated_j=energy.estimated_j, bridged_j=energy.bridged_j)
     return result
 
 
@@ -235,7 +236,7 @@ class Session:
     def save(self) -> None:
         path = self.folder / "power" / "server.json"
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=2, default=str) + "\n")
+        tmp.write_text(dumps_strict(self.data, indent=2) + "\n")
         tmp.replace(path)
 
     def file_hashes(self) -> dict[str, str]:
@@ -513,7 +514,7 @@ class Director:
                 session.data["status"] = "complete"
             session.data["finished_utc"] = datetime.now(UTC).isoformat()
             (session.folder / "results.json").write_text(
-                json.dumps(results, indent=2, default=str) + "\n")
+                dumps_strict(results, indent=2) + "\n")
             session.data["results"] = session.file_hashes()
             session.save()
         reply: dict[str, Any] = {"results": results}
@@ -766,14 +767,8 @@ def _connect(cfg: MeterConfig) -> Any:
 
 
 def _send(wfile: Any, obj: dict) -> None:
-    wfile.write(json.dumps(obj, default=_json_default).encode() + b"\n")
+    wfile.write(dumps_strict(obj).encode() + b"\n")
     wfile.flush()
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return str(obj)
 
 
 def _version() -> str:

@@ -40,6 +40,7 @@ from energy_monitor.prometheus import (
 )
 from energy_monitor.series import CounterSeries, PowerSeries
 from energy_monitor.trace import TraceError
+from tinypower.results.strict_json import dumps_strict
 from tinypower.rules.tiny import Check
 from tinypower.rules.training import (
     MAX_GAP_S,
@@ -251,12 +252,12 @@ def write_training_session(result: TrainingEnergy, runs_dir: Path, system: str =
     folder.mkdir(parents=True)
     if Path(result.run.source).is_file():
         shutil.copyfile(result.run.source, folder / "training_log.txt")
-    (folder / "training.json").write_text(json.dumps({
+    (folder / "training.json").write_text(dumps_strict({
         "system": system or f"{result.node_count}-node fleet",
         "recorded_utc": stamp.isoformat(),
         "result": result.to_dict(),
         "scale_out": scale_out_rows([result])[0],
         "median_intervals_s": {name: n.median_interval_s
                                for name, n in result.fleet.nodes.items()},
-    }, indent=1, default=str) + "\n")
+    }, indent=1) + "\n")
     return folder

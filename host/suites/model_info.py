@@ -108,6 +108,28 @@ def _describe(model: S.ModelT, data: bytes) -> ModelInfo:
     )
 
 
+def macs_by_op(data: bytes) -> dict[str, int]:
+    """Multiply-accumulates per operator type of one inference (main subgraph), the count of
+    each type under ``"<TYPE>#ops"``, and a convolution's kernel positions (outputs x kernel
+    height x width, whatever the input depth) under ``"CONV_2D#positions"``: what a
+    per-operator latency model needs."""
+    read_model_info(data)  # the same checks, and the same errors, as for the whole model
+    model = S.ModelT.InitFromPackedBuf(data, 0)
+    graph = model.subgraphs[0]
+    out: dict[str, int] = {}
+    for op in graph.operators or []:
+        name = _op_name(model.operatorCodes[op.opcodeIndex])
+        macs = _op_macs(name, [_shape(graph.tensors[i]) for i in op.inputs],
+                        _shape(graph.tensors[op.outputs[0]]))
+        out[name] = out.get(name, 0) + macs
+        out[f"{name}#ops"] = out.get(f"{name}#ops", 0) + 1
+        if name == "CONV_2D":
+            _, k_h, k_w, _ = _shape(graph.tensors[op.inputs[1]])
+            positions = math.prod(_shape(graph.tensors[op.outputs[0]])) * k_h * k_w
+            out["CONV_2D#positions"] = out.get("CONV_2D#positions", 0) + positions
+    return out
+
+
 def _op_name(code: S.OperatorCodeT) -> str:
     # Old files only fill the 8-bit deprecated field; new ones may leave it at 127
     # (PLACEHOLDER_FOR_GREATER_OP_CODES). TFLite itself takes the larger of the two.

@@ -26,7 +26,14 @@ from pathlib import Path
 
 import pytest
 
+from tinypower.boards import load_board
+from tinypower.cli import main
+from tinypower.farm.place import acquired_place
+from tinypower.models import resolve_model
 from tinypower.results.db import query
+from tinypower.runner import RunRequest, run
+from tinypower.suites.benchmarks import get_suite
+from tinypower.suites.datasets import synthetic_inputs
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -170,74 +177,107 @@ def farm(tmp_path_factory) -> Iterator[Farm]:
     _require_farm()
     farm = Farm(tmp_path_factory.mktemp("farm"))
     try:
-        farm.start_benches("bench-a", "bench-b")
+        farm.start_benches("bench-a", "bench-b", "bench-c")
         yield farm
     finally:
         farm.close()
 
 
-def test_place_measures_like_the_local_virtual_lab(farm: Farm, tmp_path: Path) -> None:
-    remote = farm.measure("--place", "bench-a", "--coordinator", farm.address,
-                          runs=tmp_path / "farm")
+def test_two_places_at_once_measure_like_the_local_virtual_lab(
+    farm: Farm, tmp_path: Path
+) -> None:
+    runs = tmp_path / "farm"
+    places = ("bench-a", "bench-b")
+    started = [farm.measure("--place", place, "--coordinator", farm.address, runs=runs)
+               for place in places]
     local = farm.measure(runs=tmp_path / "local")
-    done, here = remote.communicate(timeout=TIMEOUT_S), local.communicate(timeout=TIMEOUT_S)
-    assert remote.returncode == 0, done[1]
+    here = local.communicate(timeout=TIMEOUT_S)
     assert local.returncode == 0, here[1]
-    assert "acquired place bench-a" in done[1] and "released place bench-a" in done[1]
-    farmed, measured = _records(done), _records(here)
-    assert set(farmed) == {"performance", "energy"}
-    for mode in farmed:
-        assert farmed[mode]["valid"] and farmed[mode]["measured_as"] == "simulated"
-    # Performance: the DUT's own µs laps, identical up to the wall-time jitter of a lap.
-    assert farmed["performance"]["value"] == pytest.approx(
-        measured["performance"]["value"], rel=1e-5)
-    # Energy: a window's edges fall on the meter's sample grid, so the two runs may differ
-    # by one sample period's energy at each end of a window.
-    energy = farmed["energy"]["extras"]
-    one_sample_uj = energy["mean_power_uw"] / energy["sample_rate_hz"]
-    assert farmed["energy"]["value"] == pytest.approx(
-        measured["energy"]["value"], abs=2 * one_sample_uj / energy["iterations"])
-    # The session says where it was measured: coordinator, place, exporter per resource.
-    session = json.loads((Path(farmed["energy"]["session"]) / "session.json").read_text())
-    record = session["farm"]
-    assert record["coordinator"] == farm.address and record["place"] == "bench-a"
-    for role in ("dut", "monitor"):
-        resource = record["resources"][role]
-        assert resource["exporter"] == "bench-a" and resource["cls"] == "NetworkSerialPort"
-        assert resource["url"].startswith("rfc2217://127.0.0.1:")
-    assert farm.holder("bench-a") == "None"
+    measured = _records(here)
+    sessions = []
+    for place, remote in zip(places, started, strict=True):
+        done = remote.communicate(timeout=TIMEOUT_S)
+        assert remote.returncode == 0, done[1]
+        assert f"acquired place {place}" in done[1] and f"released place {place}" in done[1]
+        farmed = _records(done)
+        assert set(farmed) == {"performance", "energy"}
+        for mode, record in farmed.items():
+            assert record["valid"] and record["measured_as"] == "simulated"
+            session = json.loads((Path(record["session"]) / "session.json").read_text())
+            assert session["status"] == "complete"
+            # The session says where it was measured: coordinator, place, exporter per port.
+            assert session["farm"]["coordinator"] == farm.address
+            assert session["farm"]["place"] == place
+            for role in ("dut", "monitor") if mode == "energy" else ("dut",):
+                resource = session["farm"]["resources"][role]
+                assert resource["exporter"] == place and resource["cls"] == "NetworkSerialPort"
+                assert resource["url"].startswith("rfc2217://127.0.0.1:")
+            sessions.append(Path(record["session"]).resolve())
+        # Performance: the DUT's own µs laps, identical up to the jitter of a lap.
+        assert farmed["performance"]["value"] == pytest.approx(
+            measured["performance"]["value"], rel=1e-5)
+        # Energy: a window's edges fall on the meter's sample grid, so two runs may differ by
+        # one sample period's energy at each end of a window.
+        energy = farmed["energy"]["extras"]
+        one_sample_uj = energy["mean_power_uw"] / energy["sample_rate_hz"]
+        assert farmed["energy"]["value"] == pytest.approx(
+            measured["energy"]["value"], abs=2 * one_sample_uj / energy["iterations"])
+        assert farm.holder(place) == "None"
+    # Both places' sessions are in the one store of their runs folder.
+    stored = query(runs / "results.sqlite")
+    assert sorted(Path(r.source).resolve() for r in stored) == sorted(sessions)
 
 
-def test_a_place_held_by_someone_else_is_refused_naming_them(farm: Farm, tmp_path: Path) -> None:
+def test_a_place_held_by_someone_else_is_refused_naming_them(
+    farm: Farm, tmp_path: Path, capsys
+) -> None:
     alice = {"LG_USERNAME": "alice", "LG_HOSTNAME": "lab-pc"}
     farm.client("-p", "bench-b", "acquire", env=alice)
     try:
-        run = farm.measure("--place", "bench-b", "--coordinator", farm.address,
-                           runs=tmp_path / "runs")
-        out, err = run.communicate(timeout=TIMEOUT_S)
+        code = main(["measure", *MEASURE, "--place", "bench-b", "--coordinator", farm.address,
+                     "--runs-dir", str(tmp_path / "runs")])
     finally:
         farm.client("-p", "bench-b", "release", env=alice)
-    assert run.returncode == 2, err
+    out, err = capsys.readouterr()
+    assert code == 2
     assert "place bench-b is held by lab-pc/alice" in err
-    assert "Traceback" not in err and not out
+    assert not out and len(err.strip().splitlines()) <= 3  # one message, wrapped by rich
     assert not (tmp_path / "runs").exists()  # refused before any session folder
 
 
-def test_two_places_measured_at_once(farm: Farm, tmp_path: Path) -> None:
-    runs = tmp_path / "runs"
-    places = ("bench-a", "bench-b")
-    started = [farm.measure("--place", place, "--coordinator", farm.address, "--mode", "energy",
-                            runs=runs) for place in places]
-    sessions = []
-    for place, run in zip(places, started, strict=True):
-        out, err = run.communicate(timeout=TIMEOUT_S)
-        assert run.returncode == 0, err
-        folder = Path(_records((out, err))["energy"]["session"])
-        session = json.loads((folder / "session.json").read_text())
-        assert session["status"] == "complete"
-        assert session["farm"]["place"] == place
-        assert session["farm"]["resources"]["monitor"]["exporter"] == place
-        sessions.append(folder.resolve())
-    stored = query(runs / "results.sqlite")
-    assert sorted(Path(r.source).resolve() for r in stored) == sorted(sessions)
-    assert all(r.valid and r.scenario == "energy" for r in stored)
+def test_a_killed_run_leaves_the_place_free(farm: Farm, tmp_path: Path) -> None:
+    run = farm.measure("--place", "bench-b", "--coordinator", farm.address,
+                       runs=tmp_path / "runs")
+    try:
+        assert run.stderr.readline().startswith("acquired place bench-b")
+        assert farm.holder("bench-b") != "None"
+    finally:
+        run.kill()  # SIGKILL: nothing in the run can clean up
+        run.communicate()
+    # The run's guard process notices and releases the place.
+    _wait(lambda: farm.holder("bench-b") == "None", "the release of bench-b", 20)
+
+
+def test_an_exporter_that_vanishes_mid_run(farm: Farm, tmp_path: Path) -> None:
+    suite = get_suite("kws01")
+    exporter = farm.exporters["bench-c"]
+
+    def progress(text: str, done: int, total: int) -> None:
+        if text.startswith("energy window 3"):
+            os.killpg(exporter.pid, signal.SIGKILL)  # the exporter and its ser2net
+
+    with acquired_place(farm.address, "bench-c") as place:
+        outcome = run(RunRequest(
+            board=load_board("sim-m4"), suite=suite, model=resolve_model(suite, "synthetic"),
+            dataset=synthetic_inputs(suite), mode="energy", runs_dir=tmp_path, iterations=100,
+            ports=place.ports(), farm=place.record(), tinypower_firmware=True,
+        ), progress)
+    assert exporter.poll() is not None
+    assert outcome.error
+    session = json.loads(outcome.session.path("session.json").read_text())
+    assert session["status"] == "incomplete" and session["reason"] == outcome.error
+    assert session["farm"]["resources"]["dut"]["exporter"] == "bench-c"
+    labels = [c["label"] for c in session["checkpoints"]]
+    assert "window 1" in labels and "window 4" not in labels
+    assert outcome.session.path("trace-partial.npz").stat().st_size > 0  # data kept
+    assert farm.holder("bench-c") == "None"

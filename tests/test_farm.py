@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -28,7 +29,7 @@ import pytest
 
 from tinypower.boards import load_board
 from tinypower.cli import main
-from tinypower.farm.place import acquired_place
+from tinypower.farm.place import PlaceError, _serial_url, acquired_place
 from tinypower.models import resolve_model
 from tinypower.results.db import query
 from tinypower.runner import RunRequest, run
@@ -50,7 +51,22 @@ for a in "$@"; do
 done
 exec {ser2net} "$@"
 """
-MEASURE = ["--board", "sim-m4", "--model", "synthetic", "--iterations", "100"]
+# The commands docs/board-farm.md gives, as the test runs them (one bench per exporter, the
+# place named like its exporter). test_the_docs_give_these_commands keeps the page in step.
+COMMANDS = {
+    "bench": "python -m tinypower.farm.virtual_bench --exporter-config {name}.yaml "
+             "--group sim-bench",
+    "coordinator": "labgrid-coordinator --listen {coordinator}",
+    "exporter": "labgrid-exporter --coordinator {coordinator} --name {name} "
+                "--hostname 127.0.0.1 {name}.yaml",
+    "create": "labgrid-client -x {coordinator} -p {name} create",
+    "match": "labgrid-client -x {coordinator} -p {name} add-match '{name}/sim-bench/*'",
+    "measure": "tinypower measure --board sim-m4 --model synthetic --iterations 100 "
+               "--place {name} --coordinator {coordinator}",
+    "local": "tinypower measure --board sim-m4 --model synthetic --iterations 100",
+}
+DOCS_VALUES = {"coordinator": "127.0.0.1:20408", "name": "bench-a"}
+MEASURE = COMMANDS["local"].split()[2:]
 TIMEOUT_S = 60
 
 
@@ -87,9 +103,13 @@ class Farm:
         self.address = f"127.0.0.1:{_free_port()}"
         self.procs: list[subprocess.Popen] = []
         self.exporters: dict[str, subprocess.Popen] = {}
-        self._start(["labgrid-coordinator", "--listen", self.address], "coordinator")
+        self._start(self.command("coordinator"), "coordinator")
         host, port = self.address.split(":")
         _wait(lambda: _connects(host, int(port)), f"the coordinator on {self.address}")
+
+    def command(self, key: str, name: str = "") -> list[str]:
+        command = shlex.split(COMMANDS[key].format(coordinator=self.address, name=name))
+        return [sys.executable, *command[1:]] if command[0] == "python" else command
 
     def _start(self, command: list[str], log: str) -> subprocess.Popen:
         with open(self.folder / f"{log}.log", "wb") as out:
@@ -104,19 +124,16 @@ class Farm:
         configs = {}
         for name in names:
             configs[name] = self.folder / f"{name}.yaml"
-            self._start([sys.executable, "-m", "tinypower.farm.virtual_bench",
-                         "--exporter-config", str(configs[name]), "--group", "sim-bench"],
-                        f"bench-{name}")
+            self._start(self.command("bench", name), f"bench-{name}")
         for name in names:
             _wait(configs[name].is_file, f"the virtual bench {name}")
-            self.exporters[name] = self._start(
-                ["labgrid-exporter", "--coordinator", self.address, "--name", name,
-                 "--hostname", "127.0.0.1", str(configs[name])], f"exporter-{name}")
+            self.exporters[name] = self._start(self.command("exporter", name),
+                                               f"exporter-{name}")
         for name in names:
             _wait(lambda n=name: f"{n}/sim-bench/NetworkSerialPort"
                   in self.client("resources").stdout, f"the exporter {name}'s resources")
-            self.client("-p", name, "create")
-            self.client("-p", name, "add-match", f"{name}/sim-bench/*")
+            for key in ("create", "match"):
+                self.client(*self.command(key, name)[3:])
 
     def client(self, *args: str, env: dict | None = None, check: bool = True):
         done = subprocess.run(["labgrid-client", "-x", self.address, *args], cwd=self.folder,
@@ -133,9 +150,11 @@ class Farm:
                 return line.split(":", 1)[1].strip()
         raise AssertionError(f"no 'acquired:' line for place {place}")
 
-    def measure(self, *args: str, runs: Path) -> subprocess.Popen:
+    def measure(self, *args: str, runs: Path, place: str | None = None) -> subprocess.Popen:
+        """The docs' measure command at ``place`` (the local virtual lab without one)."""
+        command = self.command("measure", place) if place else self.command("local")
         return subprocess.Popen(
-            ["tinypower", "measure", *MEASURE, "--runs-dir", str(runs), "--json", *args],
+            [*command, "--runs-dir", str(runs), "--json", *args],
             cwd=self.folder, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True,
         )
@@ -188,7 +207,7 @@ def test_two_places_at_once_measure_like_the_local_virtual_lab(
 ) -> None:
     runs = tmp_path / "farm"
     places = ("bench-a", "bench-b")
-    started = [farm.measure("--place", place, "--coordinator", farm.address, runs=runs)
+    started = [farm.measure(runs=runs, place=place)
                for place in places]
     local = farm.measure(runs=tmp_path / "local")
     here = local.communicate(timeout=TIMEOUT_S)
@@ -246,8 +265,7 @@ def test_a_place_held_by_someone_else_is_refused_naming_them(
 
 
 def test_a_killed_run_leaves_the_place_free(farm: Farm, tmp_path: Path) -> None:
-    run = farm.measure("--place", "bench-b", "--coordinator", farm.address,
-                       runs=tmp_path / "runs")
+    run = farm.measure(runs=tmp_path / "runs", place="bench-b")
     try:
         assert run.stderr.readline().startswith("acquired place bench-b")
         assert farm.holder("bench-b") != "None"
@@ -281,3 +299,51 @@ def test_an_exporter_that_vanishes_mid_run(farm: Farm, tmp_path: Path) -> None:
     assert "window 1" in labels and "window 4" not in labels
     assert outcome.session.path("trace-partial.npz").stat().st_size > 0  # data kept
     assert farm.holder("bench-c") == "None"
+
+
+def test_the_docs_give_these_commands() -> None:
+    page = (ROOT / "docs" / "board-farm.md").read_text()
+    for key, command in COMMANDS.items():
+        assert command.format(**DOCS_VALUES) in page, f"docs/board-farm.md lacks the {key} command"
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--place", "bench-a"], "--place needs --board"),
+    (["--board", "sim-m4", "--place", "bench-a", "--port", "/dev/ttyACM0"],
+     "--place takes every port from the place: drop --port"),
+])
+def test_place_usage_errors_are_one_line_before_any_session(
+    options: list[str], message: str, tmp_path: Path, capsys
+) -> None:
+    assert main(["measure", *options, "--runs-dir", str(tmp_path / "runs")]) == 2
+    out, err = capsys.readouterr()
+    assert message in err.replace("\n", " ") and not out
+    assert not (tmp_path / "runs").exists()
+
+
+def test_no_coordinator_is_one_error_naming_it(tmp_path: Path, capsys) -> None:
+    _require_farm()
+    address = f"127.0.0.1:{_free_port()}"  # nothing listens there
+    code = main(["measure", "--board", "sim-m4", "--place", "bench-a", "--coordinator", address,
+                 "--runs-dir", str(tmp_path / "runs")])
+    out, err = capsys.readouterr()
+    assert code == 2 and not out
+    assert f"no labgrid coordinator answers at {address}" in err.replace("\n", " ")
+    assert "ERROR" not in err and "Traceback" not in err  # labgrid's own log is not repeated
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(("params", "url"), [
+    ({"host": "10.0.0.5", "port": 4001}, "rfc2217://10.0.0.5:4001?ign_set_control"),
+    ({"host": "10.0.0.5", "port": 4001, "protocol": "raw"}, "socket://10.0.0.5:4001"),
+    ({"host": "fd00::5", "port": 4001}, "rfc2217://[fd00::5]:4001?ign_set_control"),
+])
+def test_serial_urls_from_network_serial_ports(params: dict, url: str) -> None:
+    assert _serial_url("dut", params) == url
+
+
+def test_an_isolated_exporters_port_is_refused_with_the_fix() -> None:
+    params = {"host": "bench3", "port": 4001,
+              "extra": {"proxy": "gateway.lab", "proxy_required": True}}
+    with pytest.raises(PlaceError, match="isolated exporter .* via gateway.lab"):
+        _serial_url("dut", params)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import subprocess
 import sys
@@ -106,11 +107,21 @@ def _labgrid() -> Any:
     return client
 
 
+class _QuietLabgrid(logging.Filter):
+    """labgrid's client logs its errors on the root logger; tinypower reports them itself,
+    as one message, so they would be said twice (and raw) on the user's terminal."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return f"{os.sep}labgrid{os.sep}" not in record.pathname
+
+
 class _Client:
     """A labgrid client session on its own event loop, driven one call at a time."""
 
     def __init__(self, coordinator: str) -> None:
         client = _labgrid()
+        self._quiet = _QuietLabgrid()
+        logging.getLogger().addFilter(self._quiet)
         from labgrid.remote.generated import labgrid_coordinator_pb2
         from labgrid.util.proxy import proxymanager
 
@@ -128,10 +139,11 @@ class _Client:
 
         try:
             self.session = self.loop.run_until_complete(connect())
-        except client.Error as exc:
+        except client.Error:
             self.loop.close()
+            logging.getLogger().removeFilter(self._quiet)
             raise PlaceError(
-                f"no labgrid coordinator at {coordinator} ({exc}): start one "
+                f"no labgrid coordinator answers at {coordinator}: start one "
                 "(`labgrid-coordinator --listen HOST:PORT`) or pass --coordinator HOST:PORT"
             ) from None
 
@@ -225,6 +237,7 @@ class _Client:
             self.call(self.session.close())
         finally:
             self.loop.close()
+            logging.getLogger().removeFilter(self._quiet)
 
 
 def _held(place: Any) -> PlaceError:
@@ -304,6 +317,15 @@ def measure_at_place(args: argparse.Namespace, err: Any, measure: Callable[..., 
                          "through labgrid, then measure with --place")
     coordinator = coordinator_address(args.coordinator)
     with acquired_place(coordinator, args.place, lambda t: err.print(t, highlight=False)) as place:
+        needed = [("monitor", "energy" in args.mode.split(",")), ("interface", args.interface)]
+        for role, needs in needed:
+            if needs and role not in place.resources:
+                raise PlaceError(
+                    f"place {args.place} has no {role} resource for this run (it has "
+                    f"{', '.join(sorted(place.resources))}): add one named {role} "
+                    f"(`labgrid-client -p {args.place} add-named-match "
+                    f"EXPORTER/GROUP/NetworkSerialPort/RESOURCE {role}`)"
+                )
         ports = place.ports()
         args.port, args.monitor_port = ports.dut, ports.monitor
         args.interface_port = ports.interface

@@ -276,6 +276,26 @@ def test_a_killed_run_leaves_the_place_free(farm: Farm, tmp_path: Path) -> None:
     _wait(lambda: farm.holder("bench-b") == "None", "the release of bench-b", 20)
 
 
+def test_ctrl_c_mid_run_releases_the_place_and_keeps_the_session(
+    farm: Farm, tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs"
+    run = farm.measure("--mode", "energy", runs=runs, place="bench-b")
+    try:
+        _wait(lambda: any(runs.glob("*/session.json")), "the run's session folder")
+        run.send_signal(signal.SIGINT)
+        out, err = run.communicate(timeout=TIMEOUT_S)
+    finally:
+        run.kill()
+    assert run.returncode != 0
+    assert "released place bench-b" in err  # by the run itself, not its guard
+    assert farm.holder("bench-b") == "None"
+    (folder,) = runs.glob("*-energy")
+    session = json.loads((folder / "session.json").read_text())
+    assert session["status"] == "incomplete" and "Ctrl-C" in session["reason"]
+    assert session["farm"]["place"] == "bench-b"
+
+
 def test_an_exporter_that_vanishes_mid_run(farm: Farm, tmp_path: Path) -> None:
     suite = get_suite("kws01")
     exporter = farm.exporters["bench-c"]

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import subprocess
@@ -45,6 +46,7 @@ from tinypower.runner import RunError
 DEFAULT_COORDINATOR = "127.0.0.1:20408"  # labgrid's default port, on this host
 ROLES = ("dut", "monitor", "interface")  # resource names that become tinypower ports
 RESOURCES_TIMEOUT_S = 10.0  # the exporters start ser2net when the place is acquired
+RPC_TIMEOUT_S = 30.0  # a coordinator that takes longer to answer one request is down
 RELEASED = b"released\n"  # what the run tells its guard once it has released the place
 
 
@@ -138,8 +140,9 @@ class _Client:
             return session
 
         try:
-            self.session = self.loop.run_until_complete(connect())
-        except client.Error:
+            self.session = self.loop.run_until_complete(
+                asyncio.wait_for(connect(), RPC_TIMEOUT_S))
+        except (client.Error, TimeoutError):
             self.loop.close()
             logging.getLogger().removeFilter(self._quiet)
             raise PlaceError(
@@ -153,7 +156,14 @@ class _Client:
         return f"{self.session.gethostname()}/{self.session.getuser()}"
 
     def call(self, coro: Any) -> Any:
-        return self.loop.run_until_complete(coro)
+        """Run one request to the coordinator; one that does not answer is an error."""
+        try:
+            return self.loop.run_until_complete(asyncio.wait_for(coro, RPC_TIMEOUT_S))
+        except TimeoutError:
+            raise PlaceError(
+                f"the labgrid coordinator at {self.coordinator} did not answer in "
+                f"{RPC_TIMEOUT_S:g} s"
+            ) from None
 
     def sync(self) -> None:
         self.call(self.session.sync_with_coordinator())
@@ -291,16 +301,30 @@ def acquired_place(
             note(f"acquired place {name} from {coordinator}")
             yield Place(coordinator, name, client.holder, resources)
         finally:
-            try:
-                client.release(name)
-                note(f"released place {name}")
-                if guard is not None:
-                    guard.stdin.write(RELEASED)
-            finally:
-                if guard is not None:
-                    guard.stdin.close()
+            _release(client, name, guard, note)
     finally:
         client.close()
+
+
+def _release(
+    client: _Client, name: str, guard: subprocess.Popen | None, note: Callable[[str], None]
+) -> None:
+    """Release the place and tell the guard; if the coordinator cannot be told, say so and
+    leave the guard to try again (raising here would hide how the run ended)."""
+    try:
+        client.release(name)
+    except PlaceError as exc:
+        note(f"warning: {exc}; its guard process retries, or run `labgrid-client -p {name} "
+             "release`")
+        released = False
+    else:
+        note(f"released place {name}")
+        released = True
+    if guard is not None:
+        with contextlib.suppress(OSError):  # a guard that died early cannot be told
+            if released:
+                guard.stdin.write(RELEASED)
+            guard.stdin.close()
 
 
 def measure_at_place(args: argparse.Namespace, err: Any, measure: Callable[..., int]) -> int:

@@ -367,3 +367,13 @@ def test_an_isolated_exporters_port_is_refused_with_the_fix() -> None:
               "extra": {"proxy": "gateway.lab", "proxy_required": True}}
     with pytest.raises(PlaceError, match="isolated exporter .* via gateway.lab"):
         _serial_url("dut", params)
+
+
+def test_only_the_farm_and_the_labgrid_drivers_import_labgrid() -> None:
+    allowed = {ROOT / "host" / "farm" / "place.py", ROOT / "energy_monitor" / "labgrid_drivers.py"}
+    importers = {
+        path for folder in ("host", "energy_monitor") for path in (ROOT / folder).rglob("*.py")
+        if any(line.lstrip().startswith(("import labgrid", "from labgrid"))
+               for line in path.read_text().splitlines())
+    }
+    assert importers == allowed

@@ -4,9 +4,10 @@ reads energy from them in their own tests, locally or through a place's exporter
 Each driver binds to a serial port resource (``RawSerialPort``, ``USBSerialPort`` or a place's
 ``NetworkSerialPort``) and measures through tinypower's own driver for that monitor. It offers
 the four calls of labgrid's energy-analyzer protocol (``EnergyAnalyzerProtocol``: the
-``get_statistics``/``start``/``stop``/``capture`` shape labgrid's Joulescope driver has), and
-declares that protocol when the installed labgrid has it; released labgrid (26.0.1) does not
-yet, so there the drivers are found by name (``target.get_driver("Lpm01aEnergyDriver")``).
+``get_statistics``/``start``/``stop``/``capture``, proposed with a Joulescope driver in
+labgrid-project/labgrid PR #1920), and declares that protocol when the installed labgrid has
+it; released labgrid (26.0.1) does not, so there the drivers are found by name
+(``target.get_driver("Lpm01aEnergyDriver")``).
 
 Registered with labgrid when this module is imported, which a labgrid environment does with::
 

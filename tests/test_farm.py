@@ -264,6 +264,21 @@ def test_a_place_held_by_someone_else_is_refused_naming_them(
     assert not (tmp_path / "runs").exists()  # refused before any session folder
 
 
+def test_a_place_the_user_holds_is_used_and_left_held(
+    farm: Farm, tmp_path: Path, capsys
+) -> None:
+    farm.client("-p", "bench-a", "acquire")  # as this user, on this host
+    try:
+        code = main(["measure", *MEASURE, "--mode", "performance", "--place", "bench-a",
+                     "--coordinator", farm.address, "--runs-dir", str(tmp_path / "runs")])
+        _, err = capsys.readouterr()
+        assert code == 0, err
+        assert "using place bench-a, which you hold" in err and "released" not in err
+        assert farm.holder("bench-a") not in ("None", "")
+    finally:
+        farm.client("-p", "bench-a", "release")
+
+
 def test_a_killed_run_leaves_the_place_free(farm: Farm, tmp_path: Path) -> None:
     run = farm.measure(runs=tmp_path / "runs", place="bench-b")
     try:
@@ -282,7 +297,9 @@ def test_ctrl_c_mid_run_releases_the_place_and_keeps_the_session(
     runs = tmp_path / "runs"
     run = farm.measure("--mode", "energy", runs=runs, place="bench-b")
     try:
-        _wait(lambda: any(runs.glob("*/session.json")), "the run's session folder")
+        # Interrupt it while it measures (once the meter streams), not while it sets up.
+        _wait(lambda: any("meter started" in p.read_text() for p in runs.glob("*/session.json")),
+              "the run's meter")
         run.send_signal(signal.SIGINT)
         out, err = run.communicate(timeout=TIMEOUT_S)
     finally:

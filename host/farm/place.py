@@ -286,24 +286,34 @@ def acquired_place(
     client = _Client(coordinator)
     guard: subprocess.Popen | None = None
     try:
+        if client.place(name).acquired == client.holder:
+            # Acquired beforehand by this user (`labgrid-client acquire`): theirs to release.
+            note(f"using place {name}, which you hold (it stays acquired)")
+            yield Place(coordinator, name, client.holder, _checked(client, name))
+            return
         client.acquire(name)
         try:
             guard = _start_guard(coordinator, name, client.holder)
-            resources = client.resources(name)
-            missing = [role for role in ("dut",) if role not in resources]
-            if missing:
-                raise PlaceError(
-                    f"place {name} has no {' or '.join(missing)} resource (it has "
-                    f"{', '.join(sorted(resources)) or 'none'}): name the board's UART 'dut' "
-                    f"(`labgrid-client -p {name} add-named-match "
-                    "EXPORTER/GROUP/NetworkSerialPort/RESOURCE dut`)"
-                )
+            resources = _checked(client, name)
             note(f"acquired place {name} from {coordinator}")
             yield Place(coordinator, name, client.holder, resources)
         finally:
             _release(client, name, guard, note)
     finally:
         client.close()
+
+
+def _checked(client: _Client, name: str) -> dict[str, PlaceResource]:
+    """The place's resources, which must include the board's UART."""
+    resources = client.resources(name)
+    if "dut" not in resources:
+        raise PlaceError(
+            f"place {name} has no dut resource (it has "
+            f"{', '.join(sorted(resources)) or 'none'}): name the board's UART 'dut' "
+            f"(`labgrid-client -p {name} add-named-match "
+            "EXPORTER/GROUP/NetworkSerialPort/RESOURCE dut`)"
+        )
+    return resources
 
 
 def _release(

@@ -129,11 +129,16 @@ class Farm:
             _wait(configs[name].is_file, f"the virtual bench {name}")
             self.exporters[name] = self._start(self.command("exporter", name),
                                                f"exporter-{name}")
-        for name in names:
-            _wait(lambda n=name: f"{n}/sim-bench/NetworkSerialPort"
-                  in self.client("resources").stdout, f"the exporter {name}'s resources")
-            for key in ("create", "match"):
-                self.client(*self.command(key, name)[3:])
+        _wait(lambda: all(f"{n}/sim-bench/NetworkSerialPort" in listed
+                          for listed in [self.client("resources").stdout] for n in names),
+              "the exporters' resources")
+        for key in ("create", "match"):  # the places, side by side
+            started = [subprocess.Popen(self.command(key, name), cwd=self.folder, env=self.env,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                       for name in names]
+            for proc in started:
+                _, err = proc.communicate(timeout=TIMEOUT_S)
+                assert proc.returncode == 0, f"{' '.join(proc.args)}: {err.decode()}"
 
     def client(self, *args: str, env: dict | None = None, check: bool = True):
         done = subprocess.run(["labgrid-client", "-x", self.address, *args], cwd=self.folder,

@@ -155,6 +155,14 @@ def _add_measure(sub: argparse._SubParsersAction) -> None:
                         "(Joulescope) (default: what discovery finds)")
     m.add_argument("--interface-port", help="the IO manager's serial port (default: what "
                                             "discovery finds)")
+    m.add_argument("--place", help="measure through a labgrid place: acquire it from the "
+                                   "coordinator, use its dut/monitor/interface serial ports, "
+                                   "release it at the end (needs tinypower[labgrid] and "
+                                   "--board; see docs/board-farm.md)")
+    m.add_argument("--coordinator", metavar="HOST:PORT",
+                   help="the labgrid coordinator for --place (default: $LG_COORDINATOR, else "
+                        "127.0.0.1:20408)")
+    m.set_defaults(farm=None)  # --place's record, set once the place is acquired
     m.add_argument("--flash", action="store_true",
                    help="build tinypower's benchmark firmware for the board and model and flash "
                         "it through pyOCD before measuring (hardware boards)")
@@ -328,6 +336,10 @@ def _measure(args: argparse.Namespace, err: Console) -> int:
         from tinypower.scale.commands import measure_sut
 
         return measure_sut(args, err)
+    if args.place and args.farm is None:
+        from tinypower.farm.place import measure_at_place
+
+        return measure_at_place(args, err, _measure)
     board, ports, probe_id = _board_and_ports(args, err)
     suite = get_suite(args.suite)
     modes = _modes(args.mode)
@@ -357,7 +369,9 @@ def _measure(args: argparse.Namespace, err: Console) -> int:
             board=board, suite=suite, model=model, dataset=dataset, mode=mode,
             runs_dir=args.runs_dir, iterations=args.iterations, warmups=args.warmups,
             min_window_s=args.min_window_s, monitor=args.monitor, interface=args.interface,
-            ports=ports, tinypower_firmware=args.flash,
+            ports=ports, farm=args.farm,
+            # A farm's virtual bench serves every mode, as tinypower's firmware does.
+            tinypower_firmware=args.flash or bool(args.farm and board.kind == "virtual"),
             verify_inputs={"auto": None, "always": True, "never": False}[args.verify_inputs],
         )
         with progress(err, mode) as report_progress:

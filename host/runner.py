@@ -104,6 +104,9 @@ class RunRequest:
     # `db print` read-back of every input: True, False, or None (only where it is cheap:
     # DutClient.verify_by_default). The session records what was done.
     verify_inputs: bool | None = None
+    # The labgrid place ``ports`` come from (tinypower.farm.place's record: coordinator, place,
+    # exporter per resource): the run measures through them, whatever the board's kind.
+    farm: dict | None = None
     # Faults for tests of the virtual lab's failure paths.
     meter_faults: SimFaults | None = None
     corrupt_download_byte: int | None = None
@@ -191,6 +194,8 @@ def run(request: RunRequest, progress: Progress | None = None) -> RunOutcome:
         session.set("models", models)
         outcome.notes.append(f"{models['label']}: timing from {models['timing']}; power "
                              f"profile from {models['power_profile']}")
+    if request.farm:
+        session.set("farm", request.farm)
     lab: VirtualLab | EmulatedLab | HardwareBench | None = None
     with ExitStack() as stack:
         transcript = stack.enter_context(Transcript(session.path("transcript.log")))
@@ -283,7 +288,7 @@ def _lab(
 ) -> VirtualLab | EmulatedLab | HardwareBench:
     """The software DUT (virtual board), the firmware under QEMU (emulated board) or the
     user's bench (hardware board)."""
-    if request.board.kind == "hardware":
+    if request.board.kind == "hardware" or request.farm:
         if interface is None and request.mode == "energy" and request.board.needs_io_manager:
             raise RunError(
                 f"energy mode on {request.board.name} reaches its UART through an IO manager "

@@ -257,7 +257,8 @@ class _Emitter:
         for op in graph.ops:
             declarations, call = self._op(op)
             ops.extend(declarations)
-            calls.append(f"    /* {op.index}: {op.name} {self._describe(op)} */\n    {call}")
+            calls.append(f"    /* {op.index}: {op.name} {self._describe(op)} */\n    {call}\n"
+                         f"    TP_PROFILE_OP({op.index});")
         layout = "\n".join(
             f" *   {a.offset:>8} +{a.size:<8} ops {a.first_op:>3}..{a.last_op:<3} "
             f"{_comment(a.name)}" for a in sorted(plan.allocations, key=lambda a: a.offset)
@@ -274,6 +275,12 @@ class _Emitter:
  */
 #include "tp_model.h"
 #include "tp_nn.h"
+
+/* Called after each operator with its index; empty unless a profiler (the firmware
+   benchmark) defines it to read a timer. */
+#ifndef TP_PROFILE_OP
+#define TP_PROFILE_OP(index) ((void)0)
+#endif
 
 #if defined(__GNUC__)
 #define TP_ALIGNED(n) __attribute__((aligned(n)))

@@ -232,7 +232,8 @@ def measure(suite_name: str, count: int, folder: Path, with_cmsis: bool) -> Mode
     generated = codegen.generate(model, ours_dir)
     (ours_dir / "bench_ours.c").write_text(OURS_GLUE)
     elf = compile_image(ours_dir, [*base, ours_dir / "bench_ours.c", generated.source,
-                                   SOURCE_DIR / "tp_nn.c"], [ours_dir, SOURCE_DIR, *includes])
+                                   *sorted(SOURCE_DIR.glob("*.c"))],
+                        [ours_dir, SOURCE_DIR, *includes])
     ours = run_image(elf, len(graph.ops), shift, count * x.size, timeout)
     agree = sum(a == b for a, b in zip(ours.outputs, expected, strict=True))
 

@@ -81,19 +81,21 @@ def generate_cmsis(graph: PreparedGraph, plan: ArenaPlan, out_dir: Path) -> Path
     body: list[str] = []
     for op in graph.ops:
         a = op.args
-        if op.kernel in ("tp_conv2d_s8", "tp_depthwise_conv2d_s8"):
+        # The model's own weights and bias (our kernels may get them packed or folded).
+        weights = TensorArg(op.reads[1]) if len(op.reads) > 1 else None
+        bias = "NULL" if len(op.reads) < 3 else w.tensor(TensorArg(op.reads[2]))
+        if op.name in ("CONV_2D", "DEPTHWISE_CONV_2D"):
             p = _fields(a[0])
             q = _fields(p["out"])
             out_c = _fields(a[6])["c"]
             mult, shift = w.quant(q, out_c)
-            bias = "NULL" if a[5] is None else w.tensor(a[5])
             tiles = (f".stride = {{{p['stride_w']}, {p['stride_h']}}}, "
                      f".padding = {{{p['pad_w']}, {p['pad_h']}}}, "
                      f".dilation = {{{p['dilation_w']}, {p['dilation_h']}}}, "
                      f".activation = {{{q['act_min']}, {q['act_max']}}}")
             offsets = f".input_offset = {p['input_offset']}, .output_offset = {q['output_offset']}"
             fs = _fields(a[3])
-            if op.kernel == "tp_conv2d_s8":
+            if op.name == "CONV_2D":
                 ptype, fn = "cmsis_nn_conv_params", "arm_convolve_wrapper_s8"
                 params = f"{{{offsets}, {tiles}}}"
                 fdims = _dims(a[3])
@@ -110,20 +112,19 @@ def generate_cmsis(graph: PreparedGraph, plan: ArenaPlan, out_dir: Path) -> Path
             body.append(decl + f"    static const cmsis_nn_per_channel_quant_params "
                         f"q{op.index} = {{{mult}, {shift}}};\n"
                         f"    {fn}(&ctx, &p{op.index}, &q{op.index}, &i{op.index}, "
-                        f"{w.tensor(a[2])}, &f{op.index}, {w.tensor(a[4])}, &b{op.index}, "
+                        f"{w.tensor(a[2])}, &f{op.index}, {w.tensor(weights)}, &b{op.index}, "
                         f"{bias}, &o{op.index}, {w.tensor(a[7])});")
-        elif op.kernel == "tp_fully_connected_s8":
+        elif op.name == "FULLY_CONNECTED":
             p = _fields(a[0])
             q = _fields(p["out"])
             batches, depth, outs = a[1], a[2], a[3]
-            bias = "NULL" if a[6] is None else w.tensor(a[6])
             decl = (f"    static const cmsis_nn_fc_params p{op.index} = {{{p['input_offset']}, "
                     f"{p['filter_offset']}, {q['output_offset']}, "
                     f"{{{q['act_min']}, {q['act_max']}}}}};\n"
                     f"    static const cmsis_nn_dims i{op.index} = {{{batches}, 1, 1, {depth}}}, "
                     f"f{op.index} = {{{depth}, 1, 1, {outs}}}, b{op.index} = {{1, 1, 1, {outs}}}, "
                     f"o{op.index} = {{{batches}, 1, 1, {outs}}};\n")
-            args = (f"&i{op.index}, {w.tensor(a[4])}, &f{op.index}, {w.tensor(a[5])}, "
+            args = (f"&i{op.index}, {w.tensor(a[4])}, &f{op.index}, {w.tensor(weights)}, "
                     f"&b{op.index}, {bias}, &o{op.index}, {w.tensor(a[7])}")
             mult, shift = q["multiplier"], q["shift"]
             assert isinstance(mult, Int32Array) and isinstance(shift, Int32Array)

@@ -28,7 +28,7 @@ from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as S
 
 from tinypower import codegen
 from tinypower.boards import load_board
-from tinypower.firmware_nn import SOURCE_DIR, KernelModelError, prepare
+from tinypower.firmware_nn import SOURCE_DIR, KernelModelError, Scratch, prepare
 from tinypower.suites.benchmarks import get_suite
 from tinypower.suites.model_info import ModelError
 from tinypower.suites.synthetic import synthetic_kws_model
@@ -76,7 +76,7 @@ class HostModel:
         self.generated = codegen.generate(model, folder)
         probe = folder / "api_probe.c"
         probe.write_text(API_PROBE)
-        sources = [self.generated.source, probe, SOURCE_DIR / "tp_nn.c"]
+        sources = [self.generated.source, probe, *sorted(SOURCE_DIR.glob("*.c"))]
         digest = hashlib.sha256(" ".join(HOST_FLAGS).encode())
         for path in [*sources, self.generated.header, SOURCE_DIR / "tp_nn.h"]:
             digest.update(path.read_bytes())
@@ -251,7 +251,13 @@ def assert_valid_plan(model: bytes) -> codegen.ArenaPlan:
     allocations = plan.allocations
     for i, a in enumerate(allocations):
         assert a.offset % codegen.ALIGNMENT == 0 and a.offset + a.size <= plan.size
-        assert a.size == graph.tensors[a.tensor].nbytes
+        if a.tensor >= 0:
+            assert a.size == graph.tensors[a.tensor].nbytes
+        else:  # a kernel's scratch, live at its operator only, as large as it asked
+            op = graph.ops[-1 - a.tensor]
+            assert a.tensor == codegen.scratch_key(op.index)
+            assert (a.first_op, a.last_op) == (op.index, op.index)
+            assert [s.nbytes for s in op.args if isinstance(s, Scratch)] == [a.size]
         for b in allocations[i + 1:]:
             live_together = a.first_op <= b.last_op and b.first_op <= a.last_op
             share_bytes = a.offset < b.offset + b.size and b.offset < a.offset + a.size

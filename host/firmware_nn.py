@@ -166,7 +166,7 @@ def _signatures() -> dict[str, list[type]]:
         "tp_depthwise_conv2d_dm1_s8": conv,
         "tp_fully_connected_s8": [ctypes.POINTER(FcParams), i32, i32, i32, ptr, ptr, ptr, ptr],
         "tp_fully_connected_gemm_s8": [ctypes.POINTER(FcParams), i32, i32, i32, ptr, ptr, ptr,
-                                       ptr],
+                                       ptr, ptr],
         "tp_average_pool2d_s8": [ctypes.POINTER(PoolParams), ctypes.POINTER(Shape4), ptr,
                                  ctypes.POINTER(Shape4), ptr],
         "tp_add_s8": [ctypes.POINTER(AddParams), size, ptr, ptr, ptr],
@@ -524,17 +524,24 @@ class _Preparer:
             ("out", self._requant(op, options.fusedActivationFunction)),
         ))
         if depthwise:
-            fast = multiplier == 1 and options.dilationHFactor == options.dilationWFactor == 1
-            kernel = "tp_depthwise_conv2d_dm1_s8" if fast else "tp_depthwise_conv2d_s8"
+            fast = (multiplier == 1 and options.dilationHFactor == options.dilationWFactor == 1
+                    and w.data is not None)
+            if fast:
+                return "tp_depthwise_conv2d_dm1_s8", (
+                    params, _shape4(x), TensorArg(x.index), _shape4(w),
+                    Int8Array(pack_depthwise(w.data)), bias, _shape4(y), TensorArg(y.index))
+            kernel = "tp_depthwise_conv2d_s8"
         elif w.shape[3] == x.shape[3] and w.data is not None:  # no groups: packed GEMM
             k_h, k_w = w.shape[1], w.shape[2]
             direct = k_h == k_w == 1 and geometry == [0, 0]
-            depth = (k_h * k_w * x.shape[3] + 3) & ~3
+            steps = (k_h * k_w * x.shape[3] + 3) // 4
+            # two rows widened to int16 (16 bytes a step), plus two im2col rows unless 1x1
+            scratch = 16 * steps + (0 if direct else 8 * steps)
             return "tp_conv2d_gemm_s8", (
                 params, _shape4(x), TensorArg(x.index), _shape4(w),
                 Int8Array(pack_weights(w.data)), Int32Array(fold_bias(w.data, bias, -x.zero_point,
                                                                       self._tensors)),
-                _shape4(y), TensorArg(y.index), None if direct else Scratch(2 * depth))
+                _shape4(y), TensorArg(y.index), Scratch(scratch))
         else:
             kernel = "tp_conv2d_s8"
         return kernel, (params, _shape4(x), TensorArg(x.index), _shape4(w), TensorArg(w.index),
@@ -558,11 +565,12 @@ class _Preparer:
             ("out", self._requant(op, options.fusedActivationFunction)),
         ))
         if w.zero_point == 0 and w.data is not None:  # symmetric weights: packed and folded
+            rows = min(batches, 2)  # rows widened to int16 at a time, 8 bytes a step each
             return "tp_fully_connected_gemm_s8", (
                 params, batches, accum_depth, output_depth, TensorArg(x.index),
                 Int8Array(pack_weights(w.data)),
                 Int32Array(fold_bias(w.data, bias, -x.zero_point, self._tensors)),
-                TensorArg(y.index))
+                TensorArg(y.index), Scratch(8 * rows * ((accum_depth + 3) // 4)))
         return "tp_fully_connected_s8", (params, batches, accum_depth, output_depth,
                                          TensorArg(x.index), TensorArg(w.index), bias,
                                          TensorArg(y.index))
@@ -662,19 +670,31 @@ _Call = tuple[str, tuple[KernelArg, ...]]
 def pack_weights(weights: np.ndarray) -> np.ndarray:
     """Weights [out, ...] as tp_conv2d_gemm_s8 reads them: per pair of output channels, 4 int8
     of the first, 4 of the second, for each step of 4 along the depth (zero-padded to a multiple
-    of 4; an odd last channel is paired with zeros)."""
+    of 4; the channels zero-padded to a multiple of 4, which the kernel reads four at a
+    time)."""
     rows = weights.reshape(weights.shape[0], -1).astype(np.int8)
     out, depth = rows.shape
-    padded = np.zeros((out + out % 2, (depth + 3) & ~3), np.int8)
+    padded = np.zeros(((out + 3) & ~3, (depth + 3) & ~3), np.int8)
     padded[:out, :depth] = rows
     pairs = padded.reshape(padded.shape[0] // 2, 2, padded.shape[1] // 4, 4)
     return np.ascontiguousarray(pairs.transpose(0, 2, 1, 3)).reshape(-1)
 
 
+def pack_depthwise(weights: np.ndarray) -> np.ndarray:
+    """Depthwise weights [1, k_h, k_w, C] as tp_depthwise_conv2d_dm1_s8 reads them: per group
+    of 4 channels (zero-padded to a multiple of 4), every tap's 4 weights in turn."""
+    taps = weights.reshape(-1, weights.shape[-1]).astype(np.int8)  # [k_h * k_w, C]
+    channels = taps.shape[1]
+    padded = np.zeros((taps.shape[0], (channels + 3) & ~3), np.int8)
+    padded[:, :channels] = taps
+    groups = padded.reshape(taps.shape[0], -1, 4).transpose(1, 0, 2)
+    return np.ascontiguousarray(groups).reshape(-1)
+
+
 def fold_bias(weights: np.ndarray, bias: TensorArg | None, input_offset: int,
               tensors: tuple[TensorInfo, ...]) -> tuple[int, ...]:
     """bias + input_offset * sum of each output channel's weights, wrapped to int32 as the
-    kernels' accumulators wrap, padded with a 0 to an even count for the channel pairs.
+    kernels' accumulators wrap, zero-padded to a multiple of 4 as the packed weights.
 
     With it, sum(w * x) + folded == bias + sum(w * (x + input_offset)), TFLite's sum; padding
     taps, written as the input zero point, then contribute w * (zp - zp) = 0 as in TFLite.
@@ -685,7 +705,7 @@ def fold_bias(weights: np.ndarray, bias: TensorArg | None, input_offset: int,
         total = total + tensors[bias.index].data.astype(np.int64)
     wrapped = (total + (1 << 31)) % (1 << 32) - (1 << 31)
     values = tuple(int(v) for v in wrapped)
-    return values + (0,) * (len(values) % 2)
+    return values + (0,) * (-len(values) % 4)
 
 
 def _shape4(tensor: TensorInfo) -> Struct:

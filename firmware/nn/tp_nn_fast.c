@@ -4,7 +4,8 @@
  * against tflite-micro), organised for speed:
  *
  * - CONV_2D and FULLY_CONNECTED are one int8 matrix product (gemm_s8): two input rows
- *   (pixels) against two output channels at a time, four inputs per step. The weights come
+ *   (pixels) against two output channels at a time (a single row against four), four inputs
+ *   per step. The weights come
  *   pre-arranged by the host (tinypower.firmware_nn.pack_weights): for each pair of output
  *   channels, 4 bytes of the first then 4 of the second, the depth zero-padded to a multiple
  *   of 4, so one step is one aligned 8-byte read. The input offset is folded into the bias on
@@ -36,52 +37,110 @@
 /* ---- requantisation ------------------------------------------------------------------ */
 
 /*
+ * A tp_requant_t's values as locals: the kernels store int8 outputs, which the compiler must
+ * assume may alias the struct, so reading it once keeps these in registers.
+ */
+typedef struct {
+    const int32_t *multiplier, *shift;
+    int32_t channel_mask; /* -1 per channel, 0 per tensor: index = channel & mask */
+    int32_t offset, act_min, act_max;
+} requant_t;
+
+static inline requant_t requant_of(const tp_requant_t *q)
+{
+    requant_t r;
+    r.multiplier = q->multiplier;
+    r.shift = q->shift;
+    r.channel_mask = q->per_channel ? -1 : 0;
+    r.offset = q->output_offset;
+    r.act_min = q->act_min;
+    r.act_max = q->act_max;
+    return r;
+}
+
+/* Arithmetic right shift, 0 <= e <= 31 (GCC and Clang emit one ASR for it). */
+static inline int32_t asr(int32_t x, int32_t e)
+{
+    return x >= 0 ? (int32_t)(x >> e) : (int32_t)~(~x >> e);
+}
+
+/*
  * TFLite's MultiplyByQuantizedMultiplier with a non-negative Q31 multiplier (as
  * QuantizeMultiplier gives: never INT32_MIN, so SaturatingRoundingDoublingHighMul never
- * saturates). Its nudge-then-truncate is floor((a * b + 2^30) / 2^31) for both signs, taken
- * here as bits 31..62 of the 64-bit sum (a logical shift: the bits kept are the same). The
- * rounding right shift is gemmlowp's RoundingDivideByPOT, as in tp_nn.c.
+ * saturates), then the output offset and clamp.
+ *
+ * The high multiply's nudge-then-truncate equals floor((x * m + 2^30) / 2^31) for both
+ * signs, taken as bits 31..62 of the 64-bit sum (a logical shift keeps the same bits).
+ * RoundingDivideByPOT(h, e) rounds half away from zero: q + [r > 2^(e-1)] for negative h and
+ * q + [r >= 2^(e-1)] otherwise (h = q 2^e + r); with h' = h - 1 for negative h (never below
+ * INT32_MIN, as |h| <= |x| here) both are floor((h' + 2^(e-1)) / 2^e) = (h' >> e) + bit e-1
+ * of h', with no addition that could overflow.
  */
-static inline int32_t mbqm_fast(int32_t x, int32_t multiplier, int32_t shift)
+static inline int8_t requant_with(const requant_t *q, int32_t multiplier, int32_t shift,
+                                  int32_t acc)
 {
-    int64_t ab;
     int32_t h;
+    int64_t ab;
     if (shift > 0) {
-        x = (int32_t)((uint32_t)x << shift);
+        acc = (int32_t)((uint32_t)acc << shift);
     }
-    ab = (int64_t)x * (int64_t)multiplier + ((int64_t)1 << 30);
+    ab = (int64_t)acc * (int64_t)multiplier + ((int64_t)1 << 30);
     h = (int32_t)(uint32_t)((uint64_t)ab >> 31);
     if (shift < 0) {
         const int32_t e = -shift;
-        const int32_t mask = (int32_t)((1u << e) - 1u);
-        const int32_t threshold = (mask >> 1) + (h < 0 ? 1 : 0);
-        const int32_t remainder = h & mask;
-        h = (h >= 0 ? (h >> e) : ~(~h >> e)) + (remainder > threshold ? 1 : 0);
+        h -= h < 0 ? 1 : 0;
+        h = asr(h, e) + (int32_t)(((uint32_t)h >> (e - 1)) & 1u);
     }
-    return h;
+    h += q->offset;
+    h = h < q->act_min ? q->act_min : h;
+    return (int8_t)(h > q->act_max ? q->act_max : h);
 }
 
-static inline int8_t requant_fast(const tp_requant_t *q, int32_t channel, int32_t acc)
+static inline int8_t requant_fast(const requant_t *q, int32_t channel, int32_t acc)
 {
-    const int32_t i = q->per_channel ? channel : 0;
-    int32_t v = mbqm_fast(acc, q->multiplier[i], q->shift[i]) + q->output_offset;
-    v = v < q->act_min ? q->act_min : v;
-    return (int8_t)(v > q->act_max ? q->act_max : v);
+    const int32_t i = channel & q->channel_mask;
+    return requant_with(q, q->multiplier[i], q->shift[i], acc);
 }
 
 /* ---- DSP instructions ---------------------------------------------------------------- */
 
-#if TP_DSP
-
 static inline uint32_t load32(const int8_t *p)
 {
     uint32_t v;
-    __builtin_memcpy(&v, p, 4); /* one LDR: the M4/M7/M33 allow unaligned word loads */
+    __builtin_memcpy(&v, p, 4); /* one LDR where unaligned word loads are allowed (M3 up) */
     return v;
 }
 
-#if defined(TP_NN_EMULATE_DSP) && !(defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP)
-/* C models of the instructions (Arm ARMv7-M Architecture Reference Manual, A7.7). */
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+static inline uint32_t sxtb16(uint32_t x) { return __builtin_arm_sxtb16(x); }
+static inline uint32_t sxtb16_ror8(uint32_t x)
+{
+    uint32_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
+    return r;
+}
+static inline uint32_t sxtab16(uint32_t a, uint32_t x) { return __builtin_arm_sxtab16(a, x); }
+static inline uint32_t sxtab16_ror8(uint32_t a, uint32_t x)
+{
+    uint32_t r;
+    __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(a), "r"(x));
+    return r;
+}
+static inline int32_t smlad(uint32_t a, uint32_t b, int32_t acc)
+{
+    return __builtin_arm_smlad(a, b, acc);
+}
+static inline int32_t smlabb(uint32_t a, uint32_t b, int32_t acc)
+{
+    return __builtin_arm_smlabb(a, b, acc);
+}
+static inline int32_t smlatt(uint32_t a, uint32_t b, int32_t acc)
+{
+    return __builtin_arm_smlatt(a, b, acc);
+}
+#else
+/* C models of the instructions (Arm ARMv7-M Architecture Reference Manual, A7.7): what the
+   matrix product runs on cores without the DSP extension, and the host checks. */
 static inline int32_t byte_lane(uint32_t v, int lane)
 {
     return (int32_t)((v >> (8 * lane)) & 0xffu) - (int32_t)(((v >> (8 * lane)) & 0x80u) << 1);
@@ -121,113 +180,154 @@ static inline int32_t smlatt(uint32_t a, uint32_t b, int32_t acc)
 {
     return (int32_t)((uint32_t)acc + (uint32_t)(half_lane(a, 1) * half_lane(b, 1)));
 }
-#else
-static inline uint32_t sxtb16(uint32_t x) { return __builtin_arm_sxtb16(x); }
-static inline uint32_t sxtb16_ror8(uint32_t x)
-{
-    uint32_t r;
-    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
-    return r;
-}
-static inline uint32_t sxtab16(uint32_t a, uint32_t x) { return __builtin_arm_sxtab16(a, x); }
-static inline uint32_t sxtab16_ror8(uint32_t a, uint32_t x)
-{
-    uint32_t r;
-    __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(a), "r"(x));
-    return r;
-}
-static inline int32_t smlad(uint32_t a, uint32_t b, int32_t acc)
-{
-    return __builtin_arm_smlad(a, b, acc);
-}
-static inline int32_t smlabb(uint32_t a, uint32_t b, int32_t acc)
-{
-    return __builtin_arm_smlabb(a, b, acc);
-}
-static inline int32_t smlatt(uint32_t a, uint32_t b, int32_t acc)
-{
-    return __builtin_arm_smlatt(a, b, acc);
-}
 #endif
 
-#endif /* TP_DSP */
-
 /* ---- the matrix product -------------------------------------------------------------- */
+
+static inline int32_t packed_steps(int32_t depth) { return (depth + 3) >> 2; }
+
+/* Up to 4 bytes as a little-endian word, zero-filled: a row's last, partial step. */
+static inline uint32_t tail_word(const int8_t *p, int32_t n)
+{
+    uint32_t v = 0;
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        v |= (uint32_t)(uint8_t)p[i] << (8 * i);
+    }
+    return v;
+}
+
+/*
+ * One or two rows of int8 widened to int16 lanes in the order SMLAD meets the weights: per
+ * step of 4 inputs, the pair (x0, x2) then (x1, x3) of row a, then the same of row b when
+ * there is one (16 bytes per step for two rows, 8 for one); the last step zero-filled.
+ */
+static void widen_rows(const int8_t *ra, const int8_t *rb, int32_t depth, uint32_t *xw)
+{
+    const int32_t full = depth >> 2, tail = depth & 3;
+    int32_t s;
+    for (s = 0; s < full; ++s) {
+        const uint32_t va = load32(ra);
+        xw[0] = sxtb16(va);
+        xw[1] = sxtb16_ror8(va);
+        ra += 4;
+        if (rb != NULL) {
+            const uint32_t vb = load32(rb);
+            xw[2] = sxtb16(vb);
+            xw[3] = sxtb16_ror8(vb);
+            rb += 4;
+            xw += 4;
+        } else {
+            xw += 2;
+        }
+    }
+    if (tail) {
+        const uint32_t va = tail_word(ra, tail);
+        xw[0] = sxtb16(va);
+        xw[1] = sxtb16_ror8(va);
+        if (rb != NULL) {
+            const uint32_t vb = tail_word(rb, tail);
+            xw[2] = sxtb16(vb);
+            xw[3] = sxtb16_ror8(vb);
+        }
+    }
+}
 
 /*
  * out[r][o] = requant(bias[o] + sum_k x[r][k] * w[o][k]) for rows r < rows, channels o <
  * out_c; x rows `x_stride` apart, out rows `out_stride` apart; w packed as described at the
- * top (pairs of channels, 8 bytes per step of 4; `depth` inputs, zero-padded to a multiple of
- * 4 in w only); bias has an even number of entries.
+ * top, its channels and bias zero-padded to a multiple of 4; xw: 16 * steps bytes of
+ * scratch (steps = depth / 4 rounded up), word-aligned. Two rows at a time against two
+ * channels, 16 MACs in 4 + 1 + 1 loads, 4 SXTB16 and 8 SMLAD; a last odd row against four.
  */
 static void gemm_s8(const int8_t *x, int32_t x_stride, int32_t rows, int32_t depth,
                     const int8_t *w, const int32_t *bias, int32_t out_c,
-                    const tp_requant_t *q, int8_t *out, int32_t out_stride)
+                    const tp_requant_t *q, int8_t *out, int32_t out_stride, uint32_t *xw)
 {
-    const int32_t steps = depth >> 2, tail = depth & 3;
-    const int32_t pair_bytes = 8 * ((depth + 3) >> 2);
-    int32_t r, o, s, j;
+    const requant_t rq = requant_of(q);
+    const int32_t steps = packed_steps(depth);
+    const uint32_t *weights = (const uint32_t *)(const void *)w;
+    int32_t r, o, s;
 
-    for (r = 0; r < rows; r += 2) {
-        const int32_t two = r + 1 < rows;
-        const int8_t *xa0 = x + (size_t)r * (size_t)x_stride;
-        const int8_t *xb0 = two ? xa0 + x_stride : xa0;
+    for (r = 0; r + 1 < rows; r += 2) {
+        const int8_t *xa = x + (size_t)r * (size_t)x_stride;
         int8_t *oa = out + (size_t)r * (size_t)out_stride;
+        int8_t *ob = oa + out_stride;
+        const uint32_t *wp = weights;
+        widen_rows(xa, xa + x_stride, depth, xw);
         for (o = 0; o < out_c; o += 2) {
-            const int8_t *wp = w + (size_t)(o >> 1) * (size_t)pair_bytes;
-            const int8_t *xa = xa0, *xb = xb0;
+            const uint32_t *xp = xw;
             int32_t a0 = bias[o], a1 = bias[o + 1];
             int32_t b0 = a0, b1 = a1;
-#if TP_DSP
-            for (s = 0; s < steps; ++s) {
-                const uint32_t va = load32(xa), vb = load32(xb);
-                const uint32_t xa_lo = sxtb16(va), xa_hi = sxtb16_ror8(va);
-                const uint32_t xb_lo = sxtb16(vb), xb_hi = sxtb16_ror8(vb);
-                uint32_t wv = ((const uint32_t *)(const void *)wp)[0];
-                uint32_t w_lo = sxtb16(wv), w_hi = sxtb16_ror8(wv);
-                a0 = smlad(xa_lo, w_lo, a0);
-                a0 = smlad(xa_hi, w_hi, a0);
-                b0 = smlad(xb_lo, w_lo, b0);
-                b0 = smlad(xb_hi, w_hi, b0);
-                wv = ((const uint32_t *)(const void *)wp)[1];
-                w_lo = sxtb16(wv);
-                w_hi = sxtb16_ror8(wv);
-                a1 = smlad(xa_lo, w_lo, a1);
-                a1 = smlad(xa_hi, w_hi, a1);
-                b1 = smlad(xb_lo, w_lo, b1);
-                b1 = smlad(xb_hi, w_hi, b1);
-                xa += 4;
-                xb += 4;
-                wp += 8;
+            int32_t i0, i1;
+            int8_t ya0, ya1, yb0, yb1;
+            for (s = steps; s > 0; --s) {
+                const uint32_t a02 = xp[0], a13 = xp[1], b02 = xp[2], b13 = xp[3];
+                uint32_t wv = wp[0];
+                uint32_t w02 = sxtb16(wv), w13 = sxtb16_ror8(wv);
+                a0 = smlad(a02, w02, a0);
+                a0 = smlad(a13, w13, a0);
+                b0 = smlad(b02, w02, b0);
+                b0 = smlad(b13, w13, b0);
+                wv = wp[1];
+                w02 = sxtb16(wv);
+                w13 = sxtb16_ror8(wv);
+                a1 = smlad(a02, w02, a1);
+                a1 = smlad(a13, w13, a1);
+                b1 = smlad(b02, w02, b1);
+                b1 = smlad(b13, w13, b1);
+                xp += 4;
+                wp += 2;
             }
-#else
-            for (s = 0; s < steps; ++s) {
-                for (j = 0; j < 4; ++j) {
-                    a0 += (int32_t)xa[j] * wp[j];
-                    a1 += (int32_t)xa[j] * wp[4 + j];
-                    b0 += (int32_t)xb[j] * wp[j];
-                    b1 += (int32_t)xb[j] * wp[4 + j];
-                }
-                xa += 4;
-                xb += 4;
-                wp += 8;
-            }
-#endif
-            for (j = 0; j < tail; ++j) {
-                a0 += (int32_t)xa[j] * wp[j];
-                a1 += (int32_t)xa[j] * wp[4 + j];
-                b0 += (int32_t)xb[j] * wp[j];
-                b1 += (int32_t)xb[j] * wp[4 + j];
-            }
-            oa[o] = requant_fast(q, o, a0);
+            /* every parameter read before the first store (an int8 store may alias them) */
+            i0 = o & rq.channel_mask;
+            i1 = (o + 1) & rq.channel_mask;
+            ya0 = requant_with(&rq, rq.multiplier[i0], rq.shift[i0], a0);
+            yb0 = requant_with(&rq, rq.multiplier[i0], rq.shift[i0], b0);
+            ya1 = requant_with(&rq, rq.multiplier[i1], rq.shift[i1], a1);
+            yb1 = requant_with(&rq, rq.multiplier[i1], rq.shift[i1], b1);
+            oa[o] = ya0;
+            ob[o] = yb0;
             if (o + 1 < out_c) {
-                oa[o + 1] = requant_fast(q, o + 1, a1);
+                oa[o + 1] = ya1;
+                ob[o + 1] = yb1;
             }
-            if (two) {
-                oa[out_stride + o] = requant_fast(q, o, b0);
-                if (o + 1 < out_c) {
-                    oa[out_stride + o + 1] = requant_fast(q, o + 1, b1);
-                }
+        }
+    }
+    if (r < rows) {
+        const int8_t *xa = x + (size_t)r * (size_t)x_stride;
+        int8_t *oa = out + (size_t)r * (size_t)out_stride;
+        widen_rows(xa, NULL, depth, xw);
+        for (o = 0; o < out_c; o += 4) {
+            const uint32_t *w0 = weights + (size_t)o * (size_t)steps, *w1 = w0 + 2 * steps;
+            const uint32_t *xp = xw;
+            int32_t acc[4];
+            int32_t k;
+            int32_t r0 = bias[o], r1 = bias[o + 1], r2 = bias[o + 2], r3 = bias[o + 3];
+            for (s = steps; s > 0; --s) {
+                const uint32_t x02 = xp[0], x13 = xp[1];
+                uint32_t wv = w0[0];
+                r0 = smlad(x02, sxtb16(wv), r0);
+                r0 = smlad(x13, sxtb16_ror8(wv), r0);
+                wv = w0[1];
+                r1 = smlad(x02, sxtb16(wv), r1);
+                r1 = smlad(x13, sxtb16_ror8(wv), r1);
+                wv = w1[0];
+                r2 = smlad(x02, sxtb16(wv), r2);
+                r2 = smlad(x13, sxtb16_ror8(wv), r2);
+                wv = w1[1];
+                r3 = smlad(x02, sxtb16(wv), r3);
+                r3 = smlad(x13, sxtb16_ror8(wv), r3);
+                xp += 2;
+                w0 += 2;
+                w1 += 2;
+            }
+            acc[0] = r0;
+            acc[1] = r1;
+            acc[2] = r2;
+            acc[3] = r3;
+            for (k = 0; k < 4 && o + k < out_c; ++k) {
+                oa[o + k] = requant_fast(&rq, o + k, acc[k]);
             }
         }
     }
@@ -293,7 +393,10 @@ void tp_conv2d_gemm_s8(const tp_conv_params_t *p, const tp_shape4_t *in_shape,
     const int32_t k_h = filter_shape->h, k_w = filter_shape->w, in_c = in_shape->c;
     const int32_t out_h = out_shape->h, out_w = out_shape->w, out_c = out_shape->c;
     const int32_t depth = k_h * k_w * in_c;
-    const int32_t row = (depth + 3) & ~3; /* im2col rows keep the steps word-aligned */
+    const int32_t row = 4 * packed_steps(depth);
+    /* scratch: two widened rows (16 bytes a step), then two im2col rows of `row` bytes */
+    uint32_t *xw = (uint32_t *)(void *)scratch;
+    int8_t *col = scratch + (size_t)4 * (size_t)row;
     const size_t in_image = (size_t)in_shape->h * (size_t)in_shape->w * (size_t)in_c;
     const size_t out_image = (size_t)out_h * (size_t)out_w * (size_t)out_c;
     int32_t b, oy, i;
@@ -302,13 +405,18 @@ void tp_conv2d_gemm_s8(const tp_conv_params_t *p, const tp_shape4_t *in_shape,
         const int8_t *image = in + (size_t)b * in_image;
         int8_t *dst = out + (size_t)b * out_image;
         if (k_h == 1 && k_w == 1 && p->pad_h == 0 && p->pad_w == 0) {
-            /* 1x1, unpadded: each output row reads every stride_w-th input pixel in place */
+            /* 1x1, unpadded: the input pixels are the rows, read in place */
+            if (p->stride_h == 1 && p->stride_w == 1) {
+                gemm_s8(image, in_c, out_h * out_w, in_c, packed_filter, folded_bias, out_c,
+                        &p->out, dst, out_c, xw);
+                continue;
+            }
             for (oy = 0; oy < out_h; ++oy) {
                 const int8_t *src = image + (size_t)oy * (size_t)p->stride_h *
                                                 (size_t)in_shape->w * (size_t)in_c;
                 gemm_s8(src, p->stride_w * in_c, out_w, in_c, packed_filter, folded_bias,
                         out_c, &p->out, dst + (size_t)oy * (size_t)out_w * (size_t)out_c,
-                        out_c);
+                        out_c, xw);
             }
             continue;
         }
@@ -316,13 +424,11 @@ void tp_conv2d_gemm_s8(const tp_conv_params_t *p, const tp_shape4_t *in_shape,
             const int32_t n = i + 1 < out_h * out_w ? 2 : 1;
             int32_t k;
             for (k = 0; k < n; ++k) {
-                int8_t *col = scratch + (size_t)k * (size_t)row;
                 im2col_pixel(p, in_shape, image, k_h, k_w, (i + k) / out_w, (i + k) % out_w,
-                             col);
-                fill_bytes(col + depth, 0, row - depth);
+                             col + (size_t)k * (size_t)row);
             }
-            gemm_s8(scratch, row, n, row, packed_filter, folded_bias, out_c, &p->out,
-                    dst + (size_t)i * (size_t)out_c, out_c);
+            gemm_s8(col, row, n, depth, packed_filter, folded_bias, out_c, &p->out,
+                    dst + (size_t)i * (size_t)out_c, out_c, xw);
         }
     }
 }
@@ -332,18 +438,36 @@ void tp_conv2d_gemm_s8(const tp_conv_params_t *p, const tp_shape4_t *in_shape,
 void tp_fully_connected_gemm_s8(const tp_fc_params_t *p, int32_t batches, int32_t accum_depth,
                                 int32_t output_depth, const int8_t *in,
                                 const int8_t *packed_filter, const int32_t *folded_bias,
-                                int8_t *out)
+                                int8_t *out, int8_t *scratch)
 {
     gemm_s8(in, accum_depth, batches, accum_depth, packed_filter, folded_bias, output_depth,
-            &p->out, out, output_depth);
+            &p->out, out, output_depth, (uint32_t *)(void *)scratch);
 }
 
 /* ---- DEPTHWISE_CONV_2D --------------------------------------------------------------- */
 
+#if TP_DSP
+/* One tap for four channels: (x + offset) * w into a0..a3, lanes widened by SXTAB16/SXTB16. */
+static inline void tap4(const int8_t *ip, uint32_t wv, uint32_t offset2, int32_t *a0,
+                        int32_t *a1, int32_t *a2, int32_t *a3)
+{
+    const uint32_t xv = load32(ip);
+    const uint32_t x02 = sxtab16(offset2, xv), x13 = sxtab16_ror8(offset2, xv);
+    const uint32_t w02 = sxtb16(wv), w13 = sxtb16_ror8(wv);
+    *a0 = smlabb(x02, w02, *a0);
+    *a2 = smlatt(x02, w02, *a2);
+    *a1 = smlabb(x13, w13, *a1);
+    *a3 = smlatt(x13, w13, *a3);
+}
+#endif
+
 /*
- * Depth multiplier 1, dilation 1: for each output pixel, the taps inside the image are rows
- * fy0..fy1-1 and columns fx0..fx1-1 of the filter; every other tap reads padding, which adds
- * nothing in TFLite. Channels four at a time, then one at a time.
+ * Depth multiplier 1, dilation 1; filter packed by the host (pack_depthwise: per group of 4
+ * channels, every tap's 4 weights in turn, channels zero-padded to a multiple of 4). For
+ * each output pixel the taps inside the image are rows fy0..fy1-1 and columns fx0..fx1-1 of
+ * the filter; every other tap reads padding, which adds nothing in TFLite. A 3x3 filter
+ * wholly inside the image (the interior, most pixels) runs unrolled. Four channels per step
+ * on DSP cores, then one at a time.
  */
 void tp_depthwise_conv2d_dm1_s8(const tp_conv_params_t *p, const tp_shape4_t *in_shape,
                                 const int8_t *in, const tp_shape4_t *filter_shape,
@@ -351,10 +475,11 @@ void tp_depthwise_conv2d_dm1_s8(const tp_conv_params_t *p, const tp_shape4_t *in
                                 const tp_shape4_t *out_shape, int8_t *out)
 {
     const int32_t in_h = in_shape->h, in_w = in_shape->w, ch = in_shape->c;
-    const int32_t k_h = filter_shape->h, k_w = filter_shape->w;
+    const int32_t k_h = filter_shape->h, k_w = filter_shape->w, taps = k_h * k_w;
     const int32_t out_h = out_shape->h, out_w = out_shape->w;
     const int32_t offset = p->input_offset;
-    const size_t in_row = (size_t)in_w * (size_t)ch, w_row = (size_t)k_w * (size_t)ch;
+    const requant_t rq = requant_of(&p->out);
+    const size_t in_row = (size_t)in_w * (size_t)ch;
 #if TP_DSP
     const uint32_t offset2 = ((uint32_t)offset & 0xffffu) | ((uint32_t)offset << 16);
 #endif
@@ -370,59 +495,73 @@ void tp_depthwise_conv2d_dm1_s8(const tp_conv_params_t *p, const tp_shape4_t *in
                 const int32_t x0 = ox * p->stride_w - p->pad_w;
                 const int32_t fx0 = x0 < 0 ? -x0 : 0;
                 const int32_t fx1 = k_w < in_w - x0 ? k_w : in_w - x0;
-                const int32_t taps_x = fx1 - fx0;
-                /* the first tap inside the image, and the filter tap it meets */
+                /* the first tap inside the image */
                 const int8_t *in0 = image + (size_t)(y0 + fy0) * in_row +
                                     (size_t)(x0 + fx0) * (size_t)ch;
-                const int8_t *w0 = filter + (size_t)fy0 * w_row + (size_t)fx0 * (size_t)ch;
                 int8_t *dst = out + (((size_t)b * (size_t)out_h + (size_t)oy) * (size_t)out_w +
                                      (size_t)ox) * (size_t)ch;
                 c = 0;
 #if TP_DSP
-                for (; c + 4 <= ch; c += 4) {
-                    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-                    const int8_t *ir = in0 + c, *wr = w0 + c;
-                    if (bias != NULL) {
-                        a0 = bias[c];
-                        a1 = bias[c + 1];
-                        a2 = bias[c + 2];
-                        a3 = bias[c + 3];
-                    }
-                    for (fy = fy0; fy < fy1; ++fy) {
-                        const int8_t *ip = ir, *wp = wr;
-                        for (fx = 0; fx < taps_x; ++fx) {
-                            const uint32_t xv = load32(ip), wv = load32(wp);
-                            const uint32_t x02 = sxtab16(offset2, xv);
-                            const uint32_t x13 = sxtab16_ror8(offset2, xv);
-                            const uint32_t w02 = sxtb16(wv), w13 = sxtb16_ror8(wv);
-                            a0 = smlabb(x02, w02, a0);
-                            a2 = smlatt(x02, w02, a2);
-                            a1 = smlabb(x13, w13, a1);
-                            a3 = smlatt(x13, w13, a3);
-                            ip += ch;
-                            wp += ch;
+                {
+                    const int interior = k_h == 3 && k_w == 3 && fy0 == 0 && fy1 == 3 &&
+                                         fx0 == 0 && fx1 == 3;
+                    for (; c + 4 <= ch; c += 4) {
+                        const uint32_t *wg = (const uint32_t *)(const void *)filter +
+                                             (size_t)(c >> 2) * (size_t)taps;
+                        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, i0, i1, i2, i3;
+                        int8_t y[4];
+                        if (bias != NULL) {
+                            a0 = bias[c];
+                            a1 = bias[c + 1];
+                            a2 = bias[c + 2];
+                            a3 = bias[c + 3];
                         }
-                        ir += in_row;
-                        wr += w_row;
+                        if (interior) {
+                            const int8_t *ip = in0 + c;
+                            for (fy = 0; fy < 3; ++fy) {
+                                tap4(ip, wg[0], offset2, &a0, &a1, &a2, &a3);
+                                tap4(ip + ch, wg[1], offset2, &a0, &a1, &a2, &a3);
+                                tap4(ip + 2 * ch, wg[2], offset2, &a0, &a1, &a2, &a3);
+                                ip += in_row;
+                                wg += 3;
+                            }
+                        } else {
+                            const int8_t *ir = in0 + c;
+                            for (fy = fy0; fy < fy1; ++fy) {
+                                const int8_t *ip = ir;
+                                const uint32_t *wp = wg + fy * k_w + fx0;
+                                for (fx = fx0; fx < fx1; ++fx) {
+                                    tap4(ip, *wp++, offset2, &a0, &a1, &a2, &a3);
+                                    ip += ch;
+                                }
+                                ir += in_row;
+                            }
+                        }
+                        /* every parameter read before the first store */
+                        i0 = c & rq.channel_mask;
+                        i1 = (c + 1) & rq.channel_mask;
+                        i2 = (c + 2) & rq.channel_mask;
+                        i3 = (c + 3) & rq.channel_mask;
+                        y[0] = requant_with(&rq, rq.multiplier[i0], rq.shift[i0], a0);
+                        y[1] = requant_with(&rq, rq.multiplier[i1], rq.shift[i1], a1);
+                        y[2] = requant_with(&rq, rq.multiplier[i2], rq.shift[i2], a2);
+                        y[3] = requant_with(&rq, rq.multiplier[i3], rq.shift[i3], a3);
+                        __builtin_memcpy(dst + c, y, 4);
                     }
-                    dst[c] = requant_fast(&p->out, c, a0);
-                    dst[c + 1] = requant_fast(&p->out, c + 1, a1);
-                    dst[c + 2] = requant_fast(&p->out, c + 2, a2);
-                    dst[c + 3] = requant_fast(&p->out, c + 3, a3);
                 }
 #endif
                 for (; c < ch; ++c) {
+                    const int8_t *wg = filter + (size_t)(c >> 2) * (size_t)taps * 4 + (c & 3);
+                    const int8_t *ir = in0 + c;
                     int32_t acc = bias != NULL ? bias[c] : 0;
-                    const int8_t *ir = in0 + c, *wr = w0 + c;
                     for (fy = fy0; fy < fy1; ++fy) {
-                        for (fx = 0; fx < taps_x; ++fx) {
-                            acc += (int32_t)wr[(size_t)fx * (size_t)ch] *
-                                   ((int32_t)ir[(size_t)fx * (size_t)ch] + offset);
+                        for (fx = fx0; fx < fx1; ++fx) {
+                            acc += (int32_t)wg[4 * (fy * k_w + fx)] *
+                                   ((int32_t)ir[(size_t)(fx - fx0) * (size_t)ch] + offset);
                         }
                         ir += in_row;
-                        wr += w_row;
                     }
-                    dst[c] = requant_fast(&p->out, c, acc);
+                    dst[c] = requant_fast(&rq, c, acc);
                 }
             }
         }

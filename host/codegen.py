@@ -68,6 +68,10 @@ WARN_FLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror")
 LIBRARY = "libtp_model.a"
 ARM_INSTALL = "install gcc-arm-none-eabi and libnewlib-arm-none-eabi (Debian)"
 
+# Kernels tp_nn_fast.h defines inline: called as <name>_inline, so the compiler specialises
+# each call with its layer's constant parameters.
+INLINE_KERNELS = frozenset({"tp_conv2d_gemm_s8", "tp_fully_connected_gemm_s8",
+                            "tp_depthwise_conv2d_dm1_s8"})
 _C_TYPES = {"int8": "int8_t", "int32": "int32_t", "int64": "int64_t", "float32": "float"}
 _VALUES_PER_LINE = 24
 
@@ -294,6 +298,7 @@ class _Emitter:
  */
 #include "tp_model.h"
 #include "tp_nn.h"
+#include "tp_nn_fast.h" /* the heavy layers' kernels, specialised here with the constants */
 
 /* Called after each operator with its index; empty unless a profiler (the firmware
    benchmark) defines it to read a timer. */
@@ -392,7 +397,8 @@ void tp_model_invoke(void)
                 args.append(f"(tp_arena + {self._plan.of(scratch_key(op.index)).offset})")
             else:
                 args.append(self._scalar(arg))
-        return declarations, f"{op.kernel}({', '.join(args)});"
+        kernel = f"{op.kernel}_inline" if op.kernel in INLINE_KERNELS else op.kernel
+        return declarations, f"{kernel}({', '.join(args)});"
 
     def _scalar(self, arg: object) -> str:
         if arg is None:

@@ -111,7 +111,8 @@ class Shape4(ctypes.Structure):
 class Requant(ctypes.Structure):
     _fields_ = [("multiplier", ctypes.c_void_p), ("shift", ctypes.c_void_p),
                 ("per_channel", ctypes.c_int32), ("output_offset", ctypes.c_int32),
-                ("act_min", ctypes.c_int32), ("act_max", ctypes.c_int32)]
+                ("act_min", ctypes.c_int32), ("act_max", ctypes.c_int32),
+                ("shifts_left", ctypes.c_int32)]
 
 
 class ConvParams(ctypes.Structure):
@@ -474,6 +475,7 @@ class _Preparer:
             ("output_offset", y.zero_point),
             ("act_min", low),
             ("act_max", high),
+            ("shifts_left", int(any(s > 0 for _, s in pairs))),
         ))
 
     # -- operators: each returns (kernel name, arguments) --

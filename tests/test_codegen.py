@@ -78,7 +78,7 @@ class HostModel:
         probe.write_text(API_PROBE)
         sources = [self.generated.source, probe, *sorted(SOURCE_DIR.glob("*.c"))]
         digest = hashlib.sha256(" ".join(HOST_FLAGS).encode())
-        for path in [*sources, self.generated.header, SOURCE_DIR / "tp_nn.h"]:
+        for path in [*sources, self.generated.header, *sorted(SOURCE_DIR.glob("*.h"))]:
             digest.update(path.read_bytes())
         target = CACHE / f"libtp_model-{digest.hexdigest()[:16]}.so"
         if not target.exists():  # same sources, same library: compile once per machine

@@ -42,6 +42,8 @@ typedef struct {
     int32_t per_channel;       /* nonzero: index both arrays by output channel; zero: use [0] */
     int32_t output_offset;     /* the output zero point */
     int32_t act_min, act_max;  /* fused activation clamp (CalculateActivationRangeQuantized) */
+    int32_t shifts_left;       /* nonzero when some shift is > 0 (lets the fast kernels skip
+                                  the left shift; the reference kernels ignore it) */
 } tp_requant_t;
 
 /* CONV_2D and DEPTHWISE_CONV_2D. */

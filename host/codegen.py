@@ -34,9 +34,9 @@ import numpy as np
 from tinypower.boards import Board, load_board
 from tinypower.firmware_nn import (
     SOURCE_DIR,
-    Int8Array,
     Int32Array,
     KernelModelError,
+    PackedArray,
     PreparedGraph,
     PreparedOp,
     Scratch,
@@ -72,7 +72,7 @@ ARM_INSTALL = "install gcc-arm-none-eabi and libnewlib-arm-none-eabi (Debian)"
 # each call with its layer's constant parameters.
 INLINE_KERNELS = frozenset({"tp_conv2d_gemm_s8", "tp_fully_connected_gemm_s8",
                             "tp_depthwise_conv2d_dm1_s8"})
-_C_TYPES = {"int8": "int8_t", "int32": "int32_t", "int64": "int64_t", "float32": "float"}
+_C_TYPES = {"int8": "int8_t", "int16": "int16_t", "int32": "int32_t", "int64": "int64_t", "float32": "float"}
 _VALUES_PER_LINE = 24
 
 
@@ -384,12 +384,12 @@ void tp_model_invoke(void)
                 body = ", ".join(f".{k} = {value(v, k)}" for k, v in arg.fields)
                 declarations.append(f"static const {arg.ctype} {name} = {{\n{_wrap(body)}\n}};")
                 args.append(f"&{name}")
-            elif isinstance(arg, Int8Array):
+            elif isinstance(arg, PackedArray):
                 name = unique("packed")
-                self.constant_bytes += arg.data.size
+                self.constant_bytes += arg.data.nbytes
                 declarations.append(
-                    f"static const int8_t {name}[{arg.data.size}] TP_ALIGNED({ALIGNMENT}) = "
-                    f"{{\n{_c_values(arg.data)}\n}};")
+                    f"static const {_C_TYPES[arg.data.dtype.name]} {name}[{arg.data.size}] "
+                    f"TP_ALIGNED({ALIGNMENT}) = {{\n{_c_values(arg.data)}\n}};")
                 args.append(name)
             elif isinstance(arg, Int32Array):
                 args.append(value(arg, "bias"))

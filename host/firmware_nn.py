@@ -305,10 +305,10 @@ class Int32Array:
 
 
 @dataclass(frozen=True, eq=False)
-class Int8Array:
-    """A kernel argument pointing at int8 constants made at prepare time (packed weights)."""
+class PackedArray:
+    """A kernel argument pointing at constants made at prepare time (weights rearranged)."""
 
-    data: np.ndarray  # int8, one dimension
+    data: np.ndarray  # int8 or int16, one dimension
 
 
 @dataclass(frozen=True)
@@ -331,7 +331,7 @@ class Struct:
 
 
 # A kernel argument: int or float scalars, None (NULL, an omitted optional tensor), or the above.
-KernelArg = int | float | None | TensorArg | Int32Array | Int8Array | Scratch | Struct
+KernelArg = int | float | None | TensorArg | Int32Array | PackedArray | Scratch | Struct
 
 
 @dataclass(frozen=True)
@@ -531,7 +531,7 @@ class _Preparer:
             if fast:
                 return "tp_depthwise_conv2d_dm1_s8", (
                     params, _shape4(x), TensorArg(x.index), _shape4(w),
-                    Int8Array(pack_depthwise(w.data)), bias, _shape4(y), TensorArg(y.index))
+                    PackedArray(pack_depthwise(w.data)), bias, _shape4(y), TensorArg(y.index))
             kernel = "tp_depthwise_conv2d_s8"
         elif w.shape[3] == x.shape[3] and w.data is not None:  # no groups: packed GEMM
             k_h, k_w = w.shape[1], w.shape[2]
@@ -541,7 +541,7 @@ class _Preparer:
             scratch = 16 * steps + (0 if direct else 8 * steps)
             return "tp_conv2d_gemm_s8", (
                 params, _shape4(x), TensorArg(x.index), _shape4(w),
-                Int8Array(pack_weights(w.data)), Int32Array(fold_bias(w.data, bias, -x.zero_point,
+                PackedArray(pack_weights(w.data)), Int32Array(fold_bias(w.data, bias, -x.zero_point,
                                                                       self._tensors)),
                 _shape4(y), TensorArg(y.index), Scratch(scratch))
         else:
@@ -570,7 +570,7 @@ class _Preparer:
             rows = min(batches, 2)  # rows widened to int16 at a time, 8 bytes a step each
             return "tp_fully_connected_gemm_s8", (
                 params, batches, accum_depth, output_depth, TensorArg(x.index),
-                Int8Array(pack_weights(w.data)),
+                PackedArray(pack_weights(w.data)),
                 Int32Array(fold_bias(w.data, bias, -x.zero_point, self._tensors)),
                 TensorArg(y.index), Scratch(8 * rows * ((accum_depth + 3) // 4)))
         return "tp_fully_connected_s8", (params, batches, accum_depth, output_depth,
@@ -683,13 +683,14 @@ def pack_weights(weights: np.ndarray) -> np.ndarray:
 
 
 def pack_depthwise(weights: np.ndarray) -> np.ndarray:
-    """Depthwise weights [1, k_h, k_w, C] as tp_depthwise_conv2d_dm1_s8 reads them: per group
-    of 4 channels (zero-padded to a multiple of 4), every tap's 4 weights in turn."""
-    taps = weights.reshape(-1, weights.shape[-1]).astype(np.int8)  # [k_h * k_w, C]
+    """Depthwise weights [1, k_h, k_w, C] as tp_depthwise_conv2d_dm1_s8 reads them: int16,
+    per group of 4 channels (zero-padded to a multiple of 4), every tap's weights in turn in
+    the lanes SMLABB/SMLATT meet them: channels 0, 2, then 1, 3 of the group."""
+    taps = weights.reshape(-1, weights.shape[-1]).astype(np.int16)  # [k_h * k_w, C]
     channels = taps.shape[1]
-    padded = np.zeros((taps.shape[0], (channels + 3) & ~3), np.int8)
+    padded = np.zeros((taps.shape[0], (channels + 3) & ~3), np.int16)
     padded[:, :channels] = taps
-    groups = padded.reshape(taps.shape[0], -1, 4).transpose(1, 0, 2)
+    groups = padded.reshape(taps.shape[0], -1, 4)[:, :, [0, 2, 1, 3]].transpose(1, 0, 2)
     return np.ascontiguousarray(groups).reshape(-1)
 
 
@@ -807,8 +808,8 @@ class KernelInterpreter:
             array = np.array(arg.values, np.int32)
             self._keep.append(array)
             return array.ctypes.data
-        if isinstance(arg, Int8Array | Scratch):
-            array = (arg.data.copy() if isinstance(arg, Int8Array)
+        if isinstance(arg, PackedArray | Scratch):
+            array = (arg.data.copy() if isinstance(arg, PackedArray)
                      else np.zeros(arg.nbytes, np.int8))
             self._keep.append(array)
             return array.ctypes.data

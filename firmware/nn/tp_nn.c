@@ -237,6 +237,14 @@ void tp_fully_connected_s8(const tp_fc_params_t *p, int32_t batches, int32_t acc
  * TFLite AveragePool (int8): the mean of the window's taps inside the image (padding is not
  * counted), rounded half away from zero as (sum +- count/2) / count with C division.
  */
+static inline int8_t pool_average(const tp_pool_params_t *p, int32_t acc, int32_t count)
+{
+    if (count > 0) { /* TFLite rejects empty windows; valid shapes have none */
+        acc = acc > 0 ? (acc + count / 2) / count : (acc - count / 2) / count;
+    }
+    return (int8_t)clamp(acc, p->act_min, p->act_max);
+}
+
 void tp_average_pool2d_s8(const tp_pool_params_t *p, const tp_shape4_t *in_shape,
                           const int8_t *in, const tp_shape4_t *out_shape, int8_t *out)
 {
@@ -254,18 +262,38 @@ void tp_average_pool2d_s8(const tp_pool_params_t *p, const tp_shape4_t *in_shape
                 const int32_t fx_start = x0 < 0 ? -x0 : 0;
                 const int32_t fx_end = p->filter_w < in_w - x0 ? p->filter_w : in_w - x0;
                 const int32_t count = (fy_end - fy_start) * (fx_end - fx_start);
-                for (c = 0; c < depth; ++c) {
-                    int32_t acc = 0;
+                /* the window's first tap, channel 0; taps `depth` apart along a row */
+                const int8_t *first = in + (((size_t)b * in_h + y0 + fy_start) * in_w + x0 +
+                                            fx_start) * depth;
+                int8_t *dst = out + (((size_t)b * out_h + oy) * out_w + ox) * depth;
+                c = 0;
+                for (; c + 4 <= depth; c += 4) { /* four channels per pass over the window */
+                    int32_t acc[4] = {0, 0, 0, 0};
+                    int32_t k;
                     for (fy = fy_start; fy < fy_end; ++fy) {
+                        const int8_t *ip = first + (size_t)(fy - fy_start) * in_w * depth + c;
                         for (fx = fx_start; fx < fx_end; ++fx) {
-                            acc += in[(((size_t)b * in_h + y0 + fy) * in_w + x0 + fx) * depth + c];
+                            acc[0] += ip[0];
+                            acc[1] += ip[1];
+                            acc[2] += ip[2];
+                            acc[3] += ip[3];
+                            ip += depth;
                         }
                     }
-                    if (count > 0) { /* TFLite rejects empty windows; valid shapes have none */
-                        acc = acc > 0 ? (acc + count / 2) / count : (acc - count / 2) / count;
+                    for (k = 0; k < 4; ++k) {
+                        dst[c + k] = pool_average(p, acc[k], count);
                     }
-                    out[(((size_t)b * out_h + oy) * out_w + ox) * depth + c] =
-                        (int8_t)clamp(acc, p->act_min, p->act_max);
+                }
+                for (; c < depth; ++c) {
+                    int32_t acc = 0;
+                    for (fy = fy_start; fy < fy_end; ++fy) {
+                        const int8_t *ip = first + (size_t)(fy - fy_start) * in_w * depth + c;
+                        for (fx = fx_start; fx < fx_end; ++fx) {
+                            acc += *ip;
+                            ip += depth;
+                        }
+                    }
+                    dst[c] = pool_average(p, acc, count);
                 }
             }
         }
@@ -465,12 +493,21 @@ void tp_softmax_s8(const tp_softmax_params_t *p, int32_t outer_size, int32_t dep
 
 /* ---- RESHAPE, QUANTIZE, DEQUANTIZE -------------------------------------------------------- */
 
-/* A byte copy with memmove's overlap rule, so the kernels need no libc at all. */
+/* A copy with memmove's overlap rule (by words when it can), so the kernels need no libc. */
 void tp_reshape(const void *in, void *out, size_t bytes)
 {
     const unsigned char *src = (const unsigned char *)in;
     unsigned char *dst = (unsigned char *)out;
     size_t i;
+    if ((((uintptr_t)src | (uintptr_t)dst | bytes) & 3u) == 0 &&
+        (dst + bytes <= src || src + bytes <= dst)) { /* apart and aligned: by words */
+        for (i = 0; i < bytes; i += 4) {
+            uint32_t word;
+            __builtin_memcpy(&word, src + i, 4); /* one LDR, one STR */
+            __builtin_memcpy(dst + i, &word, 4);
+        }
+        return;
+    }
     if (dst < src) {
         for (i = 0; i < bytes; ++i) {
             dst[i] = src[i];

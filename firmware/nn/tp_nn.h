@@ -81,10 +81,11 @@ void tp_conv2d_gemm_s8(const tp_conv_params_t *p, const tp_shape4_t *in_shape,
                        const tp_shape4_t *out_shape, int8_t *out, int8_t *scratch);
 
 /* DEPTHWISE_CONV_2D with depth multiplier 1 and no dilation; filter packed by the host
- * (tinypower.firmware_nn.pack_depthwise: per group of 4 channels, each tap's 4 weights). */
+ * (tinypower.firmware_nn.pack_depthwise: int16, per group of 4 channels, each tap's 4
+ * weights in the order 0, 2, 1, 3). */
 void tp_depthwise_conv2d_dm1_s8(const tp_conv_params_t *p, const tp_shape4_t *in_shape,
                                 const int8_t *in, const tp_shape4_t *filter_shape,
-                                const int8_t *filter, const int32_t *bias,
+                                const int16_t *filter, const int32_t *bias,
                                 const tp_shape4_t *out_shape, int8_t *out);
 
 /* FULLY_CONNECTED. */

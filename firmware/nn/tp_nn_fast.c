@@ -25,7 +25,7 @@ void tp_fully_connected_gemm_s8(const tp_fc_params_t *p, int32_t batches, int32_
 
 void tp_depthwise_conv2d_dm1_s8(const tp_conv_params_t *p, const tp_shape4_t *in_shape,
                                 const int8_t *in, const tp_shape4_t *filter_shape,
-                                const int8_t *filter, const int32_t *bias,
+                                const int16_t *filter, const int32_t *bias,
                                 const tp_shape4_t *out_shape, int8_t *out)
 {
     tp_depthwise_conv2d_dm1_s8_inline(p, in_shape, in, filter_shape, filter, bias, out_shape,

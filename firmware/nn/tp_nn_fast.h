@@ -253,7 +253,8 @@ TP_INLINE void widen_rows(const int8_t *ra, const int8_t *rb, int32_t depth, uin
  * out_c; x rows `x_stride` apart, out rows `out_stride` apart; w packed as described at the
  * top, its channels and bias zero-padded to a multiple of 4; xw: 16 * steps bytes of
  * scratch (steps = depth / 4 rounded up), word-aligned. Two rows at a time against two
- * channels, 16 MACs in 4 + 1 + 1 loads, 4 SXTB16 and 8 SMLAD; a last odd row against four.
+ * channels, 16 MACs in 4 + 1 + 1 loads, 4 SXTB16 and 8 SMLAD; a last odd row against four
+ * (two for the last one or two channels).
  */
 TP_INLINE void gemm_s8(const int8_t *x, int32_t x_stride, int32_t rows, int32_t depth,
                     const int8_t *w, const int32_t *bias, int32_t out_c,
@@ -313,7 +314,7 @@ TP_INLINE void gemm_s8(const int8_t *x, int32_t x_stride, int32_t rows, int32_t 
         const int8_t *xa = x + (size_t)r * (size_t)x_stride;
         int8_t *oa = out + (size_t)r * (size_t)out_stride;
         widen_rows(xa, NULL, depth, xw);
-        for (o = 0; o < out_c; o += 4) {
+        for (o = 0; o + 2 < out_c; o += 4) {
             const uint32_t *w0 = weights + (size_t)o * (size_t)steps, *w1 = w0 + 2 * steps;
             const uint32_t *xp = xw;
             int32_t acc[4];
@@ -343,6 +344,26 @@ TP_INLINE void gemm_s8(const int8_t *x, int32_t x_stride, int32_t rows, int32_t 
             acc[3] = r3;
             for (k = 0; k < 4 && o + k < out_c; ++k) {
                 oa[o + k] = requant_fast(&rq, o + k, acc[k]);
+            }
+        }
+        if (o < out_c) { /* one or two channels left: one pair */
+            const uint32_t *w0 = weights + (size_t)o * (size_t)steps;
+            const uint32_t *xp = xw;
+            int32_t r0 = bias[o], r1 = bias[o + 1];
+            for (s = steps; s > 0; --s) {
+                const uint32_t x02 = xp[0], x13 = xp[1];
+                uint32_t wv = w0[0];
+                r0 = smlad(x02, sxtb16(wv), r0);
+                r0 = smlad(x13, sxtb16_ror8(wv), r0);
+                wv = w0[1];
+                r1 = smlad(x02, sxtb16(wv), r1);
+                r1 = smlad(x13, sxtb16_ror8(wv), r1);
+                xp += 2;
+                w0 += 2;
+            }
+            oa[o] = requant_fast(&rq, o, r0);
+            if (o + 1 < out_c) {
+                oa[o + 1] = requant_fast(&rq, o + 1, r1);
             }
         }
     }
@@ -463,13 +484,13 @@ TP_INLINE void tp_fully_connected_gemm_s8_inline(
 /* ---- DEPTHWISE_CONV_2D --------------------------------------------------------------- */
 
 #if TP_DSP
-/* One tap for four channels: (x + offset) * w into a0..a3, lanes widened by SXTAB16/SXTB16. */
-static inline void tap4(const int8_t *ip, uint32_t wv, uint32_t offset2, int32_t *a0,
-                        int32_t *a1, int32_t *a2, int32_t *a3)
+/* One tap for four channels: (x + offset) * w into a0..a3; SXTAB16 widens and offsets two
+   input lanes at a time, the weights come widened (w02: channels 0 and 2, w13: 1 and 3). */
+static inline void tap4(const int8_t *ip, uint32_t w02, uint32_t w13, uint32_t offset2,
+                        int32_t *a0, int32_t *a1, int32_t *a2, int32_t *a3)
 {
     const uint32_t xv = load32(ip);
     const uint32_t x02 = sxtab16(offset2, xv), x13 = sxtab16_ror8(offset2, xv);
-    const uint32_t w02 = sxtb16(wv), w13 = sxtb16_ror8(wv);
     *a0 = smlabb(x02, w02, *a0);
     *a2 = smlatt(x02, w02, *a2);
     *a1 = smlabb(x13, w13, *a1);
@@ -478,8 +499,9 @@ static inline void tap4(const int8_t *ip, uint32_t wv, uint32_t offset2, int32_t
 #endif
 
 /*
- * Depth multiplier 1, dilation 1; filter packed by the host (pack_depthwise: per group of 4
- * channels, every tap's 4 weights in turn, channels zero-padded to a multiple of 4). For
+ * Depth multiplier 1, dilation 1; filter packed by the host (pack_depthwise: int16, per group
+ * of 4 channels, every tap's 4 weights in turn in the order 0, 2, 1, 3, channels zero-padded
+ * to a multiple of 4). For
  * each output pixel the taps inside the image are rows fy0..fy1-1 and columns fx0..fx1-1 of
  * the filter; every other tap reads padding, which adds nothing in TFLite. A 3x3 filter
  * wholly inside the image (the interior, most pixels) runs unrolled. Four channels per step
@@ -488,7 +510,7 @@ static inline void tap4(const int8_t *ip, uint32_t wv, uint32_t offset2, int32_t
 TP_INLINE void tp_depthwise_conv2d_dm1_s8_inline(
     const tp_conv_params_t *p, const tp_shape4_t *in_shape,
                                 const int8_t *in, const tp_shape4_t *filter_shape,
-                                const int8_t *filter, const int32_t *bias,
+                                const int16_t *filter, const int32_t *bias,
                                 const tp_shape4_t *out_shape, int8_t *out)
 {
     const int32_t in_h = in_shape->h, in_w = in_shape->w, ch = in_shape->c;
@@ -524,7 +546,7 @@ TP_INLINE void tp_depthwise_conv2d_dm1_s8_inline(
                                          fx0 == 0 && fx1 == 3;
                     for (; c + 4 <= ch; c += 4) {
                         const uint32_t *wg = (const uint32_t *)(const void *)filter +
-                                             (size_t)(c >> 2) * (size_t)taps;
+                                             (size_t)(c >> 2) * (size_t)taps * 2;
                         int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, i0, i1, i2, i3;
                         int8_t y[4];
                         if (bias != NULL) {
@@ -536,19 +558,20 @@ TP_INLINE void tp_depthwise_conv2d_dm1_s8_inline(
                         if (interior) {
                             const int8_t *ip = in0 + c;
                             for (fy = 0; fy < 3; ++fy) {
-                                tap4(ip, wg[0], offset2, &a0, &a1, &a2, &a3);
-                                tap4(ip + ch, wg[1], offset2, &a0, &a1, &a2, &a3);
-                                tap4(ip + 2 * ch, wg[2], offset2, &a0, &a1, &a2, &a3);
+                                tap4(ip, wg[0], wg[1], offset2, &a0, &a1, &a2, &a3);
+                                tap4(ip + ch, wg[2], wg[3], offset2, &a0, &a1, &a2, &a3);
+                                tap4(ip + 2 * ch, wg[4], wg[5], offset2, &a0, &a1, &a2, &a3);
                                 ip += in_row;
-                                wg += 3;
+                                wg += 6;
                             }
                         } else {
                             const int8_t *ir = in0 + c;
                             for (fy = fy0; fy < fy1; ++fy) {
                                 const int8_t *ip = ir;
-                                const uint32_t *wp = wg + fy * k_w + fx0;
+                                const uint32_t *wp = wg + 2 * (fy * k_w + fx0);
                                 for (fx = fx0; fx < fx1; ++fx) {
-                                    tap4(ip, *wp++, offset2, &a0, &a1, &a2, &a3);
+                                    tap4(ip, wp[0], wp[1], offset2, &a0, &a1, &a2, &a3);
+                                    wp += 2;
                                     ip += ch;
                                 }
                                 ir += in_row;
@@ -568,7 +591,9 @@ TP_INLINE void tp_depthwise_conv2d_dm1_s8_inline(
                 }
 #endif
                 for (; c < ch; ++c) {
-                    const int8_t *wg = filter + (size_t)(c >> 2) * (size_t)taps * 4 + (c & 3);
+                    /* lane of channel c in its group's 4: 0, 2, 1, 3 -> 0, 1, 2, 3 */
+                    const int16_t *wg = filter + (size_t)(c >> 2) * (size_t)taps * 4 +
+                                        (size_t)((c & 1) * 2 + ((c >> 1) & 1));
                     const int8_t *ir = in0 + c;
                     int32_t acc = bias != NULL ? bias[c] : 0;
                     for (fy = fy0; fy < fy1; ++fy) {

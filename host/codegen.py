@@ -72,7 +72,8 @@ ARM_INSTALL = "install gcc-arm-none-eabi and libnewlib-arm-none-eabi (Debian)"
 # each call with its layer's constant parameters.
 INLINE_KERNELS = frozenset({"tp_conv2d_gemm_s8", "tp_fully_connected_gemm_s8",
                             "tp_depthwise_conv2d_dm1_s8"})
-_C_TYPES = {"int8": "int8_t", "int16": "int16_t", "int32": "int32_t", "int64": "int64_t", "float32": "float"}
+_C_TYPES = {"int8": "int8_t", "int16": "int16_t", "int32": "int32_t", "int64": "int64_t",
+            "float32": "float"}
 _VALUES_PER_LINE = 24
 
 

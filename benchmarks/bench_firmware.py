@@ -312,6 +312,13 @@ def verdicts(models: list[Model]) -> str:
             per_model = "met" if m.ours.total <= m.cmsis.total else "NOT met"
             lines.append(f"  {m.suite}: at or below CMSIS-NN per inference: {per_model}; "
                          f"{worst}")
+            others = [(o / c, o, c, m.graph.ops[i]) for i, (o, c, n) in enumerate(
+                zip(m.ours.instructions, m.cmsis.instructions, m.macs, strict=True)) if not n]
+            if others:
+                r, o, c, op = max(others, key=lambda t: t[0])
+                lines.append(f"  {m.suite}: operators without MACs: worst {op.index} "
+                             f"{describe(m.graph, op)} at {r:.2f}x ({o:,.0f} vs {c:,.0f} "
+                             "instructions)")
         if m.suite == "kws01":
             per_mac = m.ours.total / macs
             lines.append(f"  kws01 at or below 2.5 instr/MAC: "

@@ -362,6 +362,26 @@ def test_arm_build_of_kws(tmp_path: Path) -> None:
     assert elf.stat().st_size > result.generated.constant_bytes
 
 
+@pytest.mark.parametrize(("core", "dsp"), [("cortex-m4f", True), ("cortex-m7f", True),
+                                         ("cortex-m33f", True), ("cortex-m0plus", False)])
+def test_board_core_chooses_the_dsp_or_the_plain_c_kernels(tmp_path: Path, core: str,
+                                                           dsp: bool) -> None:
+    """The core in the board file picks the kernels' path at build time: SMLAD on cores with
+    the DSP extension, plain C (no DSP instruction at all) on the Cortex-M0+, both built with
+    the strict flags."""
+    require("arm-none-eabi-gcc", "cross-compile the generated model")
+    board = tmp_path / "boards" / "core-probe.toml"
+    board.parent.mkdir()
+    board.write_text((Path(codegen.__file__).parents[1] / "boards" / "sim-m4.toml").read_text()
+                     .replace('core = "cortex-m4f"', f'core = "{core}"'))
+    result = codegen.build(kws_file(tmp_path), load_board(str(board)), tmp_path / "build")
+    listing = subprocess.run(["arm-none-eabi-objdump", "-d", str(result.library)],
+                             capture_output=True, text=True, check=True).stdout
+    used = {m for m in ("smlad", "smlabb", "smlatt", "sxtb16", "sxtab16")
+            if f"\t{m}\t" in listing}
+    assert used == ({"smlad", "smlabb", "smlatt", "sxtb16", "sxtab16"} if dsp else set())
+
+
 HOST_MAIN = """#include <stdio.h>
 #include "tp_model.h"
 int main(void)

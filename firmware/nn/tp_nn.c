@@ -49,6 +49,17 @@ static inline int32_t srdhm(int32_t a, int32_t b)
 }
 
 /*
+ * srdhm for a non-negative Q31 multiplier b (QuantizeMultiplier's; never INT32_MIN, so the
+ * saturating case cannot occur): the nudge-then-truncate above equals
+ * floor((a * b + 2^30) / 2^31) for both signs, taken as bits 31..62 of the 64-bit sum.
+ */
+static inline int32_t srdhm_q31(int32_t a, int32_t b)
+{
+    const int64_t ab = (int64_t)a * (int64_t)b + ((int64_t)1 << 30);
+    return (int32_t)(uint32_t)((uint64_t)ab >> 31);
+}
+
+/*
  * gemmlowp RoundingDivideByPOT: x / 2^e rounded to nearest, ties away from zero
  * (the remainder is compared with half the divisor, plus one for negative x). 0 <= e <= 31.
  */
@@ -312,9 +323,9 @@ static inline int8_t add_one(const tp_add_params_t *p, int8_t x, int8_t y)
 {
     const int32_t a = shl_wrap(p->input1_offset + x, p->left_shift);
     const int32_t b = shl_wrap(p->input2_offset + y, p->left_shift);
-    const int32_t sa = rdbpot(srdhm(a, p->input1_multiplier), -p->input1_shift);
-    const int32_t sb = rdbpot(srdhm(b, p->input2_multiplier), -p->input2_shift);
-    const int32_t raw = rdbpot(srdhm(sa + sb, p->output_multiplier), -p->output_shift) +
+    const int32_t sa = rdbpot(srdhm_q31(a, p->input1_multiplier), -p->input1_shift);
+    const int32_t sb = rdbpot(srdhm_q31(b, p->input2_multiplier), -p->input2_shift);
+    const int32_t raw = rdbpot(srdhm_q31(sa + sb, p->output_multiplier), -p->output_shift) +
                         p->output_offset;
     return (int8_t)clamp(raw, p->act_min, p->act_max);
 }
@@ -322,9 +333,10 @@ static inline int8_t add_one(const tp_add_params_t *p, int8_t x, int8_t y)
 void tp_add_s8(const tp_add_params_t *p, size_t size, const int8_t *in1, const int8_t *in2,
                int8_t *out)
 {
+    const tp_add_params_t q = *p; /* a local copy: the int8 stores cannot alias it */
     size_t i;
     for (i = 0; i < size; ++i) {
-        out[i] = add_one(p, in1[i], in2[i]);
+        out[i] = add_one(&q, in1[i], in2[i]);
     }
 }
 

@@ -21,8 +21,13 @@ Prints per layer (operators with MACs) and per model: MACs, our instructions per
 CMSIS-NN's, the ratio; flash of both images (without the test inputs compiled into them);
 arena of both (CMSIS-NN's adds its largest scratch buffer) and tflite-micro's smallest arena.
 
-Run: ``.venv/bin/python benchmarks/bench_firmware.py [SUITE ...] [--inputs 50]``.
-Needs arm-none-eabi-gcc, qemu-system-arm, the shared models; ~1-3 minutes per model.
+``--runner-accuracy`` also runs MLPerf Tiny accuracy mode through the host runner and the
+harness firmware on the emulated board, on ``--inputs`` synthetic inputs per model, and prints
+its agreement with the host reference.
+
+Run: ``.venv/bin/python benchmarks/bench_firmware.py [SUITE ...] [--inputs 50]
+[--runner-accuracy]``. Needs arm-none-eabi-gcc, qemu-system-arm, the shared models; ~1-3
+minutes per model.
 """
 
 from __future__ import annotations
@@ -43,7 +48,10 @@ from tinypower.boards import load_board
 from tinypower.emulator import emulator_config
 from tinypower.firmware import CORTEX_M_DIR, HARNESS_DIR, LINK_FLAGS, PORTS_DIR
 from tinypower.firmware_nn import SOURCE_DIR, PreparedGraph, PreparedOp, prepare
+from tinypower.models import resolve_model
+from tinypower.runner import RunRequest, run
 from tinypower.suites.benchmarks import get_suite
+from tinypower.suites.datasets import synthetic_inputs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cmsis_anchor import CMSIS_DIR, SCRATCH_CAPACITY, cmsis_sources, generate_cmsis  # noqa: E402
@@ -255,6 +263,22 @@ def measure(suite_name: str, count: int, folder: Path, with_cmsis: bool) -> Mode
                  generated.arena.size, codegen.tflm_arena_bytes(model), agree, count)
 
 
+def runner_accuracy(suite_name: str, count: int, folder: Path) -> str:
+    """MLPerf Tiny accuracy mode through the real host runner on the emulated board (the
+    harness firmware, its input conversion, the protocol): the share of ``count`` synthetic
+    inputs whose results agree with the host reference."""
+    suite = get_suite(suite_name)
+    model = resolve_model(suite, str(SHARED / suite.reference_model))
+    outcome = run(RunRequest(board=load_board(BOARD), suite=suite, model=model,
+                             dataset=synthetic_inputs(suite, count), mode="accuracy",
+                             runs_dir=folder / "runs"))
+    if outcome.error is not None or outcome.result is None:
+        raise SystemExit(f"{suite_name}: the accuracy run failed: {outcome.error}")
+    result = outcome.result
+    return (f"  {suite_name}: accuracy mode ({outcome.measured_as}) agrees with the host "
+            f"reference on {result.value:.1f} % of {result.extras['inferences']} inferences")
+
+
 def _ratio(a: float, b: float | None) -> str:
     return "-" if not b else f"{a / b:.2f}x"
 
@@ -335,6 +359,9 @@ def main() -> None:
                         help=f"any of {', '.join(SUITES)} (default: all four)")
     parser.add_argument("--inputs", type=int, default=50,
                         help="random int8 inputs each image runs and checks (default 50)")
+    parser.add_argument("--runner-accuracy", action="store_true",
+                        help="also run accuracy mode through the host runner on as many "
+                             "synthetic inputs per model (minutes per model)")
     args = parser.parse_args()
     unknown = sorted(set(args.suites) - set(SUITES))
     if unknown:
@@ -355,9 +382,13 @@ def main() -> None:
         for suite in args.suites or SUITES:
             models.append(measure(suite, args.inputs, Path(folder), with_cmsis))
             print(layer_table(models[-1]), end="\n\n", flush=True)
+        accuracy = ([runner_accuracy(m.suite, args.inputs, Path(folder)) for m in models]
+                    if args.runner_accuracy else [])
     print(model_table(models, shift))
     print()
     print(verdicts(models))
+    if accuracy:
+        print("\n".join(["Accuracy mode:", *accuracy]))
     if any(m.agree != m.inputs for m in models):
         sys.exit("our firmware's outputs differ from tflite-micro's: see the bit-exact column")
 

@@ -36,8 +36,10 @@ from tinypower.firmware_nn import (
     SOURCE_DIR,
     Int32Array,
     KernelModelError,
+    PackedArray,
     PreparedGraph,
     PreparedOp,
+    Scratch,
     Struct,
     TensorArg,
     TensorInfo,
@@ -58,12 +60,20 @@ CORE_FLAGS: dict[str, tuple[str, ...]] = {
     "cortex-m33f": ("-mcpu=cortex-m33", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv5-sp-d16"),
 }
 # -falign-loops=64 keeps hot loops off QEMU's 1 KB translation-page boundaries (3x wall time).
-OPT_FLAGS = ("-O2", "-ffunction-sections", "-fdata-sections", "-falign-loops=64")
+# -fno-tree-loop-distribute-patterns: GCC must not turn the kernels' copy and fill loops into
+# memcpy/memset calls, as the library links without a libc.
+OPT_FLAGS = ("-O2", "-ffunction-sections", "-fdata-sections", "-falign-loops=64",
+             "-fno-tree-loop-distribute-patterns")
 WARN_FLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror")
 LIBRARY = "libtp_model.a"
 ARM_INSTALL = "install gcc-arm-none-eabi and libnewlib-arm-none-eabi (Debian)"
 
-_C_TYPES = {"int8": "int8_t", "int32": "int32_t", "int64": "int64_t", "float32": "float"}
+# Kernels tp_nn_fast.h defines inline: called as <name>_inline, so the compiler specialises
+# each call with its layer's constant parameters.
+INLINE_KERNELS = frozenset({"tp_conv2d_gemm_s8", "tp_fully_connected_gemm_s8",
+                            "tp_depthwise_conv2d_dm1_s8"})
+_C_TYPES = {"int8": "int8_t", "int16": "int16_t", "int32": "int32_t", "int64": "int64_t",
+            "float32": "float"}
 _VALUES_PER_LINE = 24
 
 
@@ -122,7 +132,9 @@ def plan_arena(graph: PreparedGraph) -> ArenaPlan:
     tensors may share bytes only if their lives do not meet. Kernels never run in place, so an
     operator's inputs and outputs, both live at that operator, always get separate bytes. The
     model input lives through the whole invocation (the harness loads it once and may invoke
-    many times, as MLPerf Tiny's ``infer N`` does), the output until the next invocation.
+    many times, as MLPerf Tiny's ``infer N`` does), the output until the next invocation. A
+    kernel's scratch buffer (im2col) is planned like a tensor live at its operator only,
+    under the key ``scratch_key(op)``.
     """
     count = len(graph.ops)
     first: dict[int, int] = {i: -1 for i in graph.inputs}
@@ -135,20 +147,32 @@ def plan_arena(graph: PreparedGraph) -> ArenaPlan:
     for i in (*graph.inputs, *graph.outputs):
         first.setdefault(i, count)
         last[i] = count
-    order = sorted(first, key=lambda i: (-graph.tensors[i].nbytes, first[i], i))
+    sizes = {i: (graph.tensors[i].name, graph.tensors[i].nbytes) for i in first}
+    for op in graph.ops:  # a kernel's scratch: live during its operator only
+        for arg in op.args:
+            if isinstance(arg, Scratch):
+                key = scratch_key(op.index)
+                first[key] = last[key] = op.index
+                sizes[key] = (f"scratch of op {op.index}", arg.nbytes)
+    order = sorted(first, key=lambda i: (-sizes[i][1], first[i], i))
     placed: list[Allocation] = []
     for i in order:
-        tensor = graph.tensors[i]
-        candidate = Allocation(i, tensor.name, 0, tensor.nbytes, first[i], last[i])
+        name, nbytes = sizes[i]
+        candidate = Allocation(i, name, 0, nbytes, first[i], last[i])
         live = sorted((a for a in placed if a.live_with(candidate)), key=lambda a: a.offset)
         offset = 0
         for other in live:
-            if offset + tensor.nbytes <= other.offset:
+            if offset + nbytes <= other.offset:
                 break
             offset = max(offset, _align(other.offset + other.size))
-        placed.append(Allocation(i, tensor.name, offset, tensor.nbytes, first[i], last[i]))
+        placed.append(Allocation(i, name, offset, nbytes, first[i], last[i]))
     size = _align(max((a.offset + a.size for a in placed), default=0))
     return ArenaPlan(size, tuple(sorted(placed, key=lambda a: (a.first_op, a.tensor))))
+
+
+def scratch_key(op_index: int) -> int:
+    """The arena plan's key for an operator's scratch buffer (tensors have keys >= 0)."""
+    return -1 - op_index
 
 
 def _align(n: int) -> int:
@@ -257,7 +281,8 @@ class _Emitter:
         for op in graph.ops:
             declarations, call = self._op(op)
             ops.extend(declarations)
-            calls.append(f"    /* {op.index}: {op.name} {self._describe(op)} */\n    {call}")
+            calls.append(f"    /* {op.index}: {op.name} {self._describe(op)} */\n    {call}\n"
+                         f"    TP_PROFILE_OP({op.index});")
         layout = "\n".join(
             f" *   {a.offset:>8} +{a.size:<8} ops {a.first_op:>3}..{a.last_op:<3} "
             f"{_comment(a.name)}" for a in sorted(plan.allocations, key=lambda a: a.offset)
@@ -274,6 +299,13 @@ class _Emitter:
  */
 #include "tp_model.h"
 #include "tp_nn.h"
+#include "tp_nn_fast.h" /* the heavy layers' kernels, specialised here with the constants */
+
+/* Called after each operator with its index; empty unless a profiler (the firmware
+   benchmark) defines it to read a timer. */
+#ifndef TP_PROFILE_OP
+#define TP_PROFILE_OP(index) ((void)0)
+#endif
 
 #if defined(__GNUC__)
 #define TP_ALIGNED(n) __attribute__((aligned(n)))
@@ -353,9 +385,21 @@ void tp_model_invoke(void)
                 body = ", ".join(f".{k} = {value(v, k)}" for k, v in arg.fields)
                 declarations.append(f"static const {arg.ctype} {name} = {{\n{_wrap(body)}\n}};")
                 args.append(f"&{name}")
+            elif isinstance(arg, PackedArray):
+                name = unique("packed")
+                self.constant_bytes += arg.data.nbytes
+                declarations.append(
+                    f"static const {_C_TYPES[arg.data.dtype.name]} {name}[{arg.data.size}] "
+                    f"TP_ALIGNED({ALIGNMENT}) = {{\n{_c_values(arg.data)}\n}};")
+                args.append(name)
+            elif isinstance(arg, Int32Array):
+                args.append(value(arg, "bias"))
+            elif isinstance(arg, Scratch):
+                args.append(f"(tp_arena + {self._plan.of(scratch_key(op.index)).offset})")
             else:
                 args.append(self._scalar(arg))
-        return declarations, f"{op.kernel}({', '.join(args)});"
+        kernel = f"{op.kernel}_inline" if op.kernel in INLINE_KERNELS else op.kernel
+        return declarations, f"{kernel}({', '.join(args)});"
 
     def _scalar(self, arg: object) -> str:
         if arg is None:
@@ -524,7 +568,7 @@ def build(
     check_fits(generated, board, model_path.name)
     out_dir = Path(out_dir)
     objects = []
-    for source in (generated.source, SOURCE_DIR / "tp_nn.c"):
+    for source in (generated.source, *sorted(SOURCE_DIR.glob("*.c"))):
         obj = out_dir / f"{source.stem}.o"
         _run([tools["gcc"], *WARN_FLAGS, *flags, "-I", str(SOURCE_DIR), "-c", str(source),
               "-o", str(obj)], "compile")

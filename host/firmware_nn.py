@@ -58,13 +58,15 @@ class KernelModelError(ValueError):
 # ---- building and loading the shared library ---------------------------------------------
 
 
-def build_kernels(cache_dir: Path | None = None) -> Path:
+def build_kernels(cache_dir: Path | None = None, emulate_dsp: bool = False) -> Path:
     """Compile ``firmware/nn/*.c`` into a shared library, reusing it while the sources match.
 
     The file name carries a hash of the sources and flags, so an edited kernel is rebuilt and
     concurrent builders never see a half-written library (each writes a temporary file and
-    renames it into place).
+    renames it into place). ``emulate_dsp`` builds the kernels' Cortex-M DSP path, with C
+    models of its instructions (``TP_NN_EMULATE_DSP``), so the host can check that path too.
     """
+    flags = (*CFLAGS, "-DTP_NN_EMULATE_DSP") if emulate_dsp else CFLAGS
     gcc = shutil.which("gcc")
     if gcc is None:
         raise KernelBuildError(
@@ -77,7 +79,7 @@ def build_kernels(cache_dir: Path | None = None) -> Path:
             f"no kernel sources in {SOURCE_DIR}: use a source checkout of tinypower "
             "(pip install -e .) so firmware/nn is available"
         )
-    digest = hashlib.sha256(" ".join(CFLAGS).encode())
+    digest = hashlib.sha256(" ".join(flags).encode())
     for path in sorted(SOURCE_DIR.glob("*.[ch]")):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     folder = cache_dir or Path(tempfile.gettempdir()) / "tinypower-nn"
@@ -89,7 +91,7 @@ def build_kernels(cache_dir: Path | None = None) -> Path:
     os.close(fd)
     try:
         result = subprocess.run(
-            [gcc, *CFLAGS, "-o", scratch, *map(str, sources)],
+            [gcc, *flags, "-o", scratch, *map(str, sources)],
             capture_output=True, text=True, check=False,
         )
         if result.returncode != 0:
@@ -109,7 +111,8 @@ class Shape4(ctypes.Structure):
 class Requant(ctypes.Structure):
     _fields_ = [("multiplier", ctypes.c_void_p), ("shift", ctypes.c_void_p),
                 ("per_channel", ctypes.c_int32), ("output_offset", ctypes.c_int32),
-                ("act_min", ctypes.c_int32), ("act_max", ctypes.c_int32)]
+                ("act_min", ctypes.c_int32), ("act_max", ctypes.c_int32),
+                ("shifts_left", ctypes.c_int32)]
 
 
 class ConvParams(ctypes.Structure):
@@ -159,8 +162,12 @@ def _signatures() -> dict[str, list[type]]:
             ptr, ptr, ctypes.POINTER(Shape4), ptr]
     return {
         "tp_conv2d_s8": conv,
+        "tp_conv2d_gemm_s8": [*conv, ptr],
         "tp_depthwise_conv2d_s8": conv,
+        "tp_depthwise_conv2d_dm1_s8": conv,
         "tp_fully_connected_s8": [ctypes.POINTER(FcParams), i32, i32, i32, ptr, ptr, ptr, ptr],
+        "tp_fully_connected_gemm_s8": [ctypes.POINTER(FcParams), i32, i32, i32, ptr, ptr, ptr,
+                                       ptr, ptr],
         "tp_average_pool2d_s8": [ctypes.POINTER(PoolParams), ctypes.POINTER(Shape4), ptr,
                                  ctypes.POINTER(Shape4), ptr],
         "tp_add_s8": [ctypes.POINTER(AddParams), size, ptr, ptr, ptr],
@@ -175,9 +182,9 @@ def _signatures() -> dict[str, list[type]]:
 
 
 @functools.cache
-def load_kernels() -> ctypes.CDLL:
+def load_kernels(emulate_dsp: bool = False) -> ctypes.CDLL:
     """The kernels as a ctypes library (built on first use), with argument types declared."""
-    lib = ctypes.CDLL(str(build_kernels()))
+    lib = ctypes.CDLL(str(build_kernels(emulate_dsp=emulate_dsp)))
     for name, argtypes in _signatures().items():
         function = getattr(lib, name)
         function.argtypes, function.restype = argtypes, None
@@ -297,6 +304,20 @@ class Int32Array:
     values: tuple[int, ...]
 
 
+@dataclass(frozen=True, eq=False)
+class PackedArray:
+    """A kernel argument pointing at constants made at prepare time (weights rearranged)."""
+
+    data: np.ndarray  # int8 or int16, one dimension
+
+
+@dataclass(frozen=True)
+class Scratch:
+    """A kernel argument pointing at ``nbytes`` of working memory, live during its op only."""
+
+    nbytes: int
+
+
 @dataclass(frozen=True)
 class Struct:
     """A parameter struct of ``tp_nn.h``, passed by pointer; fields in declaration order.
@@ -310,7 +331,7 @@ class Struct:
 
 
 # A kernel argument: int or float scalars, None (NULL, an omitted optional tensor), or the above.
-KernelArg = int | float | None | TensorArg | Int32Array | Struct
+KernelArg = int | float | None | TensorArg | Int32Array | PackedArray | Scratch | Struct
 
 
 @dataclass(frozen=True)
@@ -454,6 +475,7 @@ class _Preparer:
             ("output_offset", y.zero_point),
             ("act_min", low),
             ("act_max", high),
+            ("shifts_left", int(any(s > 0 for _, s in pairs))),
         ))
 
     # -- operators: each returns (kernel name, arguments) --
@@ -503,7 +525,27 @@ class _Preparer:
             ("input_offset", -x.zero_point),
             ("out", self._requant(op, options.fusedActivationFunction)),
         ))
-        kernel = "tp_depthwise_conv2d_s8" if depthwise else "tp_conv2d_s8"
+        if depthwise:
+            fast = (multiplier == 1 and options.dilationHFactor == options.dilationWFactor == 1
+                    and w.data is not None)
+            if fast:
+                return "tp_depthwise_conv2d_dm1_s8", (
+                    params, _shape4(x), TensorArg(x.index), _shape4(w),
+                    PackedArray(pack_depthwise(w.data)), bias, _shape4(y), TensorArg(y.index))
+            kernel = "tp_depthwise_conv2d_s8"
+        elif w.shape[3] == x.shape[3] and w.data is not None:  # no groups: packed GEMM
+            k_h, k_w = w.shape[1], w.shape[2]
+            direct = k_h == k_w == 1 and geometry == [0, 0]
+            steps = (k_h * k_w * x.shape[3] + 3) // 4
+            # two rows widened to int16 (16 bytes a step), plus two im2col rows unless 1x1
+            scratch = 16 * steps + (0 if direct else 8 * steps)
+            return "tp_conv2d_gemm_s8", (
+                params, _shape4(x), TensorArg(x.index), _shape4(w),
+                PackedArray(pack_weights(w.data)), Int32Array(fold_bias(w.data, bias, -x.zero_point,
+                                                                      self._tensors)),
+                _shape4(y), TensorArg(y.index), Scratch(scratch))
+        else:
+            kernel = "tp_conv2d_s8"
         return kernel, (params, _shape4(x), TensorArg(x.index), _shape4(w), TensorArg(w.index),
                         bias, _shape4(y), TensorArg(y.index))
 
@@ -524,6 +566,13 @@ class _Preparer:
             ("filter_offset", -w.zero_point),
             ("out", self._requant(op, options.fusedActivationFunction)),
         ))
+        if w.zero_point == 0 and w.data is not None:  # symmetric weights: packed and folded
+            rows = min(batches, 2)  # rows widened to int16 at a time, 8 bytes a step each
+            return "tp_fully_connected_gemm_s8", (
+                params, batches, accum_depth, output_depth, TensorArg(x.index),
+                PackedArray(pack_weights(w.data)),
+                Int32Array(fold_bias(w.data, bias, -x.zero_point, self._tensors)),
+                TensorArg(y.index), Scratch(8 * rows * ((accum_depth + 3) // 4)))
         return "tp_fully_connected_s8", (params, batches, accum_depth, output_depth,
                                          TensorArg(x.index), TensorArg(w.index), bias,
                                          TensorArg(y.index))
@@ -620,6 +669,48 @@ class _Preparer:
 _Call = tuple[str, tuple[KernelArg, ...]]
 
 
+def pack_weights(weights: np.ndarray) -> np.ndarray:
+    """Weights [out, ...] as tp_conv2d_gemm_s8 reads them: per pair of output channels, 4 int8
+    of the first, 4 of the second, for each step of 4 along the depth (zero-padded to a multiple
+    of 4; the channels zero-padded to a multiple of 4, which the kernel reads four at a
+    time)."""
+    rows = weights.reshape(weights.shape[0], -1).astype(np.int8)
+    out, depth = rows.shape
+    padded = np.zeros(((out + 3) & ~3, (depth + 3) & ~3), np.int8)
+    padded[:out, :depth] = rows
+    pairs = padded.reshape(padded.shape[0] // 2, 2, padded.shape[1] // 4, 4)
+    return np.ascontiguousarray(pairs.transpose(0, 2, 1, 3)).reshape(-1)
+
+
+def pack_depthwise(weights: np.ndarray) -> np.ndarray:
+    """Depthwise weights [1, k_h, k_w, C] as tp_depthwise_conv2d_dm1_s8 reads them: int16,
+    per group of 4 channels (zero-padded to a multiple of 4), every tap's weights in turn in
+    the lanes SMLABB/SMLATT meet them: channels 0, 2, then 1, 3 of the group."""
+    taps = weights.reshape(-1, weights.shape[-1]).astype(np.int16)  # [k_h * k_w, C]
+    channels = taps.shape[1]
+    padded = np.zeros((taps.shape[0], (channels + 3) & ~3), np.int16)
+    padded[:, :channels] = taps
+    groups = padded.reshape(taps.shape[0], -1, 4)[:, :, [0, 2, 1, 3]].transpose(1, 0, 2)
+    return np.ascontiguousarray(groups).reshape(-1)
+
+
+def fold_bias(weights: np.ndarray, bias: TensorArg | None, input_offset: int,
+              tensors: tuple[TensorInfo, ...]) -> tuple[int, ...]:
+    """bias + input_offset * sum of each output channel's weights, wrapped to int32 as the
+    kernels' accumulators wrap, zero-padded to a multiple of 4 as the packed weights.
+
+    With it, sum(w * x) + folded == bias + sum(w * (x + input_offset)), TFLite's sum; padding
+    taps, written as the input zero point, then contribute w * (zp - zp) = 0 as in TFLite.
+    """
+    rows = weights.reshape(weights.shape[0], -1).astype(np.int64)
+    total = rows.sum(axis=1) * input_offset
+    if bias is not None:
+        total = total + tensors[bias.index].data.astype(np.int64)
+    wrapped = (total + (1 << 31)) % (1 << 32) - (1 << 31)
+    values = tuple(int(v) for v in wrapped)
+    return values + (0,) * (-len(values) % 4)
+
+
 def _shape4(tensor: TensorInfo) -> Struct:
     return Struct("tp_shape4_t", tuple(zip("nhwc", tensor.shape, strict=True)))
 
@@ -663,8 +754,9 @@ class TensorSpec:
 class KernelInterpreter:
     """Runs a .tflite model's main subgraph op by op through the firmware's C kernels."""
 
-    def __init__(self, model: bytes) -> None:
-        self._lib = load_kernels()
+    def __init__(self, model: bytes, emulate_dsp: bool = False) -> None:
+        """``emulate_dsp``: run the kernels' Cortex-M DSP path (see ``build_kernels``)."""
+        self._lib = load_kernels(emulate_dsp)
         self.graph = prepare(model)
         self._tensors = [self._allocate(t) for t in self.graph.tensors]
         self._keep: list[object] = []  # arrays whose addresses sit inside argument structs
@@ -714,6 +806,11 @@ class KernelInterpreter:
             return self._tensors[arg.index].ctypes.data
         if isinstance(arg, Int32Array):
             array = np.array(arg.values, np.int32)
+            self._keep.append(array)
+            return array.ctypes.data
+        if isinstance(arg, PackedArray | Scratch):
+            array = (arg.data.copy() if isinstance(arg, PackedArray)
+                     else np.zeros(arg.nbytes, np.int8))
             self._keep.append(array)
             return array.ctypes.data
         if isinstance(arg, Struct):

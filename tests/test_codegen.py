@@ -28,7 +28,7 @@ from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as S
 
 from tinypower import codegen
 from tinypower.boards import load_board
-from tinypower.firmware_nn import SOURCE_DIR, KernelModelError, prepare
+from tinypower.firmware_nn import SOURCE_DIR, KernelModelError, Scratch, prepare
 from tinypower.suites.benchmarks import get_suite
 from tinypower.suites.model_info import ModelError
 from tinypower.suites.synthetic import synthetic_kws_model
@@ -76,9 +76,9 @@ class HostModel:
         self.generated = codegen.generate(model, folder)
         probe = folder / "api_probe.c"
         probe.write_text(API_PROBE)
-        sources = [self.generated.source, probe, SOURCE_DIR / "tp_nn.c"]
+        sources = [self.generated.source, probe, *sorted(SOURCE_DIR.glob("*.c"))]
         digest = hashlib.sha256(" ".join(HOST_FLAGS).encode())
-        for path in [*sources, self.generated.header, SOURCE_DIR / "tp_nn.h"]:
+        for path in [*sources, self.generated.header, *sorted(SOURCE_DIR.glob("*.h"))]:
             digest.update(path.read_bytes())
         target = CACHE / f"libtp_model-{digest.hexdigest()[:16]}.so"
         if not target.exists():  # same sources, same library: compile once per machine
@@ -251,7 +251,13 @@ def assert_valid_plan(model: bytes) -> codegen.ArenaPlan:
     allocations = plan.allocations
     for i, a in enumerate(allocations):
         assert a.offset % codegen.ALIGNMENT == 0 and a.offset + a.size <= plan.size
-        assert a.size == graph.tensors[a.tensor].nbytes
+        if a.tensor >= 0:
+            assert a.size == graph.tensors[a.tensor].nbytes
+        else:  # a kernel's scratch, live at its operator only, as large as it asked
+            op = graph.ops[-1 - a.tensor]
+            assert a.tensor == codegen.scratch_key(op.index)
+            assert (a.first_op, a.last_op) == (op.index, op.index)
+            assert [s.nbytes for s in op.args if isinstance(s, Scratch)] == [a.size]
         for b in allocations[i + 1:]:
             live_together = a.first_op <= b.last_op and b.first_op <= a.last_op
             share_bytes = a.offset < b.offset + b.size and b.offset < a.offset + a.size
@@ -278,9 +284,10 @@ def test_arena_plan_is_valid(models: Path, file: str, suite: str, sample: str | 
 def test_arena_plan_of_a_chain_is_its_two_largest_neighbours() -> None:
     """KWS is a chain of 25x5x64 activations: each op's input and output must both be live, and
     nothing more, so the plan is exactly two of them plus the kept model input (490 bytes,
-    aligned to 496), where TFLite Micro needs more."""
+    aligned to 496) and the pointwise layers' scratch (two rows of 64 inputs widened to
+    int16: 256 bytes), where TFLite Micro needs more."""
     plan = assert_valid_plan(synthetic_kws_model())
-    assert plan.size == 2 * 25 * 5 * 64 + 496
+    assert plan.size == 2 * 25 * 5 * 64 + 496 + 2 * 64 * 2
     assert plan.size < codegen.tflm_arena_bytes(synthetic_kws_model())
 
 
@@ -329,7 +336,7 @@ def test_arm_build_of_kws(tmp_path: Path) -> None:
     assert result.library.read_bytes().startswith(b"!<arch>\n")
     # The weights are in flash, the arena (and nothing else) in RAM.
     assert result.text_bytes > result.generated.constant_bytes > 22_000
-    assert result.data_bytes == 0 and result.bss_bytes == result.arena_bytes == 16_496
+    assert result.data_bytes == 0 and result.bss_bytes == result.arena_bytes == 16_752
     assert result.tflm_arena_bytes > result.arena_bytes
     table = result.table()
     for number in (result.flash_bytes, result.ram_bytes, result.tflm_arena_bytes):
@@ -353,6 +360,26 @@ def test_arm_build_of_kws(tmp_path: Path) -> None:
                     "-nostdlib", "-Wl,--gc-sections", "-Wl,-e,probe_entry", str(probe),
                     str(result.library), "-lgcc", "-o", str(elf)], check=True)
     assert elf.stat().st_size > result.generated.constant_bytes
+
+
+@pytest.mark.parametrize(("core", "dsp"), [("cortex-m4f", True), ("cortex-m7f", True),
+                                         ("cortex-m33f", True), ("cortex-m0plus", False)])
+def test_board_core_chooses_the_dsp_or_the_plain_c_kernels(tmp_path: Path, core: str,
+                                                           dsp: bool) -> None:
+    """The core in the board file picks the kernels' path at build time: SMLAD on cores with
+    the DSP extension, plain C (no DSP instruction at all) on the Cortex-M0+, both built with
+    the strict flags."""
+    require("arm-none-eabi-gcc", "cross-compile the generated model")
+    board = tmp_path / "boards" / "core-probe.toml"
+    board.parent.mkdir()
+    board.write_text((Path(codegen.__file__).parents[1] / "boards" / "sim-m4.toml").read_text()
+                     .replace('core = "cortex-m4f"', f'core = "{core}"'))
+    result = codegen.build(kws_file(tmp_path), load_board(str(board)), tmp_path / "build")
+    listing = subprocess.run(["arm-none-eabi-objdump", "-d", str(result.library)],
+                             capture_output=True, text=True, check=True).stdout
+    used = {m for m in ("smlad", "smlabb", "smlatt", "sxtb16", "sxtab16")
+            if f"\t{m}\t" in listing}
+    assert used == ({"smlad", "smlabb", "smlatt", "sxtb16", "sxtab16"} if dsp else set())
 
 
 HOST_MAIN = """#include <stdio.h>
@@ -468,7 +495,7 @@ def test_not_a_model(tmp_path: Path) -> None:
 @pytest.mark.parametrize("memory, needed", [
     ("flash_bytes = 16_384\nram_bytes = 1_000_000", "weights and constants take [\\d,]+ bytes "
                                                     "of flash, the board has 16,384"),
-    ("flash_bytes = 1_000_000\nram_bytes = 4_096", "tensor arena takes 16,496 bytes of RAM, "
+    ("flash_bytes = 1_000_000\nram_bytes = 4_096", "tensor arena takes 16,752 bytes of RAM, "
                                                    "the board has 4,096"),
 ])
 def test_model_that_does_not_fit_the_board_is_refused_before_compiling(

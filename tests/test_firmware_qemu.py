@@ -397,7 +397,9 @@ def test_performance_is_valid_and_timed_by_the_firmware(tools, tmp_path) -> None
     assert max(elapsed) - min(elapsed) < 1e-4 * min(elapsed)
     latency_ms = result.extras["latency_ms"]
     assert latency_ms == pytest.approx(1000 * elapsed[0] / n, rel=1e-5)
-    assert 100 < latency_ms < 1000  # ~40 M instructions at 8 ns each
+    # kws: 2.66 M MACs at 1 to 19 instructions each (2.5 to 3.7 measured by
+    # benchmarks/bench_firmware.py), 8 ns per instruction
+    assert 20 < latency_ms < 400
     assert outcome.measured_as == "emulated"
     session = outcome.session.folder
     assert '"icount_shift": 3' in (session / "session.json").read_text()
@@ -444,4 +446,4 @@ def test_ic01_short_windows_measure_but_are_invalid(tools, tmp_path, mode) -> No
         latency_s = result.extras["latency_ms"] / 1000
     else:
         latency_s = result.windows[0]["duration_s"] / 2
-    assert 0.3 < latency_s < 3.0  # ~105 M instructions at 8 ns each
+    assert 0.05 < latency_s < 3.0  # 12.5 M MACs at 0.5 to 30 instructions, 8 ns each

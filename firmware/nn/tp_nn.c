@@ -49,6 +49,17 @@ static inline int32_t srdhm(int32_t a, int32_t b)
 }
 
 /*
+ * srdhm for a non-negative Q31 multiplier b (QuantizeMultiplier's; never INT32_MIN, so the
+ * saturating case cannot occur): the nudge-then-truncate above equals
+ * floor((a * b + 2^30) / 2^31) for both signs, taken as bits 31..62 of the 64-bit sum.
+ */
+static inline int32_t srdhm_q31(int32_t a, int32_t b)
+{
+    const int64_t ab = (int64_t)a * (int64_t)b + ((int64_t)1 << 30);
+    return (int32_t)(uint32_t)((uint64_t)ab >> 31);
+}
+
+/*
  * gemmlowp RoundingDivideByPOT: x / 2^e rounded to nearest, ties away from zero
  * (the remainder is compared with half the divisor, plus one for negative x). 0 <= e <= 31.
  */
@@ -237,6 +248,14 @@ void tp_fully_connected_s8(const tp_fc_params_t *p, int32_t batches, int32_t acc
  * TFLite AveragePool (int8): the mean of the window's taps inside the image (padding is not
  * counted), rounded half away from zero as (sum +- count/2) / count with C division.
  */
+static inline int8_t pool_average(const tp_pool_params_t *p, int32_t acc, int32_t count)
+{
+    if (count > 0) { /* TFLite rejects empty windows; valid shapes have none */
+        acc = acc > 0 ? (acc + count / 2) / count : (acc - count / 2) / count;
+    }
+    return (int8_t)clamp(acc, p->act_min, p->act_max);
+}
+
 void tp_average_pool2d_s8(const tp_pool_params_t *p, const tp_shape4_t *in_shape,
                           const int8_t *in, const tp_shape4_t *out_shape, int8_t *out)
 {
@@ -254,18 +273,38 @@ void tp_average_pool2d_s8(const tp_pool_params_t *p, const tp_shape4_t *in_shape
                 const int32_t fx_start = x0 < 0 ? -x0 : 0;
                 const int32_t fx_end = p->filter_w < in_w - x0 ? p->filter_w : in_w - x0;
                 const int32_t count = (fy_end - fy_start) * (fx_end - fx_start);
-                for (c = 0; c < depth; ++c) {
-                    int32_t acc = 0;
+                /* the window's first tap, channel 0; taps `depth` apart along a row */
+                const int8_t *first = in + (((size_t)b * in_h + y0 + fy_start) * in_w + x0 +
+                                            fx_start) * depth;
+                int8_t *dst = out + (((size_t)b * out_h + oy) * out_w + ox) * depth;
+                c = 0;
+                for (; c + 4 <= depth; c += 4) { /* four channels per pass over the window */
+                    int32_t acc[4] = {0, 0, 0, 0};
+                    int32_t k;
                     for (fy = fy_start; fy < fy_end; ++fy) {
+                        const int8_t *ip = first + (size_t)(fy - fy_start) * in_w * depth + c;
                         for (fx = fx_start; fx < fx_end; ++fx) {
-                            acc += in[(((size_t)b * in_h + y0 + fy) * in_w + x0 + fx) * depth + c];
+                            acc[0] += ip[0];
+                            acc[1] += ip[1];
+                            acc[2] += ip[2];
+                            acc[3] += ip[3];
+                            ip += depth;
                         }
                     }
-                    if (count > 0) { /* TFLite rejects empty windows; valid shapes have none */
-                        acc = acc > 0 ? (acc + count / 2) / count : (acc - count / 2) / count;
+                    for (k = 0; k < 4; ++k) {
+                        dst[c + k] = pool_average(p, acc[k], count);
                     }
-                    out[(((size_t)b * out_h + oy) * out_w + ox) * depth + c] =
-                        (int8_t)clamp(acc, p->act_min, p->act_max);
+                }
+                for (; c < depth; ++c) {
+                    int32_t acc = 0;
+                    for (fy = fy_start; fy < fy_end; ++fy) {
+                        const int8_t *ip = first + (size_t)(fy - fy_start) * in_w * depth + c;
+                        for (fx = fx_start; fx < fx_end; ++fx) {
+                            acc += *ip;
+                            ip += depth;
+                        }
+                    }
+                    dst[c] = pool_average(p, acc, count);
                 }
             }
         }
@@ -284,9 +323,9 @@ static inline int8_t add_one(const tp_add_params_t *p, int8_t x, int8_t y)
 {
     const int32_t a = shl_wrap(p->input1_offset + x, p->left_shift);
     const int32_t b = shl_wrap(p->input2_offset + y, p->left_shift);
-    const int32_t sa = rdbpot(srdhm(a, p->input1_multiplier), -p->input1_shift);
-    const int32_t sb = rdbpot(srdhm(b, p->input2_multiplier), -p->input2_shift);
-    const int32_t raw = rdbpot(srdhm(sa + sb, p->output_multiplier), -p->output_shift) +
+    const int32_t sa = rdbpot(srdhm_q31(a, p->input1_multiplier), -p->input1_shift);
+    const int32_t sb = rdbpot(srdhm_q31(b, p->input2_multiplier), -p->input2_shift);
+    const int32_t raw = rdbpot(srdhm_q31(sa + sb, p->output_multiplier), -p->output_shift) +
                         p->output_offset;
     return (int8_t)clamp(raw, p->act_min, p->act_max);
 }
@@ -294,9 +333,10 @@ static inline int8_t add_one(const tp_add_params_t *p, int8_t x, int8_t y)
 void tp_add_s8(const tp_add_params_t *p, size_t size, const int8_t *in1, const int8_t *in2,
                int8_t *out)
 {
+    const tp_add_params_t q = *p; /* a local copy: the int8 stores cannot alias it */
     size_t i;
     for (i = 0; i < size; ++i) {
-        out[i] = add_one(p, in1[i], in2[i]);
+        out[i] = add_one(&q, in1[i], in2[i]);
     }
 }
 
@@ -465,12 +505,21 @@ void tp_softmax_s8(const tp_softmax_params_t *p, int32_t outer_size, int32_t dep
 
 /* ---- RESHAPE, QUANTIZE, DEQUANTIZE -------------------------------------------------------- */
 
-/* A byte copy with memmove's overlap rule, so the kernels need no libc at all. */
+/* A copy with memmove's overlap rule (by words when it can), so the kernels need no libc. */
 void tp_reshape(const void *in, void *out, size_t bytes)
 {
     const unsigned char *src = (const unsigned char *)in;
     unsigned char *dst = (unsigned char *)out;
     size_t i;
+    if ((((uintptr_t)src | (uintptr_t)dst | bytes) & 3u) == 0 &&
+        (dst + bytes <= src || src + bytes <= dst)) { /* apart and aligned: by words */
+        for (i = 0; i < bytes; i += 4) {
+            uint32_t word;
+            __builtin_memcpy(&word, src + i, 4); /* one LDR, one STR */
+            __builtin_memcpy(dst + i, &word, 4);
+        }
+        return;
+    }
     if (dst < src) {
         for (i = 0; i < bytes; ++i) {
             dst[i] = src[i];

@@ -42,6 +42,8 @@ typedef struct {
     int32_t per_channel;       /* nonzero: index both arrays by output channel; zero: use [0] */
     int32_t output_offset;     /* the output zero point */
     int32_t act_min, act_max;  /* fused activation clamp (CalculateActivationRangeQuantized) */
+    int32_t shifts_left;       /* nonzero when some shift is > 0 (lets the fast kernels skip
+                                  the left shift; the reference kernels ignore it) */
 } tp_requant_t;
 
 /* CONV_2D and DEPTHWISE_CONV_2D. */
@@ -65,6 +67,27 @@ void tp_depthwise_conv2d_s8(const tp_conv_params_t *p, const tp_shape4_t *in_sha
                             const int8_t *filter, const int32_t *bias,
                             const tp_shape4_t *out_shape, int8_t *out);
 
+/*
+ * The fast kernels (tp_nn_fast.c), same results. CONV_2D without groups: filter packed by the
+ * host (tinypower.firmware_nn.pack_weights: per pair of output channels, 4 bytes of each in
+ * turn, depth and channels zero-padded to multiples of 4), bias folded with the input offset
+ * (bias + input_offset * sum of the channel's weights, as many as the packed channels),
+ * word-aligned scratch of 16 bytes per step of 4 along k_h * k_w * in_c (two rows widened to
+ * int16), plus 8 per step for two im2col rows unless the convolution is 1x1 unpadded.
+ */
+void tp_conv2d_gemm_s8(const tp_conv_params_t *p, const tp_shape4_t *in_shape,
+                       const int8_t *in, const tp_shape4_t *filter_shape,
+                       const int8_t *packed_filter, const int32_t *folded_bias,
+                       const tp_shape4_t *out_shape, int8_t *out, int8_t *scratch);
+
+/* DEPTHWISE_CONV_2D with depth multiplier 1 and no dilation; filter packed by the host
+ * (tinypower.firmware_nn.pack_depthwise: int16, per group of 4 channels, each tap's 4
+ * weights in the order 0, 2, 1, 3). */
+void tp_depthwise_conv2d_dm1_s8(const tp_conv_params_t *p, const tp_shape4_t *in_shape,
+                                const int8_t *in, const tp_shape4_t *filter_shape,
+                                const int16_t *filter, const int32_t *bias,
+                                const tp_shape4_t *out_shape, int8_t *out);
+
 /* FULLY_CONNECTED. */
 typedef struct {
     int32_t input_offset;   /* minus the input zero point */
@@ -76,6 +99,14 @@ typedef struct {
 void tp_fully_connected_s8(const tp_fc_params_t *p, int32_t batches, int32_t accum_depth,
                            int32_t output_depth, const int8_t *in, const int8_t *filter,
                            const int32_t *bias, int8_t *out);
+
+/* FULLY_CONNECTED with symmetric weights (filter_offset 0), packed and folded as
+ * tp_conv2d_gemm_s8's; word-aligned scratch of 8 bytes per step of 4 inputs per row, for
+ * min(batches, 2) rows. */
+void tp_fully_connected_gemm_s8(const tp_fc_params_t *p, int32_t batches, int32_t accum_depth,
+                                int32_t output_depth, const int8_t *in,
+                                const int8_t *packed_filter, const int32_t *folded_bias,
+                                int8_t *out, int8_t *scratch);
 
 /* AVERAGE_POOL_2D (input and output share scale and zero point, as TFLite requires). */
 typedef struct {

@@ -21,7 +21,20 @@ from pathlib import Path
 import numpy as np
 
 BUFFER_VALUES = 65_536
-FLUSH_INTERVAL_S = 1.0
+FLUSH_INTERVAL_ENV = "TINYPOWER_FLUSH_INTERVAL_S"
+
+
+def flush_interval_s() -> float:
+    """How often buffered samples go to the OS: 1 s (the loss bound of a killed process), or
+    ``$TINYPOWER_FLUSH_INTERVAL_S`` (0: at every block; tests and labs that want no loss)."""
+    try:
+        value = float(os.environ.get(FLUSH_INTERVAL_ENV, "1"))
+    except ValueError:
+        return 1.0
+    return value if 0 <= value <= 1 else 1.0
+
+
+FLUSH_INTERVAL_S = flush_interval_s()
 DTYPE = np.dtype("<f8")
 
 

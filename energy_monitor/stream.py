@@ -15,9 +15,8 @@ import time
 from pathlib import Path
 
 from energy_monitor.meter import MeterError
+from energy_monitor.store import FLUSH_INTERVAL_S
 from energy_monitor.trace import Event
-
-FLUSH_INTERVAL_S = 1.0
 
 
 class RawLog:

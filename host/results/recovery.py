@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,7 +30,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from tinypower.results.db import DEFAULT_DB, add_records
+from tinypower.results.db import DEFAULT_DB, StoreError, add_records
 from tinypower.results.record import (
     POWER_SESSION_FILE,
     TRAINING_FILE,
@@ -148,18 +149,20 @@ def end_orphan(folder: Path) -> tuple[str, str]:
     return status, reason
 
 
-def recover(runs_dir: Path, db: Path | None = None) -> list[Recovered]:
-    """End every orphaned session in ``runs_dir`` and index it in ``db`` (default: the
-    runs dir's store)."""
+def recover(runs_dir: Path, db: Path | None = None, index: bool = True) -> list[Recovered]:
+    """End every orphaned session in ``runs_dir`` and (``index``) add it to ``db`` (default:
+    the runs dir's store)."""
     db = db or runs_dir / DEFAULT_DB.name
     done = []
     for folder in orphans(runs_dir):
         status, reason = end_orphan(folder)
-        try:
-            add_records(db, records_from_session(folder))
-            indexed = True
-        except RecordError as exc:
-            reason, indexed = f"{reason} (not indexed: {exc})", False
+        indexed = False
+        if index:
+            try:
+                add_records(db, records_from_session(folder))
+                indexed = True
+            except (RecordError, StoreError, sqlite3.Error) as exc:
+                reason = f"{reason} (not indexed: {exc}; `tinypower reindex` rebuilds the store)"
         done.append(Recovered(folder, status, reason, indexed))
     return done
 
@@ -171,7 +174,7 @@ def reindex(runs_dir: Path, db: Path | None = None) -> tuple[int, list[str]]:
     if not runs_dir.is_dir():
         raise SessionError(f"no runs folder at {runs_dir}: give --runs-dir")
     db = db or runs_dir / DEFAULT_DB.name
-    recover(runs_dir, db)
+    recover(runs_dir, db, index=False)
     records: list[ResultRecord] = []
     skipped = []
     for folder in _session_folders(runs_dir):
@@ -220,15 +223,26 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         p.set_defaults(func=func)
 
 
+def _fail(err: Console, exc: Exception) -> int:
+    err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+    return EXIT_USAGE
+
+
 def _recover_command(args: argparse.Namespace, err: Console) -> int:
-    done = recover(args.runs_dir, args.db)
+    try:
+        done = recover(args.runs_dir, args.db)
+    except (SessionError, StoreError, OSError) as exc:
+        return _fail(err, exc)
     print_recovered(done, err)
     print(f"{len(done)} session(s) recovered in {args.runs_dir}")
     return 0
 
 
 def _reindex_command(args: argparse.Namespace, err: Console) -> int:
-    count, skipped = reindex(args.runs_dir, args.db)
+    try:
+        count, skipped = reindex(args.runs_dir, args.db)
+    except (SessionError, StoreError, OSError, sqlite3.Error) as exc:
+        return _fail(err, exc)
     for line in skipped:
         err.print(f"[yellow]skipped:[/] {escape(line)}", highlight=False)
     print(f"{count} record(s) indexed from {args.runs_dir} into "

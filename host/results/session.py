@@ -48,8 +48,9 @@ SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # Free space a run needs before it starts: session files, transcript and a few minutes of a
 # fast meter's raw stream. A run that would not fit is refused instead of failing half-way.
 MIN_FREE_BYTES = 64 * 1024 * 1024
-# Test hook: kill this process with SIGKILL right after the checkpoint of this label is on disk,
-# so the tests can reach each checkpoint of a real run deterministically.
+# Test hook: ``LABEL`` or ``LABEL:SIGNAME`` sends this process SIGKILL (or SIGNAME) right after
+# the checkpoint of that label is on disk, so tests reach each checkpoint of a real run
+# deterministically, however fast the virtual lab is.
 KILL_AT_ENV = "TINYPOWER_TEST_KILL_AT"
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 RESERVE = ".reserve"
@@ -305,8 +306,9 @@ class Session:
             fsync_folder(self.folder)
         except OSError as exc:
             raise disk_error(exc, self.folder) from None
-        if os.environ.get(KILL_AT_ENV) == label:
-            os.kill(os.getpid(), signal.SIGKILL)
+        at, _, name = os.environ.get(KILL_AT_ENV, "").partition(":")
+        if at == label:
+            os.kill(os.getpid(), signal.Signals[name or "SIGKILL"])
 
     def add_artifact(self, name: str, data: bytes) -> None:
         """Record the sha256 of an input the run depends on (model, input files)."""

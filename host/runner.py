@@ -400,6 +400,9 @@ def _measure_performance(
                 "firmware built in performance mode?"
             )
         window = PerfWindow(n, reply.laps_us[-2], reply.laps_us[-1])
+        if window.elapsed_s <= 0:
+            raise RunError(f"`infer {n} {w}` gave two equal m-lap-us laps "
+                           f"({window.end_us} us): the DUT's timer is not running")
         per_inference[0] = window.elapsed_s / n
         return window
 

@@ -251,3 +251,23 @@ def test_not_enough_space_is_refused_before_a_session_folder_exists(small_disk) 
     assert f"disk full at {runs}" in proc.stderr
     assert not list(runs.glob("*/session.json"))
 
+
+
+def test_equal_laps_are_a_dut_failure_not_a_division_by_zero(tmp_path) -> None:
+    """A DUT whose laps do not advance (here a board so fast that N inferences and the pulse
+    between the laps take under a microsecond) fails the run with its reason."""
+    text = (Path(__file__).resolve().parents[1] / "boards" / "sim-m4.toml").read_text()
+    text = (text.replace("clock_hz = 120_000_000", "clock_hz = 10_000_000_000")
+            .replace("cycles_per_mac = 4.5", "cycles_per_mac = 0.000001")
+            .replace("overhead_cycles = 250_000", "overhead_cycles = 0")
+            .replace("timestamp_hold_s = 0.0001", "timestamp_hold_s = 0.000000001"))
+    board = tmp_path / "instant.toml"
+    board.write_text(text.replace('name = "sim-m4"', 'name = "instant"'))
+    runs = tmp_path / "runs"
+    proc = tinypower("measure", "--board", board, "--mode", "performance", "--iterations", "1",
+                     "--warmups", "0", "--runs-dir", runs)
+    no_traceback(proc)
+    assert proc.returncode == 1
+    assert "gave two equal m-lap-us laps" in proc.stderr
+    data = session_json(only_session(runs))
+    assert data["status"] == "incomplete" and "the DUT's timer is not running" in data["reason"]

@@ -31,12 +31,15 @@ from tinypower.boards import BoardError, load_board
 from tinypower.dut.protocol import DutProtocolError, _floats, _laps
 from tinypower.scale.sut import SutError, sut_from_dict
 
+# No deadlines: a slow example on a busy machine is not a failed property.
+NO_DEADLINE = settings(deadline=None)
 SETTINGS = settings(max_examples=200, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 # --- LPM01A ASCII samples ---------------------------------------------------------------------
 
 
+@NO_DEADLINE
 @given(st.floats(min_value=1e-90, max_value=1e90))
 def test_a_sample_round_trips_to_four_significant_digits(value: float) -> None:
     text = format_sample(value)
@@ -44,12 +47,14 @@ def test_a_sample_round_trips_to_four_significant_digits(value: float) -> None:
     assert parse_sample(text) == pytest.approx(value, rel=5.001e-4)
 
 
+@NO_DEADLINE
 @given(st.sampled_from([math.nan, math.inf, -math.inf, 1e300, 1e-300]))
 def test_a_value_the_format_cannot_hold_is_refused(value: float) -> None:
     with pytest.raises(ValueError, match="LPM01A sample"):
         format_sample(value)
 
 
+@NO_DEADLINE
 @given(st.text(max_size=12))
 def test_parsing_any_text_gives_a_finite_sample_or_a_value_error(text: str) -> None:
     try:
@@ -92,6 +97,7 @@ def decode(chunks: list[bytes]) -> tuple[np.ndarray, list[int]]:
     return (np.concatenate(samples) if samples else np.empty(0)), stamps
 
 
+@NO_DEADLINE
 @given(binary_streams(), st.lists(st.integers(0, 400), max_size=8))
 def test_a_binary_stream_decodes_the_same_however_the_reads_split_it(stream, cuts) -> None:
     data, samples, stamps = stream
@@ -102,6 +108,7 @@ def test_a_binary_stream_decodes_the_same_however_the_reads_split_it(stream, cut
     assert got_stamps == stamps
 
 
+@NO_DEADLINE
 @given(st.binary(max_size=300), st.integers(1, 64))
 def test_garbage_never_breaks_the_binary_decoder(data: bytes, read_size: int) -> None:
     decoder = BinaryDecoder()
@@ -114,6 +121,7 @@ def test_garbage_never_breaks_the_binary_decoder(data: bytes, read_size: int) ->
 # --- DUT protocol replies ---------------------------------------------------------------------
 
 
+@NO_DEADLINE
 @given(st.text(max_size=60))
 def test_results_payload_gives_finite_numbers_or_a_protocol_error(payload: str) -> None:
     try:
@@ -124,6 +132,7 @@ def test_results_payload_gives_finite_numbers_or_a_protocol_error(payload: str) 
     assert values and all(math.isfinite(v) for v in values)
 
 
+@NO_DEADLINE
 @given(st.lists(st.one_of(st.integers(0, 2**40).map(lambda n: f"m-lap-us-{n}"), st.text()),
                 max_size=8))
 def test_laps_are_read_from_lap_lines_only(lines: list[str]) -> None:

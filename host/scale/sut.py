@@ -244,7 +244,7 @@ def validate_sut(data: dict[str, Any], where: str) -> None:
         if not isinstance(meter, dict):
             continue
         kind = meter.get("kind")
-        if kind not in SERIES_METERS:
+        if not isinstance(kind, str) or kind not in SERIES_METERS:
             found.append(f"{where}: [[meters]] #{i + 1}: no driver for meter kind {kind!r}; "
                          f"kinds: {', '.join(sorted(SERIES_METERS))}")
             continue

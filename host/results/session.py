@@ -1,6 +1,6 @@
 """The session folder: everything a run measured and said, kept even when the run fails.
 
-``runs/<UTC time>-<board>-<suite>-<mode>-<suffix>/`` holds ``session.json`` (config, versions,
+``runs/<UTC time>-<suffix>-<board>-<suite>-<mode>/`` holds ``session.json`` (config, versions,
 sha256 of model and inputs, meter identity, clock checkpoints, status), ``transcript.log``, the
 meter's raw stream, ``trace.npz``, ``results.json``, ``results.txt`` and plots.
 
@@ -231,10 +231,11 @@ def fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def _make_folder(runs_dir: Path, stem: str) -> Path:
-    """A new folder ``<stem>-<suffix>`` made with an exclusive mkdir (never shared)."""
+def _make_folder(runs_dir: Path, stamp: str, name: str) -> Path:
+    """A new folder ``<stamp>-<random suffix>-<name>`` made with an exclusive mkdir (never
+    shared; the name stays last, so folders still end with their mode)."""
     for _ in range(100):
-        folder = runs_dir / f"{stem}-{secrets.token_hex(3)}"
+        folder = runs_dir / f"{stamp}-{secrets.token_hex(3)}-{name}"
         try:
             folder.mkdir()
         except FileExistsError:
@@ -257,7 +258,7 @@ class Session:
             except ValueError as exc:
                 raise SessionError(str(exc)) from None
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-        self.folder = _make_folder(runs_dir, f"{stamp}-{board}-{suite}-{mode}")
+        self.folder = _make_folder(runs_dir, stamp, f"{board}-{suite}-{mode}")
         self.data: dict[str, Any] = {
             "status": "running",
             "owner": owner_record(),

@@ -203,7 +203,7 @@ COMMAND_SCHEMA: Schema = {"command": (True, list_of(text())), "log_dir": (False,
 _METER_CLASSES = {"ptd": "ptd.Ptd", "yokogawa": "yokogawa.Yokogawa",
                   "redfish": "redfish.Redfish", "snmp_pdu": "snmp_pdu.SnmpPdu",
                   "ipmi": "ipmi.Ipmi", "nvml": "nvml.Nvml", "rapl": "rapl.Rapl"}
-_NOT_OPTIONS = ("clock", "on_command", "nvml", "measured_as")  # set by code, not by a user
+_NOT_OPTIONS = ("clock", "on_command", "nvml")  # set by code, not by a user
 _ANNOTATION_RULES = {"float": number(), "int": integer(), "bool": BOOLEAN, "str": text(False),
                      "Sequence[str]": list_of(text())}
 

@@ -9,6 +9,7 @@ instead of meeting them one traceback at a time mid-run.
 
 from __future__ import annotations
 
+import argparse
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -125,3 +126,27 @@ def problems(data: Mapping[str, Any], schema: Schema, where: str,
         else:
             out += problems(value, check, where, f"{section}.{key}" if section else key)
     return out
+
+
+def arg_count(least: int) -> Callable[[str], int]:
+    """An argparse type: a whole number >= ``least`` (``--warmups -3`` is a usage error)."""
+    def parse(text_: str) -> int:
+        try:
+            value = int(text_)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text_!r} is not a whole number") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"{value} is below {least}")
+        return value
+    return parse
+
+
+def arg_seconds(text_: str) -> float:
+    """An argparse type: a finite number of seconds above 0 (not ``nan``, ``inf`` or ``-1``)."""
+    try:
+        value = float(text_)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text_!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text_!r} is not a finite number of seconds above 0")
+    return value

@@ -248,3 +248,9 @@ def test_a_model_larger_than_the_boards_flash_is_refused_before_it_runs(tmp_path
     err = usage_error(capsys, runs, "measure", "--board", "sim-m4", "--model", padded,
                       "--runs-dir", runs)
     assert "sim-m4's flash holds 2,097,152 ([memory] flash_bytes)" in err
+
+
+@pytest.mark.parametrize("option", ["--min-window-s", "--min-run-s"])
+def test_check_numbers_are_checked(tmp_path, capsys, option) -> None:
+    err = argparse_error(capsys, "check", tmp_path, option, "nan")
+    assert f"argument {option}: 'nan' is not a finite number" in err

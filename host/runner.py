@@ -415,7 +415,9 @@ def _measure_performance(
         progress(f"performance window {k + 1}/{REQUIRED_WINDOWS} (N={n})", k, REQUIRED_WINDOWS)
         dut.load(data, verify=request.verify_inputs)
         windows.append(timed_infer(n, warmups))
-        session.checkpoint(f"window {k}", dut_lap_us=windows[-1].end_us)
+        # Both laps and N: enough for `tinypower recover` to score a run killed after this.
+        session.checkpoint(f"window {k}", dut_lap_us=windows[-1].end_us,
+                           dut_start_lap_us=windows[-1].start_us, inferences=n)
     progress("performance windows done", REQUIRED_WINDOWS, REQUIRED_WINDOWS)
     result = score_performance(windows)
     result.extras["iterations"] = n

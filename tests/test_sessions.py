@@ -271,3 +271,27 @@ def test_equal_laps_are_a_dut_failure_not_a_division_by_zero(tmp_path) -> None:
     assert "gave two equal m-lap-us laps" in proc.stderr
     data = session_json(only_session(runs))
     assert data["status"] == "incomplete" and "the DUT's timer is not running" in data["reason"]
+
+
+def test_a_performance_run_killed_after_its_last_window_is_scored_from_its_checkpoints(
+    tmp_path,
+) -> None:
+    runs = tmp_path / "runs"
+    killed = tinypower(*MEASURE, "--mode", "performance", "--runs-dir", runs,
+                       env={KILL_AT_ENV: "window 4"})
+    assert killed.returncode == -signal.SIGKILL
+    folder = only_session(runs)
+    whole = tinypower(*MEASURE, "--mode", "performance", "--runs-dir", tmp_path / "whole",
+                      "--json")
+    expected = json.loads(whole.stdout)["value"]
+    listed = tinypower("results", "--db", runs / "results.sqlite", "--json")
+    no_traceback(listed)
+    [record] = [json.loads(line) for line in listed.stdout.splitlines()]
+    # The same DUT and N: the recovered score is the one an uninterrupted run measures, to the
+    # laps' 1 us resolution over 2 s windows.
+    assert record["value"] == pytest.approx(expected, rel=1e-5)
+    assert record["work_count"] == 5 * 20
+    assert "scored from the laps its checkpoints recorded" in record["extras"]["reason"]
+    data = session_json(folder)
+    assert data["status"] == "invalid"  # 2 s windows: measured, but not the MLPerf minimum
+    assert "Median throughput is" in (folder / "results.txt").read_text()

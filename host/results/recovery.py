@@ -8,10 +8,12 @@ gone, or its pid now belongs to a younger process); ``tinypower recover`` (also 
 
 - if the run had scored and written ``results.json`` before it died, the session ends as
   that record says (``complete``, ``invalid`` or ``incomplete``);
+- if it was a performance run that had measured every window, it is scored from the laps its
+  checkpoints recorded (each window's checkpoint holds both laps and N);
 - otherwise it is ``incomplete``, with the reason: which process died after which checkpoint,
   and what it kept (the meter's samples and raw stream, flushed at least each second; see
-  :mod:`tinypower.results.session` for the loss bound). The timestamp edges of an energy run
-  and the DUT's laps live in memory until scoring, so such a run cannot be scored afterwards.
+  :mod:`tinypower.results.session` for the loss bound). An energy run's timestamp edges live
+  in memory until scoring, so it cannot be scored afterwards; its samples are kept.
 
 Then it is indexed. ``tinypower reindex`` rebuilds the store from every session folder.
 """
@@ -31,6 +33,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from tinypower.results.db import DEFAULT_DB, StoreError, add_records
+from tinypower.results.mlperf_text import results_text
 from tinypower.results.record import (
     POWER_SESSION_FILE,
     TRAINING_FILE,
@@ -45,6 +48,7 @@ from tinypower.results.session import (
     owner_alive,
     sha256_file,
 )
+from tinypower.rules.tiny import REQUIRED_WINDOWS, PerfWindow, TinyResult, score_performance
 
 EXIT_USAGE = 2
 
@@ -126,6 +130,13 @@ def end_orphan(folder: Path) -> tuple[str, str]:
             if isinstance(f, dict))
         reason = (f"{reason}; " if reason else "") + \
             f"recovered: its process ({who}) ended while writing the session's final state"
+    elif (result := _score_from_checkpoints(session)) is not None:
+        status = "complete" if result.valid else "invalid"
+        reason = "; ".join(c.message for c in result.failures)
+        reason = (f"{reason}; " if reason else "") + (
+            f"recovered: its process ({who}) died after measuring every window; scored from "
+            "the laps its checkpoints recorded")
+        _write_result(folder, session, result, reason)
     else:
         checkpoints = session.get("checkpoints") or []
         last = checkpoints[-1].get("label") if checkpoints else None
@@ -147,6 +158,47 @@ def end_orphan(folder: Path) -> tuple[str, str]:
                         and not p.name.endswith(".tmp")}
     _write_json(folder / "session.json", session)
     return status, reason
+
+
+def _score_from_checkpoints(session: dict) -> TinyResult | None:
+    """A performance run's score from its window checkpoints, when all were recorded."""
+    if session.get("mode") != "performance":
+        return None
+    laps = {c.get("label"): c for c in session.get("checkpoints") or []
+            if isinstance(c, dict) and "dut_start_lap_us" in c}
+    try:
+        windows = [PerfWindow(int(laps[f"window {k}"]["inferences"]),
+                              int(laps[f"window {k}"]["dut_start_lap_us"]),
+                              int(laps[f"window {k}"]["dut_lap_us"]))
+                   for k in range(REQUIRED_WINDOWS)]
+    except (KeyError, TypeError, ValueError):
+        return None
+    if any(w.elapsed_s <= 0 for w in windows):
+        return None
+    result = score_performance(windows)
+    result.extras["iterations"] = windows[0].inferences
+    return result
+
+
+def _write_result(folder: Path, session: dict, result: TinyResult, reason: str) -> None:
+    """``results.json`` and ``results.txt`` of a run scored after its process died."""
+    measured_as = session.get("measured_as") or ""
+    record = {
+        "suite": session.get("suite"), "mode": result.mode, "metric": result.metric,
+        "value": result.value, "unit": result.unit, "valid": result.valid, "error": None,
+        "failures": [c.__dict__ for c in result.failures],
+        "warnings": [c.__dict__ for c in result.warnings], "measured_as": measured_as,
+        "board": session.get("board"),
+        "model": {"name": (session.get("config") or {}).get("model")},
+        "notes": [reason], "extras": result.extras, "session": str(folder),
+    }
+    _write_json(folder / "results.json", {
+        "record": record, "windows": result.windows,
+        "checks": [c.__dict__ for c in result.checks]})
+    try:
+        (folder / "results.txt").write_text(results_text(result, measured_as))
+    except OSError as exc:
+        raise disk_error(exc, folder / "results.txt") from None
 
 
 def recover(runs_dir: Path, db: Path | None = None, index: bool = True) -> list[Recovered]:

@@ -72,9 +72,11 @@ def test_kill_9_at_a_checkpoint_then_results_and_check_report_it(tmp_path, mode,
     assert before["status"] == "running" and before["owner"]["pid"] == killed.pid
     assert before["checkpoints"][-1]["label"] == label
 
-    # The next command that opens the runs dir notices the orphan.
+    # The next command that opens the runs dir, or the session, notices the orphan.
     again = tinypower("measure", "--mode", "bogus", "--runs-dir", runs)
     assert "left running by a process that is gone" in again.stderr
+    early = tinypower("check", folder, "--json")
+    assert early.returncode == 1 and "left running by a process that is gone" in early.stderr
 
     listed = tinypower("results", "--db", runs / "results.sqlite", "--json")
     no_traceback(listed)

@@ -82,9 +82,12 @@ def _read(path: Path) -> dict | None:
 
 
 def orphans(runs_dir: Path) -> list[Path]:
-    """Session folders that say ``running`` although their process is gone."""
+    """Session folders that say ``running`` although their process is gone (``runs_dir``
+    itself too, when it is a session folder)."""
     found = []
-    for p in sorted(runs_dir.glob("*/session.json")) if runs_dir.is_dir() else []:
+    candidates = [runs_dir / "session.json", *sorted(runs_dir.glob("*/session.json"))] \
+        if runs_dir.is_dir() else []
+    for p in candidates:
         data = _read(p)
         if data and data.get("status") == "running" and owner_alive(data.get("owner")) is False:
             found.append(p.parent)
@@ -249,9 +252,10 @@ def notice_orphans(runs_dir: Path, err: Console) -> None:
     """One line on stderr when ``runs_dir`` holds sessions a dead process left running."""
     found = orphans(runs_dir)
     if found:
+        where = found[0].parent if found == [runs_dir] else runs_dir
         err.print(f"[yellow]note:[/] {len(found)} session(s) in {escape(str(runs_dir))} were "
                   "left running by a process that is gone; `tinypower recover --runs-dir "
-                  f"{escape(str(runs_dir))}` marks and indexes them", highlight=False)
+                  f"{escape(str(where))}` marks and indexes them", highlight=False)
 
 
 def print_recovered(done: list[Recovered], err: Console) -> None:

@@ -30,7 +30,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
-from rich.markup import escape
 
 from tinypower.results.db import DEFAULT_DB, StoreError, add_records
 from tinypower.results.mlperf_text import results_text
@@ -49,6 +48,7 @@ from tinypower.results.session import (
     sha256_file,
 )
 from tinypower.rules.tiny import REQUIRED_WINDOWS, PerfWindow, TinyResult, score_performance
+from tinypower.terminal import shown
 
 EXIT_USAGE = 2
 
@@ -253,14 +253,14 @@ def notice_orphans(runs_dir: Path, err: Console) -> None:
     found = orphans(runs_dir)
     if found:
         where = found[0].parent if found == [runs_dir] else runs_dir
-        err.print(f"[yellow]note:[/] {len(found)} session(s) in {escape(str(runs_dir))} were "
+        err.print(f"[yellow]note:[/] {len(found)} session(s) in {shown(runs_dir)} were "
                   "left running by a process that is gone; `tinypower recover --runs-dir "
-                  f"{escape(str(where))}` marks and indexes them", highlight=False)
+                  f"{shown(where)}` marks and indexes them", highlight=False)
 
 
 def print_recovered(done: list[Recovered], err: Console) -> None:
     for r in done:
-        err.print(f"recovered {escape(str(r.folder))}: {r.status}: {escape(r.reason)}",
+        err.print(f"recovered {shown(r.folder)}: {r.status}: {shown(r.reason)}",
                   highlight=False)
 
 
@@ -280,7 +280,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _fail(err: Console, exc: Exception) -> int:
-    err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+    err.print(f"[bold red]error:[/] {shown(exc)}", highlight=False)
     return EXIT_USAGE
 
 
@@ -300,7 +300,7 @@ def _reindex_command(args: argparse.Namespace, err: Console) -> int:
     except (SessionError, StoreError, OSError, sqlite3.Error) as exc:
         return _fail(err, exc)
     for line in skipped:
-        err.print(f"[yellow]skipped:[/] {escape(line)}", highlight=False)
+        err.print(f"[yellow]skipped:[/] {shown(line)}", highlight=False)
     print(f"{count} record(s) indexed from {args.runs_dir} into "
           f"{args.db or args.runs_dir / DEFAULT_DB.name}")
     return 0

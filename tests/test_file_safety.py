@@ -105,3 +105,12 @@ def test_a_child_dies_with_its_parent_even_on_kill_9() -> None:
         time.sleep(0.05)
     os.kill(child_pid, signal.SIGKILL)
     pytest.fail("the child outlived its parent")
+
+
+@pytest.mark.parametrize("name", ["../../x", "/etc/x", "$\\undefined$", "..", "a b\x00c"])
+def test_a_session_folder_stays_in_its_runs_dir_whatever_the_names(tmp_path, name) -> None:
+    from tinypower.results.session import Session
+
+    session = Session(tmp_path, name, name, "monitor", config={})
+    assert session.folder.parent == tmp_path and session.folder.is_dir()
+    assert json.loads((session.folder / "session.json").read_text())["board"] == name

@@ -160,6 +160,13 @@ def check_name(name: str, what: str) -> str:
     return name
 
 
+def folder_part(name: str) -> str:
+    """``name`` as part of a folder name: characters outside the safe set become ``_`` (board
+    files are checked before this; a monitored command or host name may hold anything)."""
+    part = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".")[:64]
+    return part or "_"
+
+
 def process_start_ticks(pid: int) -> int | None:
     """When process ``pid`` started, in clock ticks since boot (``/proc/PID/stat`` field 22),
     or None where ``/proc`` is not available. With the pid it identifies a process: a pid
@@ -252,13 +259,9 @@ class Session:
     def __init__(self, runs_dir: Path, board: str, suite: str, mode: str, config: dict,
                  need_bytes: int = MIN_FREE_BYTES) -> None:
         prepare_runs_dir(runs_dir, need_bytes)
-        for name, what in ((board, "board name"), (suite, "suite"), (mode, "mode")):
-            try:
-                check_name(name, what)
-            except ValueError as exc:
-                raise SessionError(str(exc)) from None
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-        self.folder = _make_folder(runs_dir, stamp, f"{board}-{suite}-{mode}")
+        name = "-".join(folder_part(n) for n in (board, suite, mode))
+        self.folder = _make_folder(runs_dir, stamp, name)
         self.data: dict[str, Any] = {
             "status": "running",
             "owner": owner_record(),

@@ -333,13 +333,13 @@ def _measure(args: argparse.Namespace, err: Console) -> int:
     from tinypower.models import check_fits, resolve_model
     from tinypower.preflight import check_tiny_run
     from tinypower.results.recovery import notice_orphans
-    from tinypower.results.session import prepare_runs_dir
+    from tinypower.results.session import check_runs_dir
     from tinypower.runner import RunError, RunRequest, run
     from tinypower.suites.benchmarks import get_suite
     from tinypower.suites.datasets import load_dataset, synthetic_inputs
     from tinypower.terminal import progress, shown
 
-    prepare_runs_dir(args.runs_dir, 0)  # a file or a read-only folder: say so before anything
+    check_runs_dir(args.runs_dir)  # a file or a read-only folder: say so before anything
     notice_orphans(args.runs_dir, err)
     if args.sut:
         from tinypower.scale.commands import measure_sut

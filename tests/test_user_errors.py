@@ -195,7 +195,7 @@ def test_read_only_runs_dir(read_only_dir, capsys) -> None:
 def test_a_runs_dir_that_cannot_be_created(read_only_dir, capsys) -> None:
     runs = read_only_dir / "runs"
     err = usage_error(capsys, read_only_dir, "measure", "--board", "sim-m4", "--runs-dir", runs)
-    assert f"cannot create the runs folder {runs}" in err
+    assert f"cannot create the runs folder {runs}: its parent {read_only_dir} is not" in err
 
 
 def dataset(tmp_path: Path, labels: bytes | str, files: dict[str, bytes]) -> Path:

@@ -201,6 +201,20 @@ def owner_alive(owner: dict[str, Any] | None) -> bool | None:
     return ticks is None or owner.get("start_ticks") in (None, ticks)
 
 
+def check_runs_dir(runs_dir: Path) -> None:
+    """Before a command does anything: ``runs_dir`` is a writable folder, or one that can be
+    made (its nearest existing parent is a writable folder). Creates nothing, so a command
+    refused later leaves no trace; raises :class:`SessionError` naming the problem."""
+    if runs_dir.exists() and not runs_dir.is_dir():
+        raise SessionError(f"--runs-dir {runs_dir} is a file, not a folder: give a folder")
+    existing = next(p for p in (runs_dir, *runs_dir.absolute().parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        what = ("the runs folder" if existing == runs_dir
+                else f"cannot create the runs folder {runs_dir}: its parent")
+        raise SessionError(f"{what} {existing} is not writable: give a writable --runs-dir "
+                           "or fix its permissions")
+
+
 def prepare_runs_dir(runs_dir: Path, need_bytes: int = MIN_FREE_BYTES) -> None:
     """Check ``runs_dir`` can hold a session before anything runs: a writable folder (made if
     missing) with ``need_bytes`` free. Raises :class:`SessionError` naming the problem."""

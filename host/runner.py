@@ -191,6 +191,7 @@ def run(request: RunRequest, progress: Progress | None = None) -> RunOutcome:
     session.set("measured_as", outcome.measured_as)
     lab: VirtualLab | EmulatedLab | HardwareBench | None = None
     with ExitStack() as stack:
+        stack.push(lambda *exc: _closing_write_failed(outcome, exc[1]))  # runs last
         transcript = stack.enter_context(Transcript(session.path("transcript.log")))
         try:
             lab = stack.enter_context(_lab(request, interface))
@@ -249,6 +250,15 @@ def run(request: RunRequest, progress: Progress | None = None) -> RunOutcome:
             raise
     _finish(outcome, request)
     return outcome
+
+
+def _closing_write_failed(outcome: RunOutcome, exc: BaseException | None) -> bool:
+    """A session write that failed while the lab and meters closed (a full disk) becomes the
+    outcome's error, like one while measuring, instead of escaping :func:`run`."""
+    if not isinstance(exc, SessionError):
+        return False
+    outcome.error = f"{outcome.error}; {exc}" if outcome.error else str(exc)
+    return True
 
 
 def expected_bytes(request: RunRequest) -> int:

@@ -36,7 +36,10 @@ OVERCURRENT_A = 0.059
 
 
 def format_sample(value: float) -> str:
-    """A non-negative value as ``DDDD±EE`` (four significant digits)."""
+    """A non-negative value as ``DDDD±EE`` (four significant digits); a value the format
+    cannot hold (NaN, infinite, an exponent beyond two digits) is a ValueError."""
+    if not math.isfinite(value):
+        raise ValueError(f"{value!r} cannot be sent as an LPM01A sample")
     if value <= 0:
         return "0000+00"
     exponent = math.floor(math.log10(value)) - 3
@@ -44,6 +47,8 @@ def format_sample(value: float) -> str:
     if mantissa >= 10000:  # rounding carried into a fifth digit
         mantissa //= 10
         exponent += 1
+    if not -99 <= exponent <= 99:
+        raise ValueError(f"{value!r} is beyond the range of an LPM01A sample (DDDD±EE)")
     return f"{mantissa:04d}{exponent:+03d}"
 
 
@@ -84,7 +89,7 @@ def encode_currents(amperes: np.ndarray) -> np.ndarray:
     """Currents (A) as ``uint16`` sample words, with the largest exponent that fits the
     mantissa (the most precise encoding); negative values become 0, huge ones saturate."""
     v = np.clip(np.asarray(amperes, dtype=np.float64), 0.0, None)
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", over="ignore"):  # 0 and subnormals: the top exponent
         e = np.floor(np.log2(MANTISSA_MAX / v) / 4)
     e = np.clip(np.nan_to_num(e, posinf=MAX_EXPONENT), 0, MAX_EXPONENT).astype(np.int64)
     m = np.rint(v / _SCALE[e])

@@ -2,13 +2,18 @@
 
 A meter at 1 MS/s makes 480 MB of float64 a minute; holding that in a Python list would not
 do. A :class:`SampleStore` buffers a few thousand values, appends them to a raw little-endian
-float64 file (flushed at least each second, so a crash loses at most a second), and hands back
-a read-only ``np.memmap`` of the file when measuring ends. Without a path it keeps the column in
-memory (short runs, tests).
+float64 file (handed to the OS at least each second, so a killed process loses at most a
+second), and hands back a read-only ``np.memmap`` of the file when measuring ends. Without a
+path it keeps the column in memory (short runs, tests). A write that fails (a full disk) does
+not stop the reader thread that appends: the store keeps the rest of the column in memory and
+says why in ``write_error``, so the measurement goes on and the file keeps what it was given.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -16,7 +21,20 @@ from pathlib import Path
 import numpy as np
 
 BUFFER_VALUES = 65_536
-FLUSH_INTERVAL_S = 1.0
+FLUSH_INTERVAL_ENV = "TINYPOWER_FLUSH_INTERVAL_S"
+
+
+def flush_interval_s() -> float:
+    """How often buffered samples go to the OS: 1 s (the loss bound of a killed process), or
+    ``$TINYPOWER_FLUSH_INTERVAL_S`` (0: at every block; tests and labs that want no loss)."""
+    try:
+        value = float(os.environ.get(FLUSH_INTERVAL_ENV, "1"))
+    except ValueError:
+        return 1.0
+    return value if 0 <= value <= 1 else 1.0
+
+
+FLUSH_INTERVAL_S = flush_interval_s()
 DTYPE = np.dtype("<f8")
 
 
@@ -25,11 +43,15 @@ class SampleStore:
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
-        self._file = path.open("wb") if path else None
+        # Unbuffered: each drained block goes to the OS at once, and a failed write says how much
+        # of it reached the file.
+        self._file = path.open("wb", buffering=0) if path else None
         self._chunks: list[np.ndarray] = []  # in-memory column (no path)
         self._pending: list[float] = []
         self._count = 0
+        self._on_disk = 0  # values in the file; those after it are in _chunks
         self._flushed_at = time.monotonic()
+        self.write_error: str | None = None
 
     def __len__(self) -> int:
         return self._count
@@ -42,7 +64,6 @@ class SampleStore:
             self._drain()
         if self._file and time.monotonic() - self._flushed_at >= FLUSH_INTERVAL_S:
             self._drain()
-            self._file.flush()
             self._flushed_at = time.monotonic()
 
     def extend_array(self, values: np.ndarray) -> None:
@@ -50,28 +71,50 @@ class SampleStore:
         self._drain()
         block = np.asarray(values, dtype=DTYPE)
         self._count += len(block)
-        if self._file:
-            self._file.write(block.tobytes())
-        else:
-            self._chunks.append(block.copy())
+        self._append(block.copy())
 
     def _drain(self) -> None:
         if not self._pending:
             return
         block = np.asarray(self._pending, dtype=DTYPE)
         self._pending.clear()
-        if self._file:
-            self._file.write(block.tobytes())
-        else:
+        self._append(block)
+
+    def _append(self, block: np.ndarray) -> None:
+        if self._file is None:
             self._chunks.append(block)
+            return
+        data, done = block.tobytes(), 0
+        try:
+            while done < len(data):
+                done += self._file.write(data[done:])
+        except OSError as exc:
+            whole = done // DTYPE.itemsize
+            self._on_disk += whole
+            self._write_failed(exc)
+            self._chunks.append(block[whole:])
+            return
+        self._on_disk += len(block)
+
+    def _write_failed(self, exc: OSError) -> None:
+        """Stop writing the file (it keeps every whole value written); hold the column in
+        memory from now on."""
+        self.write_error = f"cannot write {self.path}: {exc.strerror or exc}"
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            self.write_error = f"disk full at {self.path}"
+        assert self._file is not None and self.path is not None
+        self._file.close()
+        self._file = None
+        with contextlib.suppress(OSError):
+            os.truncate(self.path, self._on_disk * DTYPE.itemsize)
+        self._chunks.insert(0, np.fromfile(self.path, dtype=DTYPE, count=self._on_disk))
+        self._on_disk = -1  # everything is in memory now
 
     def array(self) -> np.ndarray:
         """Everything appended so far (a memmap when on disk). The store stays usable."""
         self._drain()
-        if self.path is None:
+        if self.path is None or self._on_disk < 0:
             return np.concatenate(self._chunks) if self._chunks else np.empty(0, DTYPE)
-        if self._file:
-            self._file.flush()
         if self._count == 0:
             return np.empty(0, DTYPE)
         return np.memmap(self.path, dtype=DTYPE, mode="r", shape=(self._count,))

@@ -8,35 +8,52 @@ as the one reported (later errors are usually its consequences).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import threading
 import time
 from pathlib import Path
 
 from energy_monitor.meter import MeterError
+from energy_monitor.store import FLUSH_INTERVAL_S
 from energy_monitor.trace import Event
-
-FLUSH_INTERVAL_S = 1.0
 
 
 class RawLog:
-    """The instrument's bytes as received, appended to a file; no file, no log."""
+    """The instrument's bytes as received, appended to a file; no file, no log.
+
+    A failed write (a full disk) must not kill the reader thread that calls it, or the run
+    would report a stalled instrument: the log stops, keeps what it holds, and says why in
+    ``write_error``; the decoded samples go on.
+    """
 
     def __init__(self, path: Path | None) -> None:
+        self.path = path
         self._file = path.open("ab") if path else None
         self._flushed_at = time.monotonic()
+        self.write_error: str | None = None
 
     def write(self, data: bytes) -> None:
         if self._file is None:
             return
-        self._file.write(data)
-        now = time.monotonic()
-        if now - self._flushed_at >= FLUSH_INTERVAL_S:
-            self._file.flush()
-            self._flushed_at = now
+        try:
+            self._file.write(data)
+            now = time.monotonic()
+            if now - self._flushed_at >= FLUSH_INTERVAL_S:
+                self._file.flush()
+                self._flushed_at = now
+        except OSError as exc:
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            self.write_error = (f"disk full at {self.path}" if full
+                                else f"cannot write {self.path}: {exc.strerror or exc}")
+            with contextlib.suppress(OSError):
+                self._file.close()
+            self._file = None
 
     def close(self) -> None:
         if self._file is not None:
-            self._file.close()
+            with contextlib.suppress(OSError):  # a full disk: write_error says so
+                self._file.close()
             self._file = None
 
 

@@ -16,7 +16,20 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from energy_monitor.drivers import DRIVERS
 from tinypower.resources import data_dir
+from tinypower.schema import (
+    BOOLEAN,
+    Schema,
+    choice,
+    either,
+    integer,
+    list_of,
+    number,
+    problems,
+    safe_name,
+    text,
+)
 
 BOARD_KINDS = ("virtual", "emulated", "hardware")
 # What a measurement on each kind of board is labelled.
@@ -25,6 +38,35 @@ MEASURED_AS = {"virtual": "simulated", "emulated": "emulated", "hardware": "hard
 
 class BoardError(ValueError):
     """A board is unknown or its file is wrong; the message names the file and the fix."""
+
+
+_U16 = integer(0, 0xFFFF)
+# Every key a board file may have, its type and its range: checked before anything runs.
+BOARD_SCHEMA: Schema = {
+    "name": (True, safe_name()),
+    "description": (False, text(nonempty=False)),
+    "kind": (True, choice(BOARD_KINDS)),
+    "core": (True, text()),
+    "clock_hz": (True, integer(1_000, 10_000_000_000, "Hz")),
+    "memory": (False, {"flash_bytes": (False, integer(1, unit="bytes")),
+                       "ram_bytes": (False, integer(1, unit="bytes"))}),
+    "cycle_model": (False, {"cycles_per_mac": (True, number(above=0, most=1e6)),
+                            "overhead_cycles": (True, integer(0))}),
+    "energy_model": (False, {"idle_current_a": (True, number(least=0, most=10, unit="A")),
+                             "io_current_a": (True, number(least=0, most=10, unit="A")),
+                             "active_current_a": (True, number(least=0, most=10, unit="A")),
+                             "timestamp_hold_s": (True, number(above=0, most=1, unit="s"))}),
+    "uart": (False, {mode: (False, integer(300, 20_000_000, "baud"))
+                     for mode in ("performance", "energy", "accuracy")}),
+    "monitor": (True, {"kind": (True, choice(sorted(DRIVERS))),
+                       "voltage_v": (True, number(above=0, most=5.5, unit="V")),
+                       "sample_rate_hz": (True, number(above=0, most=1e8, unit="Hz")),
+                       "io_manager": (False, BOOLEAN)}),
+    "pyocd": (False, {"target": (True, text()), "pack": (False, text())}),
+    "usb": (False, {"vid": (True, _U16), "pid": (True, either(_U16, list_of(_U16)))}),
+    "emulator": (False, {"machine": (True, text()), "icount_shift": (True, integer(0, 10)),
+                         "timer_hz": (True, integer(1, unit="Hz"))}),
+}
 
 
 @dataclass(frozen=True)
@@ -105,6 +147,9 @@ def load_board(name_or_path: str) -> Board:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise BoardError(f"{path}: not valid TOML ({exc}); fix the file") from exc
+    found = problems(data, BOARD_SCHEMA, str(path))
+    if found:
+        raise BoardError("; ".join(found) + "; see boards/sim-m4.toml for a complete example")
     try:
         return _board_from_dict(data, path)
     except (KeyError, TypeError, ValueError) as exc:
@@ -118,17 +163,14 @@ def _cycle_model(cycle: dict) -> CycleModel:
 
 
 def _board_from_dict(data: dict, path: Path) -> Board:
+    """A board from a file :data:`BOARD_SCHEMA` accepted."""
     kind = data["kind"]
-    if kind not in BOARD_KINDS:
-        raise ValueError(f"kind must be one of {', '.join(BOARD_KINDS)}, not {kind!r}")
     cycle = data.get("cycle_model")
     energy = data.get("energy_model")
     if kind == "virtual" and (cycle is None or energy is None):
         raise ValueError("a virtual board needs [cycle_model] and [energy_model] tables")
     monitor = data["monitor"]
     io_manager = monitor.get("io_manager", kind == "hardware")
-    if not isinstance(io_manager, bool):
-        raise ValueError("[monitor] io_manager must be true or false")
     pyocd = data.get("pyocd", {})
     pack = pyocd.get("pack")
     return Board(
@@ -156,25 +198,12 @@ def _board_from_dict(data: dict, path: Path) -> Board:
         pyocd_pack=path.parent / pack if pack else None,
         usb_ids=_usb_ids(data["usb"]) if "usb" in data else (),
         needs_io_manager=io_manager,
-        flash_bytes=_memory_bytes(data, "flash_bytes"),
-        ram_bytes=_memory_bytes(data, "ram_bytes"),
+        flash_bytes=data.get("memory", {}).get("flash_bytes"),
+        ram_bytes=data.get("memory", {}).get("ram_bytes"),
     )
-
-
-def _memory_bytes(data: dict, key: str) -> int | None:
-    """``[memory] flash_bytes`` / ``ram_bytes``: optional, a positive integer when given."""
-    value = data.get("memory", {}).get(key)
-    if value is not None and (type(value) is not int or value <= 0):
-        raise ValueError(f"[memory] {key} must be a positive integer (bytes), not {value!r}")
-    return value
 
 
 def _usb_ids(usb: dict) -> tuple[tuple[int, int], ...]:
     """``[usb] vid = 0x0483, pid = 0x374B`` (or ``pid = [..]``) as (VID, PID) pairs."""
-    vid = usb["vid"]
     pids = usb["pid"] if isinstance(usb["pid"], list) else [usb["pid"]]
-    ids = [vid, *pids]
-    if not pids or not all(type(v) is int and 0 <= v <= 0xFFFF for v in ids):
-        raise ValueError("[usb] vid and pid must be 16-bit integers, e.g. vid = 0x0483, "
-                         "pid = 0x374B (or a list of PIDs)")
-    return tuple((vid, pid) for pid in pids)
+    return tuple((usb["vid"], pid) for pid in pids)

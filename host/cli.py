@@ -55,6 +55,10 @@ COMMANDS: dict[str, tuple[str | None, str]] = {
                                             "MLPerf Tiny and power rules"),
     "monitor": ("tinypower.monitor", "measure the energy of any command (RAPL, NVML or a "
                                      "meter) and store it: tinypower monitor -- CMD ..."),
+    "recover": ("tinypower.results.recovery", "mark and index sessions a killed or crashed run "
+                                              "left running"),
+    "reindex": ("tinypower.results.recovery", "rebuild the result store from the session "
+                                              "folders"),
     "prune": ("tinypower.results.commands", "remove old session folders and their stored "
                                             "results (lists them first; --delete to remove)"),
     "export": ("tinypower.report.commands", "write sessions in the MLPerf Tiny submission or "
@@ -71,15 +75,23 @@ COMMANDS: dict[str, tuple[str | None, str]] = {
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = _parser(_command_in(argv)).parse_args(argv)
+    from tinypower.results.session import exit_code, terminating_signals_interrupt
     from tinypower.terminal import console, quiet_on_closed_pipe, shown
 
     err = console(stderr=True)
     try:
-        code = args.func(args, err)
+        with terminating_signals_interrupt():  # SIGTERM/SIGHUP end a run like Ctrl-C
+            code = args.func(args, err)
         sys.stdout.flush()  # here, so a closed pipe is caught below and not at interpreter exit
         return code
     except BrokenPipeError:  # `tinypower ... | head`: the reader has all it wanted
         return quiet_on_closed_pipe()
+    except KeyboardInterrupt as exc:  # one line, no traceback; the session says the rest
+        folder = getattr(exc, "session_folder", None)
+        err.print(f"interrupted ({str(exc) or 'Ctrl-C'})"
+                  + (f": session marked interrupted, data kept in {folder}" if folder else ""),
+                  highlight=False)
+        return exit_code(exc)
     except Exception as exc:
         if not _is_usage_error(exc):
             raise
@@ -94,7 +106,7 @@ USAGE_ERRORS = {
     "tinypower.firmware": ("FirmwareBuildError",), "tinypower.flash": ("FlashError",),
     "tinypower.models": ("ModelResolutionError",), "tinypower.runner": ("RunError",),
     "tinypower.suites.benchmarks": ("SuiteError",), "tinypower.suites.datasets": ("DatasetError",),
-    "tinypower.preflight": ("PreflightError",),
+    "tinypower.preflight": ("PreflightError",), "tinypower.results.session": ("SessionError",),
 }
 
 
@@ -135,6 +147,7 @@ def _add_measure(sub: argparse._SubParsersAction) -> None:
     from energy_monitor.sim.registry import SIMULATED_METERS
     from tinypower.dut.io_manager import KINDS as IO_MANAGER_KINDS
     from tinypower.runner import MODES
+    from tinypower.schema import arg_count, arg_seconds
     from tinypower.suites.benchmarks import SUITES
 
     m = sub.add_parser("measure", help="run MLPerf Tiny modes on a board, or the MLPerf power "
@@ -175,13 +188,13 @@ def _add_measure(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--dataset", type=Path,
                    help="MLPerf Tiny dataset folder (y_labels.csv + input files); "
                         "default: seeded synthetic inputs")
-    m.add_argument("--iterations", type=int, help="inferences per window (default: calibrated "
-                                                  "so each window lasts >= 10 s of DUT time)")
-    m.add_argument("--warmups", type=int, help="warm-up inferences before each window")
+    m.add_argument("--iterations", type=arg_count(1), help="inferences per window (default: "
+                   "calibrated so each window lasts >= 10 s of DUT time)")
+    m.add_argument("--warmups", type=arg_count(0), help="warm-up inferences before each window")
     m.add_argument("--verify-inputs", choices=("auto", "always", "never"), default="auto",
                    help="read each input back with `db print` (auto: only where it takes "
                         "<= 1.5 s on the link)")
-    m.add_argument("--min-window-s", type=float, default=10.0,
+    m.add_argument("--min-window-s", type=arg_seconds, default=10.0,
                    help="minimum window length; below 10 s results are invalid for MLPerf")
     m.add_argument("--runs-dir", type=Path, default=Path("runs"),
                    help="where session folders go (default: ./runs)")
@@ -325,13 +338,17 @@ def _flash_benchmark_firmware(
 
 
 def _measure(args: argparse.Namespace, err: Console) -> int:
-    from tinypower.models import resolve_model
+    from tinypower.models import check_fits, resolve_model
     from tinypower.preflight import check_tiny_run
+    from tinypower.results.recovery import notice_orphans
+    from tinypower.results.session import check_runs_dir
     from tinypower.runner import RunError, RunRequest, run
     from tinypower.suites.benchmarks import get_suite
     from tinypower.suites.datasets import load_dataset, synthetic_inputs
     from tinypower.terminal import progress, shown
 
+    check_runs_dir(args.runs_dir)  # a file or a read-only folder: say so before anything
+    notice_orphans(args.runs_dir, err)
     if args.sut:
         from tinypower.scale.commands import measure_sut
 
@@ -344,6 +361,7 @@ def _measure(args: argparse.Namespace, err: Console) -> int:
     suite = get_suite(args.suite)
     modes = _modes(args.mode)
     model = resolve_model(suite, args.model)
+    check_fits(model, board.flash_bytes, board.name)
     if args.iterations is not None and args.iterations < 1:
         raise RunError("--iterations must be at least 1")
     check_tiny_run(board, suite, model, modes, ports, args.monitor, args.interface)

@@ -24,13 +24,11 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import os
 import re
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 import tomllib
@@ -39,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tinypower.boards import Board
+from tinypower.children import die_with_parent
 
 QEMU = "qemu-system-arm"
 QEMU_INSTALL = "install qemu-system-arm (Debian: apt-get install qemu-system-arm)"
@@ -46,9 +45,7 @@ START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 2.0
 OUTPUT_LINES_KEPT = 20
 PTY_LINE = re.compile(r"char device redirected to (\S+) \(label (\w+)\)")
-PR_SET_PDEATHSIG = 1
 
-_libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 _running: set[Emulator] = set()
 
 
@@ -119,7 +116,7 @@ class Emulator:
         self._proc = subprocess.Popen(
             self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         _running.add(self)
         self._reader = threading.Thread(target=self._read_output, name="qemu-output",
@@ -187,12 +184,6 @@ class Emulator:
                 self._seen.notify_all()
         with self._seen:
             self._seen.notify_all()
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: the kernel kills QEMU when the starting thread's process dies."""
-    if _libc is not None:
-        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

@@ -93,6 +93,16 @@ def _from_file(path: Path, source: str) -> ResolvedModel:
     return ResolvedModel(data, source, path, info)
 
 
+def check_fits(model: ResolvedModel, flash_bytes: int | None, board: str) -> None:
+    """Refuse a model larger than the board's flash before any interpreter or firmware build
+    sees it (a padded 300 MB model must be a clear error, not a crash)."""
+    if flash_bytes is not None and len(model.data) > flash_bytes:
+        raise ModelResolutionError(
+            f"model {model.name} is {len(model.data):,} bytes; {board}'s flash holds "
+            f"{flash_bytes:,} ([memory] flash_bytes): use a smaller model or another board"
+        )
+
+
 def fetch_reference_models(progress=print) -> list[Path]:
     """Download the MLPerf Tiny reference models into the cache (skipping ones already there)."""
     target = cache_dir()

@@ -12,7 +12,6 @@ that says why.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import subprocess
 from datetime import UTC, datetime
@@ -65,7 +64,9 @@ def monitor_command(args: argparse.Namespace, err: Console) -> int:
         window = monitor.end_window("command")
     record = _store(args.runs_dir, command, code, window, monitor.names)
     if args.json:
-        print(json.dumps(record.to_dict(), default=str))
+        from tinypower.results.strict_json import dumps_strict
+
+        print(dumps_strict(record.to_dict()))
     else:
         print(f"{window.energy_j:.3f} J over {window.duration_s:.3f} s "
               f"(mean {window.mean_power_w:.3f} W) {record.measured_as.upper()}  "

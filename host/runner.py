@@ -50,7 +50,13 @@ from tinypower.report.plot import plot_trace
 from tinypower.results.db import DEFAULT_DB, StoreError, add_session
 from tinypower.results.mlperf_text import results_text
 from tinypower.results.record import RecordError
-from tinypower.results.session import Session
+from tinypower.results.session import (
+    Session,
+    SessionError,
+    disk_error,
+    interrupted_by,
+    signals_held,
+)
 from tinypower.rules.tiny import (
     ACCURACY_TARGETS,
     MIN_WINDOW_S,
@@ -164,6 +170,7 @@ def run(request: RunRequest, progress: Progress | None = None) -> RunOutcome:
     progress = progress or (lambda *_: None)
     session = Session(
         request.runs_dir, request.board.name, request.suite.name, request.mode,
+        need_bytes=expected_bytes(request),
         config={
             "board_file": str(request.board.path),
             "model": request.model.name,
@@ -198,6 +205,7 @@ def run(request: RunRequest, progress: Progress | None = None) -> RunOutcome:
         session.set("farm", request.farm)
     lab: VirtualLab | EmulatedLab | HardwareBench | None = None
     with ExitStack() as stack:
+        stack.push(lambda *exc: _closing_write_failed(outcome, exc[1]))  # runs last
         transcript = stack.enter_context(Transcript(session.path("transcript.log")))
         try:
             lab = stack.enter_context(_lab(request, interface))
@@ -243,12 +251,17 @@ def run(request: RunRequest, progress: Progress | None = None) -> RunOutcome:
             if why := lab.failure():
                 raise RunError(why)
         except (DutError, MeterError, TraceError, RunError, DatasetError, SuiteError,
-                FirmwareBuildError, EmulatorError, BenchError) as exc:
+                FirmwareBuildError, EmulatorError, BenchError, SessionError) as exc:
             why = lab.failure() if lab is not None else None
             outcome.error = str(exc) if not why or why in str(exc) else f"{exc} ({why})"
-        except KeyboardInterrupt:
-            outcome.error = "interrupted by the user (Ctrl-C)"
-            _finish(outcome, request)
+        except OSError as exc:  # a write of the session's files failed (a full disk)
+            outcome.error = str(disk_error(exc, exc.filename or session.folder))
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP (see session.Interrupted)
+            outcome.error = f"interrupted by {interrupted_by(exc)}"
+            with signals_held():  # a second Ctrl-C must not cut the session's last words
+                stack.close()  # meters stopped, DUT and lab closed, partial trace saved
+                _finish(outcome, request, "interrupted")
+            exc.session_folder = session.folder  # type: ignore[attr-defined]
             raise
     _finish(outcome, request)
     return outcome
@@ -277,6 +290,26 @@ def _observed(outcome: RunOutcome, label: str) -> None:
     number of the run ``simulated``."""
     outcome.measured_as = weakest(outcome.measured_as, label)
     outcome.session.set("measured_as", outcome.measured_as)
+
+
+def _closing_write_failed(outcome: RunOutcome, exc: BaseException | None) -> bool:
+    """A session write that failed while the lab and meters closed (a full disk) becomes the
+    outcome's error, like one while measuring, instead of escaping :func:`run`."""
+    if not isinstance(exc, SessionError):
+        return False
+    outcome.error = f"{outcome.error}; {exc}" if outcome.error else str(exc)
+    return True
+
+
+def expected_bytes(request: RunRequest) -> int:
+    """What a run writes, at most, so the free space is checked before it starts: the raw
+    stream and float64 samples of six windows (calibration and five) of an energy run at
+    the board's sample rate, plus transcript and results."""
+    base = 8 * 1024 * 1024
+    if request.mode != "energy":
+        return base
+    seconds = 6 * request.min_window_s * CALIBRATION_MARGIN + 60
+    return base + int(seconds * request.board.monitor_sample_rate_hz * 2 * 8)
 
 
 def _dut_mode(mode: str) -> str:
@@ -419,6 +452,9 @@ def _measure_performance(
                 "firmware built in performance mode?"
             )
         window = PerfWindow(n, reply.laps_us[-2], reply.laps_us[-1])
+        if window.elapsed_s <= 0:
+            raise RunError(f"`infer {n} {w}` gave two equal m-lap-us laps "
+                           f"({window.end_us} us): the DUT's timer is not running")
         per_inference[0] = window.elapsed_s / n
         return window
 
@@ -431,7 +467,9 @@ def _measure_performance(
         progress(f"performance window {k + 1}/{REQUIRED_WINDOWS} (N={n})", k, REQUIRED_WINDOWS)
         dut.load(data, verify=request.verify_inputs)
         windows.append(timed_infer(n, warmups))
-        session.checkpoint(f"window {k}", dut_lap_us=windows[-1].end_us)
+        # Both laps and N: enough for `tinypower recover` to score a run killed after this.
+        session.checkpoint(f"window {k}", dut_lap_us=windows[-1].end_us,
+                           dut_start_lap_us=windows[-1].start_us, inferences=n)
     progress("performance windows done", REQUIRED_WINDOWS, REQUIRED_WINDOWS)
     result = score_performance(windows)
     result.extras["iterations"] = n
@@ -542,11 +580,11 @@ def _score_energy_windows(
     result.extras["sample_rate_hz"] = trace.sample_rate_hz
     _add_uncertainty(result, trace, energies, request.board.monitor_voltage_v,
                      session.data.get("meter") or {})
-    plot_trace(
+    session.after_results("power.png", lambda: plot_trace(
         trace, [e.window for e in energies], session.path("power.png"),
         f"{request.suite.name} on {request.board.name}, energy mode "
         f"({str(session.data['measured_as']).upper()}): median {result.value:.3f} uJ/inf",
-    )
+    ))
     return result
 
 
@@ -585,8 +623,14 @@ def _add_uncertainty(result: TinyResult, trace: Trace, energies: list[WindowEner
 
 
 def _save_partial_trace(meter: Meter, session: Session) -> None:
-    """Keep what the meter gave before a failure, next to its raw stream."""
-    save_trace(meter.trace(), session.path("trace-partial.npz"))
+    """Keep what the meter gave before a failure, next to its raw stream (which holds it
+    too, so a failure to write this copy is noted, not raised over the first failure)."""
+    try:
+        save_trace(meter.trace(), session.path("trace-partial.npz"))
+    except (OSError, MeterError, TraceError) as exc:
+        why = disk_error(exc, session.path("trace-partial.npz")) if isinstance(exc, OSError) \
+            else exc
+        session.data["partial_trace"] = f"not saved: {why}"
 
 
 def _measure_accuracy(
@@ -660,21 +704,34 @@ def _accuracy_metric(
         return "top1", float("nan"), "%"
 
 
-def _finish(outcome: RunOutcome, request: RunRequest) -> None:
+def _finish(outcome: RunOutcome, request: RunRequest, ended: str = "incomplete") -> None:
+    """Write the result record and ``results.txt``, then the optional artefacts (plots), then
+    the session's final state; a write that fails is reported, never raised over the result.
+    ``ended`` is the state of a run that has an error: ``incomplete`` or ``interrupted``."""
     session = outcome.session
-    session.write_json("results.json", {
-        "record": outcome.record(request),
-        "windows": outcome.result.windows if outcome.result else [],
-        "checks": [c.__dict__ for c in outcome.result.checks] if outcome.result else [],
-    })
-    if outcome.result:
-        session.path("results.txt").write_text(results_text(outcome.result, outcome.measured_as))
-    if outcome.error:
-        session.finish("incomplete", outcome.error)
-    elif outcome.result and not outcome.result.valid:
-        session.finish("invalid", "; ".join(c.message for c in outcome.result.failures))
-    else:
-        session.finish("complete")
+    session.release_reserve()  # the space kept at the start, for these last words
+    try:
+        session.write_json("results.json", {
+            "record": outcome.record(request),
+            "windows": outcome.result.windows if outcome.result else [],
+            "checks": [c.__dict__ for c in outcome.result.checks] if outcome.result else [],
+        })
+        if outcome.result:
+            session.write_text("results.txt", results_text(outcome.result, outcome.measured_as))
+    except SessionError as exc:
+        outcome.error = f"{outcome.error}; {exc}" if outcome.error else str(exc)
+    outcome.notes += session.write_after_results()
+    try:
+        if outcome.error:
+            session.finish(ended, outcome.error)
+        elif outcome.result and not outcome.result.valid:
+            session.finish("invalid", "; ".join(c.message for c in outcome.result.failures))
+        else:
+            session.finish("complete")
+    except SessionError as exc:
+        outcome.notes.append(f"{exc}: the session still says running; `tinypower recover` "
+                             "marks it once there is space")
+        return
     try:
         # Every session measured in a runs folder is indexed in its store.
         add_session(request.runs_dir / DEFAULT_DB.name, session.folder)

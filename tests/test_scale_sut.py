@@ -69,7 +69,7 @@ def test_every_meter_kind_has_a_commented_example(model_cache):
     ("[workload]\ncommand = ['true']\n[[meters]]\nkind='ptd'\n[ranging]\nmode='max'\n",
      "needs max_amps"),
     ("[workload]\ncommand = ['true']\n[[meters]]\nkind='ptd'\n[limits]\nmax_skw_ms=1\n",
-     "unexpected keyword argument 'max_skw_ms'"),
+     "[limits] max_skw_ms: unknown key"),
     ("[workload]\ncommand = ['true']\nscenario='Offline'\n[[meters]]\nkind='ptd'\n",
      "a command workload takes only command and log_dir"),
     ("[wrkload]\n", "unknown section"),

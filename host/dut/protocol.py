@@ -14,6 +14,7 @@ the port is opened with ``serial.serial_for_url``.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections import deque
@@ -421,9 +422,13 @@ def _laps(lines: list[str]) -> list[int]:
 
 
 def _floats(payload: str, cmd: str) -> list[float]:
+    """The DUT's ``m-results-[...]`` numbers; ``nan``/``inf`` are no model output."""
     try:
-        return [float(v) for v in payload.split(",")]
+        values = [float(v) for v in payload.split(",")]
     except ValueError:
+        values = []
+    if not values or not all(math.isfinite(v) for v in values):
         raise DutProtocolError(
-            f"the DUT's results for {cmd!r} are not comma-separated numbers: [{payload}]"
-        ) from None
+            f"the DUT's results for {cmd!r} are not comma-separated finite numbers: [{payload}]"
+        )
+    return values

@@ -20,15 +20,18 @@ from tinypower.results.compliance import MIN_POWER_RUN_S, check_tree
 from tinypower.results.db import DEFAULT_DB, FILTER_KEYS, StoreError, query, write_csv
 from tinypower.results.logio import printable
 from tinypower.results.record import RecordError, ResultRecord
+from tinypower.results.recovery import notice_orphans, print_recovered, recover
 from tinypower.results.rescore import RescoreError, TreeScan, parse_round, rescore_tree
+from tinypower.results.session import SessionError
 from tinypower.rules.tiny import MIN_WINDOW_S
+from tinypower.schema import arg_seconds
 from tinypower.terminal import console, shown
 
 EXIT_FAIL = 1
 EXIT_USAGE = 2
 _STATUS_STYLE = {"match": "green", "mismatch": "red", "flagged": "bold red",
                  "unsupported": "yellow", "pass": "green", "warn": "yellow", "fail": "bold red"}
-_ERRORS = (StoreError, RecordError, RescoreError, OSError)
+_ERRORS = (StoreError, RecordError, RescoreError, OSError, SessionError)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -75,9 +78,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("check", help="check a session or result folder against the MLPerf "
                                      "Tiny and power rules")
     c.add_argument("path", type=Path, help="a session folder, a result folder or a tree")
-    c.add_argument("--min-window-s", type=float, default=MIN_WINDOW_S,
+    c.add_argument("--min-window-s", type=arg_seconds, default=MIN_WINDOW_S,
                    help="minimum window length for sessions (default: 10, the MLPerf rule)")
-    c.add_argument("--min-run-s", type=float, default=MIN_POWER_RUN_S,
+    c.add_argument("--min-run-s", type=arg_seconds, default=MIN_POWER_RUN_S,
                    help="minimum power testing run (default: 600, the MLPerf rule)")
     c.add_argument("--published-table", type=Path, metavar="FILE",
                    help="published values for folders that carry none (default: CASES.md)")
@@ -106,6 +109,8 @@ def _value(record: ResultRecord) -> str:
 
 def results_command(args: argparse.Namespace, err: Console) -> int:
     try:
+        # Sessions a killed run left running are marked and indexed before listing.
+        print_recovered(recover(args.db.parent, args.db), err)
         records = query(args.db, args.filter)
         if args.csv:
             write_csv(records, args.csv)
@@ -126,7 +131,8 @@ def results_command(args: argparse.Namespace, err: Console) -> int:
             r.recorded_utc[:16].replace("T", " "), shown(r.system), shown(r.benchmark),
             shown(r.extras.get("model", "") if r.extras else ""), shown(r.meter), r.scenario,
             _value(r), r.measured_as.upper(),
-            "[green]yes[/]" if r.valid else f"[red]no[/] {shown(', '.join(r.failed_rules))}",
+            "[green]yes[/]" if r.valid else f"[red]no[/] {shown(', '.join(r.failed_rules))}"
+            + (f": {shown(r.extras['reason'])}" if r.extras.get("reason") else ""),
             shown(Path(r.source).name),
         )
     console().print(table)
@@ -185,6 +191,7 @@ def rescore_command(args: argparse.Namespace, err: Console) -> int:
 
 
 def check_command(args: argparse.Namespace, err: Console) -> int:
+    notice_orphans(args.path, err)  # a session a killed run left `running`
     try:
         results = check_tree(args.path, args.min_window_s, args.published_table, args.min_run_s)
     except _ERRORS as exc:

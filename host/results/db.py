@@ -164,13 +164,23 @@ def _record(row: Sequence[Any]) -> ResultRecord:
         raise StoreError(f"a stored record cannot be read back ({exc})") from None
 
 
+def csv_cell(value: Any) -> Any:
+    """A cell a spreadsheet shows as text: one starting with ``= + - @``, a tab or a carriage
+    return would be run as a formula (CSV injection), so it gets a leading ``'``. Numbers are
+    written as numbers."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
 def write_csv(records: Sequence[ResultRecord], path: Path) -> None:
-    """One row per record; list and dict fields as JSON text in their cell."""
+    """One row per record; list and dict fields as JSON text in their cell; text cells a
+    spreadsheet would execute are neutralised (:func:`csv_cell`)."""
     with Path(path).open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         for r in records:
             d = r.to_dict()
             writer.writerow(
-                {c: json.dumps(d[c]) if c in JSON_COLUMNS else d[c] for c in COLUMNS}
+                {c: csv_cell(json.dumps(d[c]) if c in JSON_COLUMNS else d[c]) for c in COLUMNS}
             )

@@ -38,6 +38,7 @@ from tinypower.results.record import (
     record_from_power_session,
     records_from_session,
 )
+from tinypower.results.session import check_name
 from tinypower.results.strict_json import dumps_strict
 from tinypower.results.tiny_logs import (
     EEMBC_BIN_MAGIC,
@@ -208,7 +209,8 @@ def export_tiny(session_folder: Path, out: Path) -> Path:
             f"{session.folder}: the run stored no score ({session.data.get('reason', 'failed')})"
             ": there is nothing to submit"
         )
-    folder = out / "results" / session.system / TINY_BENCH_FOLDERS.get(suite, suite) / session.mode
+    folder = _inside(out, "results", session.system, TINY_BENCH_FOLDERS.get(suite, suite),
+                     session.mode)
     folder.mkdir(parents=True, exist_ok=True)
     if session.mode == "energy":
         _write_energy(session, folder)
@@ -395,8 +397,8 @@ def _write_log(session: StoredSession, folder: Path) -> None:
 
 def _write_system(session: StoredSession, systems: Path) -> None:
     """``systems/<system>.json``: the free-form system description, with how it was measured."""
+    path = _inside(systems, f"{session.system}.json")
     systems.mkdir(parents=True, exist_ok=True)
-    path = systems / f"{session.system}.json"
     description = json.loads(path.read_text()) if path.is_file() else {}
     sessions = description.setdefault("sessions", {})
     sessions[session.mode or "power"] = {
@@ -499,7 +501,7 @@ def export_power(session_folder: Path, out: Path) -> Path:
     if not scenario:
         raise ExportError(f"{testing / 'mlperf_log_detail.txt'} has no effective_scenario")
     session.record["mode"] = scenario
-    scenario_dir = out / "results" / session.system / _power_model(session) / scenario
+    scenario_dir = _inside(out, "results", session.system, _power_model(session), scenario)
     performance = scenario_dir / "performance"
     phases = {"run_1": testing} | ({"ranging": ranging} if ranging else {})
     for target, source in phases.items():
@@ -515,6 +517,9 @@ def export_power(session_folder: Path, out: Path) -> Path:
         source, target = session.folder / relative, performance / relative
         inside = relative.split("/")[0] in ("run_1", "ranging", "power") \
             or relative == "results.json"
+        if ".." in Path(relative).parts or Path(relative).is_absolute():
+            raise ExportError(f"{session.folder}: the session lists {relative!r}, a path "
+                              "outside its folder: refusing to export it")
         if inside and source.is_file() and not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, target)
@@ -531,6 +536,17 @@ def export_power(session_folder: Path, out: Path) -> Path:
     elif stored_unit == "J/query" and derived.unit == "mJ/query":
         _compare(session, performance, session.value(), derived.value / 1e3)
     return scenario_dir
+
+
+def _inside(root: Path, *parts: str) -> Path:
+    """``root/part/...``, each part a plain name (names come from session files, which anyone
+    may have edited): every write of an export stays inside the folder the user named."""
+    for part in parts:
+        try:
+            check_name(part, "a folder or file name from the session")
+        except ValueError as exc:
+            raise ExportError(f"cannot export into {root}: {exc}") from None
+    return root.joinpath(*parts)
 
 
 def _power_model(session: StoredSession) -> str:

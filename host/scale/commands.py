@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -143,9 +142,14 @@ def local_sut(quick_run: bool, runs_dir: Path) -> tuple[Sut, Any, list[str]]:
     model = resolve_model(get_suite("kws01"), None)
     if model.path is not None:
         model_path = model.path
-    else:  # the built-in model: LoadGen's child process needs it as a file
-        model_path = Path(tempfile.mkdtemp(prefix="tinypower-model-")) / "kws01-synthetic.tflite"
-        model_path.write_bytes(model.data)
+    else:  # the built-in model: LoadGen's child process needs it as a file. Kept in the runs
+        # dir under its hash (one file, reused by every run), not in a temp folder per run.
+        model_path = runs_dir / "models" / f"kws01-synthetic-{model.sha256[:16]}.tflite"
+        if not model_path.is_file():
+            model_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = model_path.with_name(f"{model_path.name}.{os.getpid()}.tmp")
+            tmp.write_bytes(model.data)
+            tmp.replace(model_path)
     if model.note:
         notes.append(model.note)
     meter, simulator, why = _local_meter(quick_run)

@@ -8,6 +8,8 @@ where the director is; ``suts/`` has one commented example per meter kind, and
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -18,10 +20,25 @@ from energy_monitor.series_meters import SERIES_METERS
 from tinypower.scale.sync import MAX_SKEW_S
 from tinypower.scale.workload import (
     RULE_MIN_DURATION_S,
+    RUNTIMES,
+    SCENARIOS,
     CommandWorkload,
     LoadGenSpec,
     Workload,
     WorkloadError,
+)
+from tinypower.schema import (
+    BOOLEAN,
+    Rule,
+    Schema,
+    choice,
+    either,
+    integer,
+    list_of,
+    number,
+    problems,
+    safe_name,
+    text,
 )
 
 RANGING_MODES = ("auto", "max", "fixed")
@@ -120,6 +137,7 @@ def sut_from_dict(data: dict[str, Any], path: Path | None = None) -> Sut:
                            "director"}
     if unknown:
         raise SutError(f"{where}: unknown section(s) {sorted(unknown)}; see docs/scaling.md")
+    validate_sut(data, where)
     try:
         workload = _workload(data.get("workload", {}), base, where)
         meters = _meters(data.get("meters", []), where)
@@ -147,6 +165,92 @@ def sut_from_dict(data: dict[str, Any], path: Path | None = None) -> Sut:
         output=output if output is None or output.is_absolute() else base / output,
         path=path,
     )
+
+
+_HOST_PORT = Rule("HOST:PORT as a string, e.g. \"127.0.0.1:4950\"",
+                  lambda v: isinstance(v, str) and bool(v.strip()))
+SUT_SCHEMA: Schema = {
+    "name": (False, safe_name()),
+    "description": (False, text(nonempty=False)),
+    "workload": (False, Rule("a table [workload]", lambda v: isinstance(v, dict))),
+    "meters": (False, Rule("[[meters]] tables (kind, address, options)",
+                           lambda v: isinstance(v, list) and all(isinstance(m, dict) for m in v))),
+    "ranging": (False, {"mode": (False, choice(RANGING_MODES)),
+                        "max_volts": (False, number(above=0, unit="V")),
+                        "max_amps": (False, number(above=0, unit="A")),
+                        "current_margin": (False, number(least=1, most=10)),
+                        "settle_s": (False, number(least=0, most=3600, unit="s"))}),
+    "limits": (False, {"max_skew_s": (False, number(least=0, unit="s")),
+                       "max_skew_ms": (False, number(least=0, unit="ms")),
+                       "max_uncertainty": (False, number(above=0, most=1)),
+                       "max_gap_s": (False, number(above=0, unit="s")),
+                       "min_duration_s": (False, number(above=0, unit="s"))}),
+    "director": (False, {"listen": (False, _HOST_PORT), "connect": (False, _HOST_PORT),
+                         "token_env": (False, text()), "output": (False, text())}),
+}
+LOADGEN_SCHEMA: Schema = {
+    "model": (True, text()),
+    "scenario": (False, choice(SCENARIOS)),
+    "min_duration_s": (False, number(above=0, unit="s")),
+    "min_query_count": (False, integer(1)),
+    "target_qps": (False, number(above=0)),
+    "server_latency_ms": (False, number(above=0, unit="ms")),
+    "samples": (False, integer(1)),
+    "runtime": (False, choice(RUNTIMES)),
+}
+COMMAND_SCHEMA: Schema = {"command": (True, list_of(text())), "log_dir": (False, text())}
+# The class behind each series-meter kind: its keyword arguments are the [[meters]] options.
+_METER_CLASSES = {"ptd": "ptd.Ptd", "yokogawa": "yokogawa.Yokogawa",
+                  "redfish": "redfish.Redfish", "snmp_pdu": "snmp_pdu.SnmpPdu",
+                  "ipmi": "ipmi.Ipmi", "nvml": "nvml.Nvml", "rapl": "rapl.Rapl"}
+_NOT_OPTIONS = ("clock", "on_command", "nvml")  # set by code, not by a user
+_ANNOTATION_RULES = {"float": number(), "int": integer(), "bool": BOOLEAN, "str": text(False),
+                     "Sequence[str]": list_of(text())}
+
+
+def meter_options_schema(kind: str) -> Schema:
+    """The options a ``[[meters]]`` entry of ``kind`` may set: its driver's keyword
+    arguments, with their types where the annotation says a plain one."""
+    module, _, cls = _METER_CLASSES[kind].partition(".")
+    init = getattr(importlib.import_module(f"energy_monitor.{module}"), cls).__init__
+    schema: dict[str, tuple[bool, Rule]] = {
+        "kind": (True, choice(sorted(SERIES_METERS))), "name": (False, safe_name()),
+        "address": (False, either(text(), integer(0))),
+    }
+    for param in inspect.signature(init).parameters.values():
+        if param.kind is not inspect.Parameter.KEYWORD_ONLY or param.name in _NOT_OPTIONS:
+            continue
+        parts = [t.strip() for t in str(param.annotation).split("|") if t.strip() != "None"]
+        rules = [_ANNOTATION_RULES[t] for t in parts if t in _ANNOTATION_RULES]
+        rule = (either(*rules) if len(rules) == len(parts) and rules
+                else Rule("a value", lambda v: True))
+        schema[param.name] = (param.default is inspect.Parameter.empty, rule)
+    return schema
+
+
+def validate_sut(data: dict[str, Any], where: str) -> None:
+    """Every key, type and range of a SUT file, checked before anything runs; raises
+    :class:`SutError` listing each problem with its key, what was expected and what found."""
+    found = problems(data, SUT_SCHEMA, where)
+    workload = data.get("workload")
+    if isinstance(workload, dict):
+        if "command" in workload:  # other keys: _workload says a command takes only these
+            found += problems({k: v for k, v in workload.items() if k in COMMAND_SCHEMA},
+                              COMMAND_SCHEMA, where, "workload")
+        else:
+            found += problems(workload, LOADGEN_SCHEMA, where, "workload")
+    meters = data.get("meters")
+    for i, meter in enumerate(meters if isinstance(meters, list) else []):
+        if not isinstance(meter, dict):
+            continue
+        kind = meter.get("kind")
+        if not isinstance(kind, str) or kind not in SERIES_METERS:
+            found.append(f"{where}: [[meters]] #{i + 1}: no driver for meter kind {kind!r}; "
+                         f"kinds: {', '.join(sorted(SERIES_METERS))}")
+            continue
+        found += problems(meter, meter_options_schema(kind), where, f"meters #{i + 1}")
+    if found:
+        raise SutError("; ".join(found) + "; see docs/scaling.md for every key")
 
 
 def _workload(w: dict[str, Any], base: Path, where: str) -> Workload:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tinypower.children import die_with_parent
 from tinypower.results.power_logs import PowerLogError, loadgen_window, read_mlperf_log
 
 SCENARIOS = ("SingleStream", "MultiStream", "Server", "Offline")
@@ -126,7 +127,9 @@ def start(workload: Workload, log_dir: Path, output: Path) -> subprocess.Popen:
     argv = workload.command(log_dir)
     try:
         with output.open("wb") as console:
-            return subprocess.Popen(argv, stdout=console, stderr=subprocess.STDOUT)
+            # Killed with the client, even by kill -9: no LoadGen left running.
+            return subprocess.Popen(argv, stdout=console, stderr=subprocess.STDOUT,
+                                    preexec_fn=die_with_parent)
     except OSError as exc:
         raise WorkloadError(f"cannot start the workload {argv[0]!r}: {exc}") from None
 

@@ -65,22 +65,15 @@ def load_dataset(folder: Path, suite: Suite, limit: int | None = None) -> Datase
     labels = folder / "y_labels.csv"
     if not labels.is_file():
         return _unlabelled(folder, suite, limit)
-    rows = []
-    with labels.open(newline="") as fh:
-        for lineno, row in enumerate(csv.reader(fh), 1):
-            if not row:
-                continue
-            try:
-                rows.append((row[0].strip(), int(row[2])))
-            except (IndexError, ValueError):
-                raise DatasetError(
-                    f"{labels}:{lineno}: expected 'file,classes,label', got {','.join(row)!r}"
-                ) from None
+    rows = _label_rows(labels, suite)
     samples = []
     for name, label in rows:
         path = folder / name
+        if path.is_dir():
+            raise DatasetError(f"{path} is listed in {labels.name} as an input file but is a "
+                               "folder: remove it or fix the list")
         if path.is_file():
-            samples.append(Sample(name, path.read_bytes(), label))
+            samples.append(Sample(name, _read(path), label))
             try:
                 suite.windows_of(samples[-1].data)  # fail early on a file of the wrong size
             except ValueError as exc:
@@ -95,14 +88,58 @@ def load_dataset(folder: Path, suite: Suite, limit: int | None = None) -> Datase
     return Dataset("dataset", samples, len(rows), folder)
 
 
+def _label_rows(labels: Path, suite: Suite) -> list[tuple[str, int]]:
+    """``(file, label)`` of each row, each checked: a plain file name in the folder, a label
+    among the suite's classes."""
+    try:
+        text = labels.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DatasetError(f"{labels} is not a text CSV (not UTF-8): it should hold "
+                           "'file,classes,label' rows") from None
+    except OSError as exc:
+        raise DatasetError(f"cannot read {labels}: {exc.strerror or exc}") from None
+    if "\0" in text:
+        raise DatasetError(f"{labels} is binary, not a 'file,classes,label' CSV")
+    rows = []
+    for lineno, row in enumerate(csv.reader(text.splitlines()), 1):
+        if not row:
+            continue
+        where = f"{labels}:{lineno}"
+        try:
+            name, label = row[0].strip(), int(row[2])
+        except (IndexError, ValueError):
+            raise DatasetError(
+                f"{where}: expected 'file,classes,label', got {','.join(row)!r}"
+            ) from None
+        if not name or Path(name).name != name or name in (".", ".."):
+            raise DatasetError(f"{where}: {name!r} is not a file name in the dataset folder "
+                               "(no folders or '..')")
+        if not 0 <= label < suite.classes:
+            raise DatasetError(f"{where}: label {label} is not a {suite.name} class (expected "
+                               f"0 to {suite.classes - 1})")
+        rows.append((name, label))
+    return rows
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
 def _unlabelled(folder: Path, suite: Suite, limit: int | None) -> Dataset:
+    folders = [p.name for p in folder.glob("*.bin") if not p.is_file()]
+    if folders:
+        raise DatasetError(f"{folder}: {', '.join(sorted(folders))} is a folder, not an input "
+                           "file: remove it or point --dataset at the input files")
     files = sorted(folder.glob("*.bin"))[:limit]
     if not files:
         raise DatasetError(
             f"{folder} has neither y_labels.csv nor .bin input files: point --dataset at an "
             "MLPerf Tiny dataset folder or a folder of input files"
         )
-    samples = [Sample(p.name, p.read_bytes(), None) for p in files]
+    samples = [Sample(p.name, _read(p), None) for p in files]
     for sample in samples:
         try:
             suite.windows_of(sample.data)

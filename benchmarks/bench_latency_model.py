@@ -25,13 +25,32 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench_firmware import BOARD, SHARED, SUITES, measure
+from bench_firmware import BOARD, SHARED, SUITES
 
 from tinypower.boards import load_board
 from tinypower.dut.latency_model import COSTS_FILE, FirmwareCosts, fit_costs
 from tinypower.emulator import emulator_config
+from tinypower.models import resolve_model
+from tinypower.runner import RunRequest, run
 from tinypower.suites.benchmarks import get_suite
+from tinypower.suites.datasets import synthetic_inputs
 from tinypower.suites.model_info import macs_by_op
+
+
+def instructions_per_inference(suite_name: str, iterations: int, folder: Path) -> float:
+    """What the virtual lab must reproduce: the firmware's own timer in MLPerf Tiny
+    performance mode (harness included), read through the real runner on the emulated board,
+    as instructions (QEMU runs one instruction per 2^shift ns)."""
+    board = load_board(BOARD)
+    suite = get_suite(suite_name)
+    model = resolve_model(suite, str(SHARED / suite.reference_model))
+    outcome = run(RunRequest(board=board, suite=suite, model=model,
+                             dataset=synthetic_inputs(suite, 1), mode="performance",
+                             runs_dir=folder / "runs", iterations=iterations, warmups=0))
+    if outcome.error is not None or outcome.result is None:
+        raise SystemExit(f"{suite_name}: the run failed: {outcome.error}")
+    latency_ms = outcome.result.extras["latency_ms"]
+    return latency_ms * 1e6 / 2 ** emulator_config(board).icount_shift
 
 
 def main() -> None:
@@ -48,9 +67,9 @@ def main() -> None:
     measured: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="bench-latency-") as folder:
         for name in args.suites or SUITES:
-            row = measure(name, args.iterations, Path(folder))
+            instructions = instructions_per_inference(name, args.iterations, Path(folder))
             data = (SHARED / get_suite(name).reference_model).read_bytes()
-            measured[name] = {"instructions": round(row.instructions),
+            measured[name] = {"instructions": round(instructions),
                               "ops": macs_by_op(data)}
     costs = fit_costs(measured)
     shift = emulator_config(load_board(BOARD)).icount_shift

@@ -59,17 +59,33 @@ class FirmwareCosts:
 
 
 def fit_costs(measured: Mapping[str, Mapping]) -> FirmwareCosts:
-    """Least-squares costs from ``{model: {"instructions": n, "ops": macs_by_op(...)}}``;
-    refuses a fit with a negative cost (too few or too similar models to tell them apart)."""
-    rows = [[m["ops"].get(f, 0) for f in FEATURES] for m in measured.values()]
-    target = [float(m["instructions"]) for m in measured.values()]
-    solution, *_ = np.linalg.lstsq(np.array(rows, dtype=np.float64),
-                                   np.array(target), rcond=None)
-    if np.any(solution < 0):
+    """Non-negative least-squares costs from ``{model: {"instructions": n, "ops":
+    macs_by_op(...)}}``.
+
+    Why non-negative: as the kernels change, a feature can stop costing anything of its own
+    (im2col made a convolution's kernel positions free, issue 15), and a plain fit then trades
+    a negative cost against the others. Every subset of :data:`FEATURES` is fitted (there are
+    four) and the best fit with no negative cost wins; features left out cost 0.
+    """
+    rows = np.array([[m["ops"].get(f, 0) for f in FEATURES] for m in measured.values()],
+                    dtype=np.float64)
+    target = np.array([float(m["instructions"]) for m in measured.values()])
+    best: tuple[float, np.ndarray] | None = None
+    for mask in range(1, 2 ** len(FEATURES)):
+        used = [k for k in range(len(FEATURES)) if mask >> k & 1]
+        part, *_ = np.linalg.lstsq(rows[:, used], target, rcond=None)
+        if np.any(part < 0):
+            continue
+        solution = np.zeros(len(FEATURES))
+        solution[used] = part
+        residual = float(np.sum((rows @ solution - target) ** 2))
+        if best is None or residual < best[0] - 1e-9 * float(np.sum(target ** 2)):
+            best = (residual, solution)
+    if best is None or not np.any(best[1] > 0):
         raise LatencyModelError(
-            f"the fit gives a negative cost ({solution.tolist()}) from {', '.join(measured)}: "
-            "measure all four reference models")
-    return FirmwareCosts(dict(zip(FEATURES, map(float, solution), strict=True)))
+            f"no fit with non-negative costs from {', '.join(measured)}: measure all four "
+            "reference models")
+    return FirmwareCosts(dict(zip(FEATURES, map(float, best[1]), strict=True)))
 
 
 @cache

@@ -210,6 +210,7 @@ class Session:
         self.phases: dict[str, _Phase] = {}
         self.active: _Phase | None = None
         self.done = False
+        self.initial_ranges: dict[str, Any] = {}  # meter name -> its RR before the session
         (folder / "power").mkdir(parents=True)
         cfg = director.config
         self.data: dict[str, Any] = {
@@ -539,6 +540,11 @@ class Director:
                 meter = _connect(cfg)
                 phase.meters.append((cfg, meter))
                 phase.record["meters"][cfg.name] = {"identity": meter.identify().__dict__}
+                if hasattr(meter, "read_ranges") and cfg.name not in session.initial_ranges:
+                    # the analyzer's own ranges, restored at the end (power-dev's RR)
+                    session.initial_ranges[cfg.name] = meter.read_ranges()
+                    phase.record["meters"][cfg.name]["initial_ranges"] = \
+                        session.initial_ranges[cfg.name].reply
             ranges = self._set_ranges(session, phase)
             time.sleep(self.config.ranging.settle_s)
             for cfg, meter in phase.meters:
@@ -606,10 +612,14 @@ class Director:
                 volts, amps = meter.ranging_maxima()
                 record["maxima"] = {"volts": volts, "amps": amps}
             if phase.name == "testing" and _rangeable(meter) and not errors:
-                try:  # restore auto ranges, as MLPerf's server does
-                    _set_meter_ranges(meter, "auto", "auto")
+                try:  # restore the ranges the analyzer had, as MLPerf's server does
+                    initial = session.initial_ranges.get(cfg.name)
+                    if initial is not None:
+                        meter.restore_ranges(initial)
+                    else:
+                        _set_meter_ranges(meter, "auto", "auto")
                 except MeterError as exc:
-                    errors.append(f"meter {cfg.name}: could not restore auto ranges: {exc}")
+                    errors.append(f"meter {cfg.name}: could not restore its ranges: {exc}")
             meter.close()
         phase.checkpoint("stopped")
         session.active = None

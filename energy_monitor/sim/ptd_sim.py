@@ -251,7 +251,12 @@ class PtdSimulator:
             self._garbled = True
             return b"\xff\xfe#?garbled\x00\n"
         reply = self._reply(line.strip())
-        self._log(f"Response to client sent: {reply.splitlines()[0]}")
+        # PTD logs every reply it sends as "Response to client sent: <reply>" (published v2.1
+        # ptd_logs.txt). An RL reply is logged whole, its sample lines included: the published
+        # logs predate power-dev's use of RL, so that part is our reading. It matters to
+        # power-dev, whose server copies PTD's console log into ptd_logs.txt while PTD still
+        # runs, through a buffered file: only what has been flushed gets there.
+        self._log(f"Response to client sent: {reply}")
         return reply + "\n"
 
     def _reply(self, line: str) -> str:
@@ -407,3 +412,73 @@ def start_ptd_simulator(
     sim = PtdSimulator(power_fn, **options)  # type: ignore[arg-type]
     host, port = sim.start()
     return host, port, sim.close
+
+
+# -- PTDaemon's command line ------------------------------------------------------------------
+
+# Device types (PTD's ``deviceType``) and what this simulator makes of them; the numbers are the
+# ones power-dev's checker knows (``compliance/check.py`` SUPPORTED_MODEL).
+DEVICE_MODES = {8: "single", 35: "single", 48: "multichannel", 49: "single", 52: "single",
+                77: "multichannel", 508: "dc", 549: "dc", 586: "dc"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the simulator as PTDaemon is run: ``ptd -l <logfile> -p <port> [-b board]
+    [-c channel] [dcFlag] [-n|-g|-y|-U] <deviceType> <devicePort>`` (power-dev's
+    ``ServerConfig`` builds this command line; ``shared/reference/mlperf-power.md`` §1), with
+    ``TZ=UTC``; the console log goes to stdout, which power-dev's server saves as
+    ``ptd_logs.txt``. Options before PTD's say what the simulated analyzer reads:
+    ``--watts W`` (a constant load), ``--cpu IDLE,BUSY`` (this machine's CPU utilisation) and
+    ``--sample-period-s`` (faster than 1 Hz for tests). Runs until SIGTERM or SIGINT."""
+    import argparse
+    import signal
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m energy_monitor.sim.ptd_sim",
+                                description="A simulated SPEC PTDaemon on 127.0.0.1.")
+    p.add_argument("--watts", type=float, default=100.0, help="constant load in W")
+    p.add_argument("--cpu", metavar="IDLE,BUSY", help="follow this machine's CPU utilisation")
+    p.add_argument("--sample-period-s", type=float, default=None)
+    p.add_argument("-l", dest="log_file", type=Path, help="PTD's sample log file")
+    p.add_argument("-p", dest="port", type=int, default=8888)
+    p.add_argument("-b", dest="board", type=int)
+    p.add_argument("-c", dest="channel")
+    for flag in ("-D", "-n", "-g", "-y", "-U"):
+        p.add_argument(flag, action="store_true")
+    p.add_argument("device_type", type=int)
+    p.add_argument("device_port")
+    args = p.parse_args(argv)
+    mode = DEVICE_MODES.get(args.device_type)
+    if mode is None:
+        p.error(f"device type {args.device_type} is not one this simulator models; use one "
+                f"of {sorted(DEVICE_MODES)}")
+    if args.cpu:
+        idle, busy = (float(x) for x in args.cpu.split(","))
+        power_fn = cpu_utilisation_power(idle, busy)
+    else:
+        watts = args.watts
+        power_fn = lambda t: watts  # noqa: E731
+
+    def console(line: str) -> None:
+        print(line, flush=True)
+
+    print(f"tinypower PTDaemon simulator (not SPEC PTDaemon), version {SIM_VERSION}", flush=True)
+    sim = PtdSimulator(power_fn, channel_mode=mode, sample_period_s=args.sample_period_s,
+                       port=args.port, log_file=args.log_file, console=console)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        sim.start()
+    except OSError as exc:
+        print(f"error: cannot listen on 127.0.0.1:{args.port}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        stop.wait()
+    finally:
+        sim.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -32,6 +32,7 @@ from tinypower.preflight import PreflightError, check_sut_meters
 from tinypower.results.db import DEFAULT_DB
 from tinypower.scale.client import ClientError, DirectorConnection, SessionOutcome, run_session
 from tinypower.scale.director import Director, DirectorConfig, DirectorError
+from tinypower.scale.powerdev import PowerDevError
 from tinypower.scale.sut import (
     Limits,
     MeterConfig,
@@ -72,7 +73,7 @@ def measure_sut(args: argparse.Namespace, err: Console) -> int:
                           lambda text: err.print(escape(text), highlight=False),
                           store=args.runs_dir / DEFAULT_DB.name)
     except (SutError, DirectorError, ClientError, WorkloadError, MeterError, OSError,
-            PreflightError) as exc:
+            PreflightError, PowerDevError) as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         return EXIT_USAGE
     finally:
@@ -90,7 +91,10 @@ def measure_sut(args: argparse.Namespace, err: Console) -> int:
 def measure(sut: Sut, work_dir: Path, progress=lambda text: None,
             store: Path | None = None) -> SessionOutcome:
     """Run one session of ``sut``: against its remote director, or a director started here
-    (indexing the session in ``store``, default its output folder's results.sqlite)."""
+    (indexing the session in ``store``, default its output folder's results.sqlite), or by
+    power-dev's own server and client (``engine = "power-dev"``)."""
+    if sut.engine == "power-dev":
+        return _power_dev(sut, progress)
     if sut.connect is not None:
         token = os.environ.get(sut.token_env, "")
         if not token:
@@ -108,6 +112,13 @@ def measure(sut: Sut, work_dir: Path, progress=lambda text: None,
         return _client(address, token, sut, work_dir, progress)
     finally:
         director.close()
+
+
+def _power_dev(sut: Sut, progress) -> SessionOutcome:
+    from tinypower.scale.powerdev import run_power_dev, score_run
+
+    run = run_power_dev(sut.power_dev, sut.workload, sut.name, sut.output, progress)
+    return SessionOutcome(run.folder.name, str(run.folder), score_run(run))
 
 
 def _client(address: tuple[str, int], token: str, sut: Sut, work_dir: Path,

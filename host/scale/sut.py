@@ -25,6 +25,7 @@ from tinypower.scale.workload import (
 )
 
 RANGING_MODES = ("auto", "max", "fixed")
+ENGINES = ("tinypower", "power-dev")
 DEFAULT_PORT = 4950  # the MLPerf power server's port
 TOKEN_ENV = "TINYPOWER_TOKEN"
 SETTLE_S = 10.0  # MLPerf's ANALYZER_SLEEP_SECONDS before Go and before Stop
@@ -90,6 +91,8 @@ class Sut:
     token_env: str = TOKEN_ENV
     output: Path | None = None  # session folders; None: <--runs-dir>/power
     path: Path | None = None
+    engine: str = "tinypower"  # or "power-dev": MLCommons power-dev's server and client run it
+    power_dev: Any = None  # tinypower.scale.powerdev.PowerDevConfig with engine "power-dev"
 
 
 def parse_host_port(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
@@ -117,12 +120,26 @@ def sut_from_dict(data: dict[str, Any], path: Path | None = None) -> Sut:
     where = str(path) if path else "SUT"
     base = path.parent if path else Path.cwd()
     unknown = set(data) - {"name", "description", "workload", "meters", "ranging", "limits",
-                           "director"}
+                           "director", "engine", "power_dev"}
     if unknown:
         raise SutError(f"{where}: unknown section(s) {sorted(unknown)}; see docs/scaling.md")
+    engine = str(data.get("engine", "tinypower"))
+    if engine not in ENGINES:
+        raise SutError(f"{where}: engine must be one of {ENGINES}, not {engine!r}")
+    power_dev = None
+    if engine == "power-dev":
+        from tinypower.scale.powerdev import PowerDevError, config_from_dict
+
+        try:
+            power_dev = config_from_dict(data.get("power_dev", {}), base)
+        except (PowerDevError, TypeError) as exc:
+            raise SutError(f"{where}: {exc}") from None
+    elif "power_dev" in data:
+        raise SutError(f"{where}: [power_dev] needs engine = \"power-dev\"")
     try:
         workload = _workload(data.get("workload", {}), base, where)
-        meters = _meters(data.get("meters", []), where)
+        meters = _meters(data.get("meters", []), where) if engine == "tinypower" \
+            or data.get("meters") else []
         ranging = RangingPolicy(**data.get("ranging", {}))
         limits_data = dict(data.get("limits", {}))
         if "max_skew_ms" in limits_data:
@@ -145,7 +162,7 @@ def sut_from_dict(data: dict[str, Any], path: Path | None = None) -> Sut:
         connect=parse_host_port(director["connect"]) if director.get("connect") else None,
         token_env=director.get("token_env", TOKEN_ENV),
         output=output if output is None or output.is_absolute() else base / output,
-        path=path,
+        path=path, engine=engine, power_dev=power_dev,
     )
 
 

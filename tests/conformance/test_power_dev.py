@@ -1,0 +1,117 @@
+"""MLCommons power-dev (``../shared/oracles/power-dev``, unmodified) against tinypower.
+
+``tinypower measure --sut FILE`` with ``engine = "power-dev"`` runs power-dev's own server and
+client (installed from a copy of the checkout into a temporary venv, as docs/scaling.md tells a
+user to), with tinypower's PTDaemon simulator started by power-dev's server the way it starts
+PTDaemon, and power-dev's checker must pass every check on the session. power-dev sleeps 10 s
+before and after each phase (its ANALYZER_SLEEP_SECONDS; debug mode would shorten that but
+fails the checker), so the session takes about a minute."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from energy_monitor.ptd import parse_sample_line
+from energy_monitor.sim.ptd_sim import CHANNEL_SHARES
+from tinypower.cli import main
+from tinypower.models import resolve_model
+from tinypower.scale.ntp_loopback import LoopbackNtp, NtpError, ntp_answers
+from tinypower.suites.benchmarks import get_suite
+
+ORACLE = Path(__file__).resolve().parents[2] / ".." / "shared" / "oracles" / "power-dev"
+CHECKS = 11  # power-dev compliance/check.py: check_with_description
+WATTS = 100.0
+
+
+def _skip_or_fail(why: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(why)
+    pytest.skip(why)
+
+
+@pytest.fixture(scope="module")
+def power_dev_bin(tmp_path_factory) -> Path:
+    """power_server, power_client and power_check from a copy of the oracle, pip-installed
+    (offline: a wheel built here, then installed into a fresh venv)."""
+    if not (ORACLE / "setup.py").is_file():
+        _skip_or_fail(f"power-dev oracle not found at {ORACLE}")
+    if not ntp_answers():
+        try:
+            probe = LoopbackNtp()
+            probe.start()
+            probe.close()
+        except NtpError as exc:
+            _skip_or_fail(str(exc))
+    tmp = tmp_path_factory.mktemp("power-dev")
+    src = tmp / "src"
+    shutil.copytree(ORACLE, src)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp / "wheel"),
+                    str(src)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp / "venv")],
+                   check=True)
+    [wheel] = (tmp / "wheel").glob("*.whl")
+    subprocess.run([*pip, "--python", str(tmp / "venv" / "bin" / "python"), "install",
+                    "--no-index", "--no-deps", str(wheel)], check=True)
+    return tmp / "venv" / "bin"
+
+
+def _model(tmp: Path) -> Path:
+    model = resolve_model(get_suite("kws01"), None)
+    if model.path is not None:
+        return model.path
+    path = tmp / "kws01.tflite"
+    path.write_bytes(model.data)
+    return path
+
+
+def test_a_power_dev_engine_session_passes_power_check(power_dev_bin, tmp_path, capsys):
+    sut = tmp_path / "sut.toml"
+    sut.write_text(
+        f'name = "edge-box"\nengine = "power-dev"\n'
+        f'[workload]\nmodel = "{_model(tmp_path)}"\nscenario = "SingleStream"\n'
+        f'[power_dev]\nbin = "{power_dev_bin}"\nptd = "simulator"\n'
+        'device_type = 77\nchannel = "1,3"\ninterface_flag = "-y"\n'
+        f'simulator_watts = {WATTS}\nsimulator_sample_period_s = 0.25\n'
+        f'[director]\noutput = "{tmp_path / "runs" / "power"}"\n')
+    code = main(["measure", "--sut", str(sut), "--quick", "--json",
+                 "--runs-dir", str(tmp_path / "runs")])
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    folder = Path(out["folder"])
+    assert code == 0, out  # valid (LoadGen VALID, testing within 5% of ranging)
+
+    # power-dev's checker, run again here on the folder: every check passes.
+    checked = subprocess.run([str(power_dev_bin / "power_check"), str(folder)],
+                             capture_output=True, text=True, check=False)
+    log = checked.stdout + checked.stderr
+    print("power_check", folder, "\n", "\n".join(log.splitlines()[-4:]))
+    assert checked.returncode == 0, log
+    assert log.count("[x] Check") == CHECKS and "[ ] Check" not in log
+    assert "All checks passed" in log
+    assert (folder / "power_check.txt").read_text().count("[x] Check") == CHECKS
+
+    # Scored by tinypower; compliance from MLPerf's constants: a quick run is not compliant,
+    # and the simulator's numbers are labelled simulated.
+    testing = out["phases"]["testing"]["ptd"]
+    assert testing["average_power_w"] == pytest.approx(WATTS)
+    assert testing["measured_as"] == "simulated"
+    failed = {c["name"] for c in out["checks"] if not c["ok"]}
+    assert failed == {"run_length", "measured_as"}
+    assert out["valid"] and not out["compliant"]
+
+    # power-dev labelled our unlabelled RL lines (Mark, Ch1..Ch3): our parser reads its
+    # spl.txt as the simulator's channels and total.
+    sample = parse_sample_line((folder / "run_1" / "spl.txt").read_text().splitlines()[0])
+    assert sample.watts == pytest.approx(WATTS)
+    assert sample.mark.endswith("_testing")
+    assert [c["Watts"] for c in sample.channels] == pytest.approx(
+        [WATTS * s for s in CHANNEL_SHARES])
+    server = json.loads((folder / "power" / "server.json").read_text())
+    assert server["ptd_config"][0]["device_type"] == 77

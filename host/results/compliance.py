@@ -259,7 +259,7 @@ def _director_uncertainty(folder: Path) -> ComplianceCheck:
     (PTDaemon's Uncertainty summary) in ``power/server.json``, instead of a ptd_logs.txt."""
     try:
         server = json.loads((folder / "power" / "server.json").read_text())
-        meters = server["phases"]["testing"]["meters"]
+        meters = (server.get("phase_records") or server["phases"])["testing"]["meters"]
         name, record = next((n, m) for n, m in meters.items() if "uncertainty_max" in m)
         worst = float(record["uncertainty_max"])
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError, StopIteration,

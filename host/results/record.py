@@ -256,7 +256,7 @@ def _power_benchmark(folder: Path) -> str:
     """The model the client's LoadGen ran (``--model`` of its recorded command), by file stem."""
     try:
         client = json.loads((folder / "power" / "client.json").read_text())
-        command = client["phases"]["testing"]["command"]
+        command = (client.get("phase_records") or client["phases"])["testing"]["command"]
         return Path(command[command.index("--model") + 1]).stem
     except (OSError, ValueError, KeyError, TypeError, IndexError):
         return ""
@@ -275,7 +275,7 @@ def record_from_power_session(folder: Path) -> ResultRecord:
     server, results = read_power_session(folder)
     testing = results.get("testing") or {}
     primary = ((server.get("config") or {}).get("meters") or [{}])[0].get("name", "")
-    identity = ((server.get("phases") or {}).get("testing", {}).get("meters", {})
+    identity = ((server.get("phase_records") or {}).get("testing", {}).get("meters", {})
                 .get(primary, {}).get("identity") or {})
     measured_as = str(testing.get("measured_as") or results.get("measured_as")
                       or identity.get("measured_as") or "")

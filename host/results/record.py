@@ -327,7 +327,8 @@ def record_from_power_session(folder: Path) -> ResultRecord:
         alignment_bound_s=results.get("alignment_bound_s"),
         valid=bool(results.get("valid")) and not failed,
         failed_rules=tuple(failed),
-        artifacts_sha256=dict(server.get("results") or file_hashes(folder)),
+        # server.json records sha1, as power-dev does: the record keeps sha256 of the same files
+        artifacts_sha256=file_hashes(folder, sorted(server.get("results") or {}) or None),
         source=str(folder.resolve()),
         recorded_utc=str(server.get("started_utc", "")),
         extras=extras,

@@ -282,14 +282,32 @@ def check_lines(output: str) -> list[tuple[bool, str]]:
 
 
 
+def _uncertainty_max(folder: Path) -> float | None:
+    """The largest per-sample uncertainty PTDaemon's ``Uncertainty`` summary gives in
+    ``run_1/ptd_out.txt`` (``Uncertainty: Uncertainty,<avg>,<min>,<max>,...``; field meanings
+    as :class:`energy_monitor.ptd.PtdSummary` reads them)."""
+    try:
+        text = (folder / "run_1" / "ptd_out.txt").read_text()
+    except OSError:
+        return None
+    worst = None
+    for line in text.splitlines():
+        if line.startswith("Uncertainty: Uncertainty,"):
+            try:
+                value = float(line.split(",")[3])
+            except (IndexError, ValueError):
+                continue
+            worst = value if worst is None else max(worst, value)
+    return worst
+
+
 def score_run(run: PowerDevRun) -> dict[str, Any]:
     """The folder's metrics per phase (the director's scorer, on power-dev's ``spl.txt``) and
     its checks: LoadGen's validity and the ranging check decide validity; power_check's own
     verdicts, MLPerf's fixed run length and a hardware analyzer decide compliance."""
     from tinypower.results.power_logs import PowerLogError
     from tinypower.rules.power import ranging_check
-    from tinypower.scale.director import Check, score_phase
-    from tinypower.scale.workload import RULE_MIN_DURATION_S
+    from tinypower.scale.director import Check, compliance_checks, score_phase
 
     measured_as = "simulated" if run.simulated else "hardware"
     phases: dict[str, Any] = {}
@@ -310,10 +328,8 @@ def score_run(run: PowerDevRun) -> dict[str, Any]:
         if "value" in ranging:
             ok, message = ranging_check(testing["average_power_w"], ranging["average_power_w"])
             checks.append(Check("ranging_power", ok, message))
-        checks.append(Check(
-            "run_length", testing["window_s"] >= RULE_MIN_DURATION_S,
-            f"LoadGen window {testing['window_s']:.1f} s (MLPerf needs at least "
-            f"{RULE_MIN_DURATION_S:.0f} s)", "compliance"))
+        checks += [c for c in compliance_checks(testing, _uncertainty_max(run.folder), True)
+                   if c.name != "measured_as"]
     verdicts = check_lines(run.check_output)
     checks += [Check("power_check", ok, name, "compliance") for ok, name in verdicts if not ok]
     checks.append(Check("power_check", run.check_rc == 0 and bool(verdicts),

@@ -17,7 +17,6 @@ from typing import Any
 from energy_monitor.series_meters import SERIES_METERS
 from tinypower.scale.sync import MAX_SKEW_S
 from tinypower.scale.workload import (
-    RULE_MIN_DURATION_S,
     CommandWorkload,
     LoadGenSpec,
     Workload,
@@ -73,10 +72,18 @@ class RangingPolicy:
 
 @dataclass(frozen=True)
 class Limits:
+    """What makes a run valid here. MLPerf compliance is judged against MLPerf's own fixed
+    constants (``tinypower.scale.director.compliance_checks``), never against these."""
+
     max_skew_s: float = MAX_SKEW_S
-    max_uncertainty: float = 0.01  # per-sample, MLPerf: above 1.00% fails the run
     max_gap_s: float = 2.0  # readings further apart than this are a gap in the window
-    min_duration_s: float = RULE_MIN_DURATION_S  # a shorter window is not rule-compliant
+
+
+RETIRED_LIMITS = {
+    "min_duration_s": "MLPerf's 600 s is fixed; shorten a run with [workload] min_duration_s "
+                      "(it is then not compliant)",
+    "max_uncertainty": "MLPerf's 1% per-sample limit is fixed",
+}
 
 
 @dataclass(frozen=True)
@@ -142,6 +149,10 @@ def sut_from_dict(data: dict[str, Any], path: Path | None = None) -> Sut:
             or data.get("meters") else []
         ranging = RangingPolicy(**data.get("ranging", {}))
         limits_data = dict(data.get("limits", {}))
+        for key, why in RETIRED_LIMITS.items():
+            if key in limits_data:
+                raise SutError(f"{where} [limits] {key}: compliance is not configurable: "
+                               f"{why}; remove the key")
         if "max_skew_ms" in limits_data:
             limits_data["max_skew_s"] = limits_data.pop("max_skew_ms") / 1000.0
         limits = Limits(**limits_data)

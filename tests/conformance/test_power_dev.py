@@ -103,7 +103,7 @@ def test_a_power_dev_engine_session_passes_power_check(power_dev_bin, tmp_path, 
     assert testing["average_power_w"] == pytest.approx(WATTS)
     assert testing["measured_as"] == "simulated"
     failed = {c["name"] for c in out["checks"] if not c["ok"]}
-    assert failed == {"run_length", "measured_as"}
+    assert failed == {"run_length", "sample_rate", "measured_as"}
     assert out["valid"] and not out["compliant"]
 
     # power-dev labelled our unlabelled RL lines (Mark, Ch1..Ch3): our parser reads its

@@ -10,19 +10,24 @@ fails the checker), so the session takes about a minute."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from energy_monitor.ptd import parse_sample_line
-from energy_monitor.sim.ptd_sim import CHANNEL_SHARES
+from energy_monitor.sim.ptd_sim import CHANNEL_SHARES, PtdSimulator
 from tinypower.cli import main
 from tinypower.models import resolve_model
+from tinypower.scale.client import ClientError, DirectorConnection
+from tinypower.scale.director import Director, DirectorConfig
 from tinypower.scale.ntp_loopback import LoopbackNtp, NtpError, ntp_answers
+from tinypower.scale.sut import MeterConfig
 from tinypower.suites.benchmarks import get_suite
 
 ORACLE = Path(__file__).resolve().parents[2] / ".." / "shared" / "oracles" / "power-dev"
@@ -115,3 +120,126 @@ def test_a_power_dev_engine_session_passes_power_check(power_dev_bin, tmp_path, 
         [WATTS * s for s in CHANNEL_SHARES])
     server = json.loads((folder / "power" / "server.json").read_text())
     assert server["ptd_config"][0]["device_type"] == 77
+
+
+# -- tinypower's own director, judged by power-dev's checker ----------------------------------
+
+SOURCES_CHECKS = ("Check client sources checksum", "Check server sources checksum")
+SECRET = "conformance-secret-7d1e94b2"
+
+
+def _verdicts(log: str) -> dict[str, bool]:
+    out = {}
+    for line in log.splitlines():
+        for mark, ok in (("[x] ", True), ("[ ] ", False)):
+            if mark in line:
+                out[line.split(mark, 1)[1].strip()] = ok
+    return out
+
+
+def test_a_director_session_passes_every_check_but_the_sources_checksums(
+        power_dev_bin, tmp_path, capsys):
+    console = tmp_path / "ptd-console.log"  # PTDaemon's console, as `ptd ... > file` keeps it
+    with console.open("a") as log, PtdSimulator(
+            lambda t: WATTS + math.sin(t), sample_period_s=0.25,
+            console=lambda line: (log.write(line + "\n"), log.flush())) as sim:
+        sut = tmp_path / "sut.toml"
+        sut.write_text(
+            f'name = "edge-box"\n[workload]\nmodel = "{_model(tmp_path)}"\n'
+            f'scenario = "SingleStream"\n[[meters]]\nkind = "ptd"\nname = "ptd"\n'
+            f'address = "{sim.address}"\ntimeout_s = 5.0\nconsole_log = "{console}"\n'
+            f'[director]\noutput = "{tmp_path / "runs" / "power"}"\n')
+        code = main(["measure", "--sut", str(sut), "--quick", "--runs-dir",
+                     str(tmp_path / "runs")])
+    assert code == 0, capsys.readouterr()
+    [folder] = [p for p in (tmp_path / "runs" / "power").iterdir() if p.is_dir()]
+    checked = subprocess.run([str(power_dev_bin / "power_check"), str(folder)],
+                             capture_output=True, text=True, check=False)
+    log = checked.stdout + checked.stderr
+    verdicts = _verdicts(log)
+    print("power_check", folder, "\n", "\n".join(f"{'[x]' if ok else '[ ]'} {name}"
+                                                  for name, ok in verdicts.items()))
+    assert len(verdicts) == CHECKS
+    assert {name for name, ok in verdicts.items() if not ok} == set(SOURCES_CHECKS)
+    # and tinypower's own checker says why, plainly
+    capsys.readouterr()
+    assert main(["check", str(folder), "--json"]) == 0
+    [case] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    engine = next(c for c in case["checks"] if c["rule"] == "power.submission_engine")
+    assert engine["verdict"] == "warn"
+    assert engine["evidence"].startswith("not an MLPerf submission engine")
+
+
+# -- protocol mismatch: each side says so in one line, the secret never sent -----------------
+
+@pytest.fixture
+def power_dev_server(power_dev_bin, tmp_path):
+    """power-dev's server on loopback with the PTDaemon simulator behind it."""
+    from tinypower.scale.powerdev import (
+        SERVER_READY,
+        PowerDevConfig,
+        free_port,
+        server_ini,
+        simulator_launcher,
+    )
+
+    ntp = None if ntp_answers() else LoopbackNtp()
+    if ntp is not None:
+        ntp.start()
+    cfg = PowerDevConfig(bin=power_dev_bin)
+    port = free_port()
+    conf = tmp_path / "server.conf"
+    conf.write_text(server_ini(cfg, str(simulator_launcher(tmp_path, cfg)), "127.0.0.1", port,
+                               free_port()))
+    log = tmp_path / "server-console.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen([str(power_dev_bin / "power_server"), "-c", str(conf)],
+                                  stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        while SERVER_READY not in log.read_text(errors="replace"):
+            assert server.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        yield ("127.0.0.1", port), log
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+        if ntp is not None:
+            ntp.close()
+
+
+def test_our_client_meets_power_devs_server(power_dev_server):
+    address, log = power_dev_server
+    with pytest.raises(ClientError) as refused:
+        DirectorConnection(address, SECRET)
+    message = str(refused.value)
+    assert "\n" not in message
+    assert "is MLCommons power-dev's server (mlcommons/power server v3)" in message
+    assert 'engine = "power-dev"' in message and "secret was not sent" in message
+    time.sleep(0.5)
+    text = log.read_text(errors="replace")
+    assert "Handshake failed, expected 'mlcommons/power client v3'" in text
+    assert SECRET not in text
+
+
+def test_power_devs_client_meets_our_director(power_dev_bin, tmp_path):
+    with PtdSimulator(lambda t: WATTS) as sim:
+        director = Director(DirectorConfig(
+            out_dir=tmp_path / "out", meters=[MeterConfig("ptd", sim.address, "ptd")],
+            token=SECRET, listen=("127.0.0.1", 0)))
+        host, port = director.start()
+        try:
+            done = subprocess.run(
+                [str(power_dev_bin / "power_client"), "-a", host, "-p", str(port), "-n",
+                 "127.0.0.1", "-w", "true", "-L", str(tmp_path / "in"), "-o",
+                 str(tmp_path / "out-client")],
+                capture_output=True, text=True, timeout=60, check=False)
+        finally:
+            director.close()
+    log = done.stdout + done.stderr
+    assert done.returncode != 0
+    [line] = [x for x in log.splitlines() if "Handshake failed" in x]
+    assert "got \"tinypower director (tinypower-power/2), not MLCommons power-dev's server" \
+        in line or "got 'tinypower director (tinypower-power/2)" in line
+    assert SECRET not in log
+    assert not list((tmp_path / "out").iterdir())  # no session was opened

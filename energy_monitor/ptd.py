@@ -47,6 +47,9 @@ SAMPLE_PERIOD_MS = 1000  # MLPerf power rules: 1 Hz
 TIME_FORMAT = "%m-%d-%Y %H:%M:%S.%f"
 RL_FORMS = ("RL,*,*", "RL", "DC-RL")
 SIMULATOR_TAG = "tinypowersim"  # in the Identify version of energy_monitor.sim.ptd_sim
+# Go while PTD still measures (the simulator's wording; the issue that found it quotes
+# "measurement already started"; real PTDaemon's exact text is UNVERIFIED)
+STALE_GO = "Error: measurement already started"
 _LAST_N = re.compile(r"^Last (\d+) samples?$")
 _VERSION = re.compile(r"version=(.+?)-")
 _CHANNEL = re.compile(r"^Ch\d+$")
@@ -221,10 +224,13 @@ class Ptd:
     def __init__(
         self, address: str = f"127.0.0.1:{DEFAULT_PORT}", *, measured_as: str = "hardware",
         timeout_s: float = 5.0, poll_interval_s: float = 1.0,
-        on_command: Callable[[str, str], None] | None = None,
+        on_command: Callable[[str, str], None] | None = None, recover_stale: bool = False,
     ) -> None:
         """``on_command(direction, text)`` sees each command (``>``) and one-line reply
-        (``<``), for the session transcript; sample lines go to ``spl.txt`` instead."""
+        (``<``), for the session transcript; sample lines go to ``spl.txt`` instead.
+        ``recover_stale``: when ``Go`` finds a measurement running, stop it and start ours (for
+        the one owner of this PTDaemon, e.g. a director restarted after dying mid-run);
+        otherwise that is an error, as another client may be measuring."""
         self.address = address
         self.host, self.port = parse_address(address)
         self.measured_as = measured_as
@@ -235,6 +241,8 @@ class Ptd:
         self._pending = bytearray()
         self._rl_form: str | None = None
         self._mark = ""
+        self.recover_stale = recover_stale
+        self.recovered_stale = False  # a stale measurement was stopped before ours
         self._run = _Run()
         self._measuring = False
         self._failure: str | None = None
@@ -291,9 +299,22 @@ class Ptd:
         self._mark = mark
         self._spl.close()
         self._spl = RawLog(folder / "spl.txt" if folder else None)
-        self._expect(f"Go,{period_ms},0,{mark}",
-                     lambda r: r.startswith("Starting untimed measurement"),
-                     "stop the measurement another client started, then measure again")
+        go = f"Go,{period_ms},0,{mark}"
+        reply = self._command(go)
+        if reply == STALE_GO and self.recover_stale:
+            # A measurement nobody stops: a director that died mid-run (PTDaemon keeps
+            # measuring). Stop it, drop its unread samples, and start ours.
+            self._expect("Stop", lambda r: r == "Stopping untimed measurement",
+                         "stop PTDaemon's measurement by hand (Stop), then measure again")
+            with self._lock:
+                self._read_log_locked()
+            self.recovered_stale = True
+            reply = self._command(go)
+        if not reply.startswith("Starting untimed measurement"):
+            if reply.startswith("Error"):
+                raise MeterError(f"PTDaemon refused {go!r}: {reply!r}. Fix: stop the "
+                                 "measurement another client started, then measure again")
+            raise MeterError(self._malformed(go, reply, "its documented reply"))
         self._measuring = True
         self._stop_polling.clear()
         self._poller = threading.Thread(target=self._poll_loop, name="ptd-poll", daemon=True)

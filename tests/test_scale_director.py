@@ -12,7 +12,6 @@ import hashlib
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -21,21 +20,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from link_client import RawClient
 
 from energy_monitor.sim.faults import SimFaults
 from energy_monitor.sim.ptd_sim import PtdSimulator
 from tinypower.results.power_logs import score_power_folder
 from tinypower.scale.client import DirectorConnection, run_session
-from tinypower.scale.link import (
-    HANDSHAKE_CLIENT,
-    HANDSHAKE_SERVER,
-    Channel,
-    LinkError,
-    canonical,
-    nonce,
-    proof,
-    session_key,
-)
 from tinypower.scale.workload import LoadGenSpec
 
 MODEL = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "mlperf-tiny" / \
@@ -105,50 +95,11 @@ class DirectorProcess:
 
     def raw(self) -> RawClient:
         host, port = self.address.rsplit(":", 1)
-        return RawClient((host, int(port)))
+        return RawClient((host, int(port)), TOKEN)
 
     def close(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=10)
-
-
-class RawClient:
-    """The protocol by hand, for requests a well-behaved client never sends: the line
-    handshake and challenge-response done here, then each request sealed with the session key
-    (``raw.sock``/``raw.file`` stay open for bytes no client sends)."""
-
-    def __init__(self, address: tuple[str, int]) -> None:
-        self.sock = socket.create_connection(address, timeout=30)
-        self.file = self.sock.makefile("rwb")
-        self.channel: Channel | None = None
-
-    def line(self, data: bytes) -> bytes:
-        self.file.write(data)
-        self.file.flush()
-        return self.file.readline()
-
-    def hello(self, secret: str = TOKEN) -> dict:
-        assert self.line(HANDSHAKE_CLIENT.encode() + b"\n").decode().strip() == HANDSHAKE_SERVER
-        cn = nonce()
-        reply = json.loads(self.line(canonical({"cmd": "hello", "client_nonce": cn}).encode()
-                                     + b"\n"))
-        sn = reply["server_nonce"]
-        self.channel = Channel(session_key(secret, cn, sn), "c", "d")
-        line = self.line(canonical({"cmd": "auth", "proof": proof(secret, "client", cn, sn)})
-                         .encode() + b"\n")
-        try:
-            return self.channel.open(line)
-        except LinkError:
-            return json.loads(line) if line else {"closed": True}
-
-    def send(self, **request: object) -> dict:
-        assert self.channel is not None, "hello first"
-        line = self.line(self.channel.seal(request))
-        return self.channel.open(line) if line else {"closed": True}
-
-    def close(self) -> None:
-        self.file.close()
-        self.sock.close()
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -230,7 +231,8 @@ def run_session(
     new = conn.request("new", label=label)
     session = str(new["session"])
     if not SESSION_NAME.match(session):  # never a path: a director could name "../../x"
-        conn.request("abort", session=session, reason="refused the session name")
+        with contextlib.suppress(ClientError):
+            conn.request("abort", session=session, reason="refused the session name")
         raise ClientError(f"the director named the session {session[:80]!r}, which is no "
                           "session name (YYYY-mm-dd_HH-MM-SS[_label]): refused, nothing written")
     record["session_name"] = session

@@ -38,6 +38,7 @@ import hmac
 import json
 import math
 import os
+import signal
 import socket
 import socketserver
 import sqlite3
@@ -136,6 +137,7 @@ class DirectorConfig:
     store: Path | None = None  # the result store (default: out_dir/results.sqlite)
     idle_timeout_s: float = IDLE_TIMEOUT_S
     phase_timeout_s: float = PHASE_TIMEOUT_S
+    auth_timeout_s: float = PREAUTH_DEADLINE_S
 
 
 # --- sample logs and scoring -----------------------------------------------------------------
@@ -415,7 +417,7 @@ class Director:
                                  "messages": [], "channel": None, "recording": True}
         # slowloris: a connection that has not authenticated by the deadline is cut, however
         # slowly it trickles bytes
-        deadline = threading.Timer(PREAUTH_DEADLINE_S, _shutdown_unless, (sock, state))
+        deadline = threading.Timer(self.config.auth_timeout_s, _shutdown_unless, (sock, state))
         deadline.daemon = True
         deadline.start()
         rfile, wfile = sock.makefile("rb"), sock.makefile("wb")
@@ -1037,6 +1039,10 @@ def _connect(cfg: MeterConfig) -> Any:
     from energy_monitor.series_meters import connect_series_meter
 
     options = {k: v for k, v in cfg.options.items() if k not in DIRECTOR_OPTIONS}
+    if cfg.kind == "ptd":
+        # the director owns its PTDaemon and measures one phase at a time: a measurement
+        # still running is one a dead director left behind
+        options.setdefault("recover_stale", True)
     return connect_series_meter(cfg.kind, cfg.address, **options)
 
 
@@ -1100,6 +1106,10 @@ def main(argv: list[str] | None = None) -> int:
                                                    f"${TOKEN_ENV})")
     p.add_argument("--settle-s", type=float, help="analyzer settling before Go and Stop "
                                                   "(default 10 s, MLPerf's)")
+    p.add_argument("--auth-timeout-s", type=float, default=PREAUTH_DEADLINE_S,
+                   help="time a connection has to authenticate (default %(default)g s)")
+    p.add_argument("--phase-timeout-s", type=float, default=PHASE_TIMEOUT_S,
+                   help="a phase holding the meters longer is aborted (default %(default)g s)")
     args = p.parse_args(argv)
     try:
         config = _config_from_args(args)
@@ -1110,6 +1120,9 @@ def main(argv: list[str] | None = None) -> int:
     host, port = director.address
     print(f"tinypower director listening on {host}:{port}, sessions in {director.out_dir}",
           flush=True)
+    # SIGTERM (a service manager's stop) ends like Ctrl-C: running phases are aborted, which
+    # stops PTDaemon's measurement, instead of leaving it measuring for the next session.
+    signal.signal(signal.SIGTERM, lambda *_: _raise_interrupt())
     try:
         director.serve_forever()
     except KeyboardInterrupt:
@@ -1117,6 +1130,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         director.close()
     return 0
+
+
+def _raise_interrupt() -> None:
+    raise KeyboardInterrupt
 
 
 def _config_from_args(args: argparse.Namespace) -> DirectorConfig:
@@ -1142,6 +1159,7 @@ def _config_from_args(args: argparse.Namespace) -> DirectorConfig:
         meters=meters,
         token=read_token(args.token_file, sut.token_env if sut else TOKEN_ENV),
         listen=listen, ranging=ranging, limits=sut.limits if sut else Limits(),
+        auth_timeout_s=args.auth_timeout_s, phase_timeout_s=args.phase_timeout_s,
     )
 
 

@@ -410,7 +410,7 @@ def summary_text(outcome: SessionOutcome) -> str:
     for c in r.get("checks", []):
         if not c["ok"]:
             lines.append(f"{'invalid' if c['kind'] == 'validity' else 'not compliant'}: "
-                         f"{c['name']}: {c['message']}")
+                         f"{c['name'].replace('_', ' ')}: {c['message']}")
     lines.append("valid" if r.get("valid") else "INVALID")
     return "\n".join(lines)
 

@@ -214,7 +214,8 @@ def print_outcome(outcome: SessionOutcome, notes: list[str]) -> None:
     for c in r.get("checks", []):
         if not c["ok"]:
             label = "[red]invalid:[/]" if c["kind"] == "validity" else "[yellow]not compliant:[/]"
-            out.print(f"{label} {escape(c['name'] + ': ' + c['message'])}", highlight=False)
+            name = c["name"].replace("_", " ")  # "not compliant: run length: ..."
+            out.print(f"{label} {escape(name + ': ' + c['message'])}", highlight=False)
     if outcome.error:
         out.print(f"[bold red]run failed:[/] {escape(outcome.error)}", highlight=False)
     out.print(f"valid: {'[green]yes[/]' if r.get('valid') else '[red]no[/]'}, MLPerf-compliant: "

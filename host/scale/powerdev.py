@@ -36,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,12 +71,11 @@ class PowerDevConfig:
     allow_remote: bool = False  # let the server listen beyond loopback (plain TCP, no auth)
     simulator_watts: float = 100.0
     simulator_sample_period_s: float | None = None  # None: PTD's 1 Hz
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def config_from_dict(data: dict[str, Any], base: Path) -> PowerDevConfig:
     data = dict(data)
-    known = set(PowerDevConfig.__dataclass_fields__) - {"extra"}
+    known = set(PowerDevConfig.__dataclass_fields__)
     unknown = set(data) - known
     if unknown:
         raise PowerDevError(f"[power_dev]: unknown key(s) {sorted(unknown)}; keys: "

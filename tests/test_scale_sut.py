@@ -131,6 +131,8 @@ def test_measure_sut_local_quick(tmp_path, model_cache):
     else:
         assert record["valid"] and not failed
     assert not record["compliant"]
+    run_length = next(c for c in record["checks"] if c["name"] == "run_length")
+    assert run_length["kind"] == "compliance" and not run_length["ok"]  # 600 s, never the SUT's
     assert any("not rule-compliant" in n for n in record["notes"])
     # One store for every session kind: the edge session is indexed in <runs-dir>/results.sqlite
     from tinypower.results.db import query

@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import secrets
+import sqlite3
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -29,7 +30,8 @@ from rich.table import Table
 
 from energy_monitor.meter import MeterError
 from tinypower.preflight import PreflightError, check_sut_meters
-from tinypower.results.db import DEFAULT_DB
+from tinypower.results.db import DEFAULT_DB, StoreError, add_session
+from tinypower.results.record import RecordError
 from tinypower.scale.client import ClientError, DirectorConnection, SessionOutcome, run_session
 from tinypower.scale.director import Director, DirectorConfig, DirectorError
 from tinypower.scale.powerdev import PowerDevError
@@ -79,6 +81,7 @@ def measure_sut(args: argparse.Namespace, err: Console) -> int:
     finally:
         if simulator is not None:
             simulator.close()
+    notes += outcome.notes
     if args.json:
         print(json.dumps({"session": outcome.session, "folder": outcome.folder,
                           "error": outcome.error, "notes": notes, **outcome.results},
@@ -94,7 +97,7 @@ def measure(sut: Sut, work_dir: Path, progress=lambda text: None,
     (indexing the session in ``store``, default its output folder's results.sqlite), or by
     power-dev's own server and client (``engine = "power-dev"``)."""
     if sut.engine == "power-dev":
-        return _power_dev(sut, progress)
+        return _power_dev(sut, progress, store)
     if sut.connect is not None:
         token = os.environ.get(sut.token_env, "")
         if not token:
@@ -114,11 +117,20 @@ def measure(sut: Sut, work_dir: Path, progress=lambda text: None,
         director.close()
 
 
-def _power_dev(sut: Sut, progress) -> SessionOutcome:
+def _power_dev(sut: Sut, progress, store: Path | None = None) -> SessionOutcome:
     from tinypower.scale.powerdev import run_power_dev, score_run
 
     run = run_power_dev(sut.power_dev, sut.workload, sut.name, sut.output, progress)
-    return SessionOutcome(run.folder.name, str(run.folder), score_run(run))
+    results = score_run(run)
+    # results.json beside power-dev's files (its checker ignores files it does not know), and
+    # the session in the output folder's result store, as the director does with its own
+    (run.folder / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    notes = []
+    try:
+        add_session(store or sut.output / DEFAULT_DB.name, run.folder)
+    except (RecordError, StoreError, sqlite3.Error) as exc:
+        notes.append(f"not added to the result store: {exc}")
+    return SessionOutcome(run.folder.name, str(run.folder), results, notes=notes)
 
 
 def _client(address: tuple[str, int], token: str, sut: Sut, work_dir: Path,

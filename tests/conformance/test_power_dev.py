@@ -24,6 +24,8 @@ from energy_monitor.ptd import parse_sample_line
 from energy_monitor.sim.ptd_sim import CHANNEL_SHARES, PtdSimulator
 from tinypower.cli import main
 from tinypower.models import resolve_model
+from tinypower.results.compliance import check_tree
+from tinypower.results.db import query
 from tinypower.scale.client import ClientError, DirectorConnection
 from tinypower.scale.director import Director, DirectorConfig
 from tinypower.scale.ntp_loopback import LoopbackNtp, NtpError, ntp_answers
@@ -90,7 +92,7 @@ def test_a_power_dev_engine_session_passes_power_check(power_dev_bin, tmp_path, 
                  "--runs-dir", str(tmp_path / "runs")])
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     folder = Path(out["folder"])
-    assert code == 0, out  # valid (LoadGen VALID, testing within 5% of ranging)
+    assert code == 0, (out["valid"], out["error"], out["notes"], out["checks"])  # valid
 
     # power-dev's checker, run again here on the folder: every check passes.
     checked = subprocess.run([str(power_dev_bin / "power_check"), str(folder)],
@@ -120,6 +122,16 @@ def test_a_power_dev_engine_session_passes_power_check(power_dev_bin, tmp_path, 
         [WATTS * s for s in CHANNEL_SHARES])
     server = json.loads((folder / "power" / "server.json").read_text())
     assert server["ptd_config"][0]["device_type"] == 77
+
+    # reported as any other session: in the result store, and `tinypower check` agrees
+    [record] = query(folder.parent / "results.sqlite")
+    assert record.value == pytest.approx(testing["value"]) and record.measured_as == "simulated"
+    [case] = check_tree(folder)
+    verdicts = {c.rule: c.verdict for c in case.checks}
+    assert verdicts["power.submission_engine"] == "pass"
+    assert not case.failed, [(c.rule, c.evidence) for c in case.checks if c.verdict == "fail"]
+    assert {c.rule for c in case.not_compliant} == {"power.run_duration", "power.sample_rate",
+                                                   "measured_as"}
 
 
 # -- tinypower's own director, judged by power-dev's checker ----------------------------------

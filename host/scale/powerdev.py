@@ -22,7 +22,8 @@ SUT file, ``tinypower measure --sut FILE`` runs that code, unmodified, as a subm
    runs ``power_check`` on it, and applies MLPerf's fixed compliance constants.
 
 The session folder is power-dev's own (``<out>/<session>/power``, ``ranging``, ``run_1``);
-tinypower adds ``power_check.txt`` (the checker's output) beside it, which the checker ignores.
+tinypower adds ``power_check.txt`` (the checker's output) and ``results.json`` (its scoring),
+files the checker ignores.
 """
 
 from __future__ import annotations

@@ -8,20 +8,24 @@ from an ``spl.txt``-compatible sample log and LoadGen's ``mlperf_log_detail.txt`
 reader and rules (``tinypower.results.power_logs``, ``tinypower.rules.power``) that re-derive
 published results.
 
-Protocol: one JSON object per line over TCP, a reply per request (``{"ok": true, ...}`` or
-``{"ok": false, "error": "..."}``). The first request must be ``hello`` with the shared token;
-then ``time`` and ``skew`` (NTP-style exchange, :mod:`tinypower.scale.sync`), ``new``,
-``start``/``stop`` per phase, ``put`` (the client's LoadGen logs), ``get`` (a file of the
-session), ``abort`` and ``done`` (score and close the session). The director binds to loopback
-unless told otherwise, refuses session names and file paths that leave its output folder, and
-keeps serving other clients whatever one of them sends.
+Protocol (:mod:`tinypower.scale.link`): a handshake line, challenge-response on the shared
+secret (which never travels), then one HMAC-sealed JSON object per line with a sequence
+number, a reply per request (``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``):
+``time`` and ``skew`` (NTP-style exchange, :mod:`tinypower.scale.sync`), ``new``,
+``start``/``stop`` per phase, ``put`` (the client's LoadGen logs and record), ``get`` (a file
+of the session), ``abort`` and ``done`` (score and close the session). The director binds to
+loopback unless told otherwise (beyond it, the secret must be 16 characters or more), limits
+connections, pre-auth line size and time, idle time and phase time, refuses session names and
+file paths that leave its output folder, and keeps serving other clients whatever one sends.
 
-Session folder (MLPerf's layout)::
+Session folder: power-dev's layout and fields (``lib/summary.py``), tinypower's beside them::
 
     <out>/<YYYY-mm-dd_HH-MM-SS_label>/
-      power/server.json  session JSON: config, meters, phases, skew checks, messages,
-                         sha256 of sources and of every output file, status
-      power/client.json  the client's own record (uploaded)
+      power/server.json  power-dev's session JSON (messages, uuid, phases, sha1 results,
+                         ptd_messages, ptd_config, ...) with config, meters (phase_records),
+                         skew checks and status
+      power/client.json  the client's own record (uploaded); client.log, server.log
+      power/ptd_logs.txt PTDaemon's console log (PTD meters with console_log)
       ranging/ run_1/    spl.txt (first meter), spl_<meter>.txt (others), mlperf_log_detail.txt,
                          mlperf_log_summary.txt, meters/<name>/ (each meter's raw readings)
       run_1/ptd_out.txt  PTDaemon's Watts and Uncertainty summaries (PTD meters)
@@ -352,7 +356,7 @@ class Director:
     def __init__(self, config: DirectorConfig) -> None:
         if not config.token:
             raise DirectorError(
-                f"the director needs a shared token: set {TOKEN_ENV} (or --token-file) on the "
+                f"the director needs a shared secret: set {TOKEN_ENV} (or --token-file) on the "
                 "director and on each client"
             )
         if config.listen[0] not in LOOPBACK_HOSTS and len(config.token) < MIN_REMOTE_SECRET:

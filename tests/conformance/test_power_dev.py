@@ -124,7 +124,7 @@ def test_a_power_dev_engine_session_passes_power_check(power_dev_bin, tmp_path, 
     assert server["ptd_config"][0]["device_type"] == 77
 
     # reported as any other session: in the result store, and `tinypower check` agrees
-    [record] = query(folder.parent / "results.sqlite")
+    [record] = query(tmp_path / "runs" / "results.sqlite")  # <--runs-dir>/results.sqlite
     assert record.value == pytest.approx(testing["value"]) and record.measured_as == "simulated"
     [case] = check_tree(folder)
     verdicts = {c.rule: c.verdict for c in case.checks}

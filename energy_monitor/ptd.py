@@ -46,9 +46,14 @@ DEFAULT_PORT = 8888
 SAMPLE_PERIOD_MS = 1000  # MLPerf power rules: 1 Hz
 TIME_FORMAT = "%m-%d-%Y %H:%M:%S.%f"
 RL_FORMS = ("RL,*,*", "RL", "DC-RL")
+SIMULATOR_TAG = "tinypowersim"  # in the Identify version of energy_monitor.sim.ptd_sim
+# Go while PTD still measures (the simulator's wording; the issue that found it quotes
+# "measurement already started"; real PTDaemon's exact text is UNVERIFIED)
+STALE_GO = "Error: measurement already started"
 _LAST_N = re.compile(r"^Last (\d+) samples?$")
 _VERSION = re.compile(r"version=(.+?)-")
 _CHANNEL = re.compile(r"^Ch\d+$")
+_ANALYZER = re.compile(r"^Analyzer\d+$")
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -59,8 +64,10 @@ def parse_address(address: str) -> tuple[str, int]:
 
 @dataclass(frozen=True)
 class PtdSample:
-    """One PTD sample line. V/A/PF are -1 where PTD does not report them (multichannel
-    top level); ``channels`` holds each channel's values then."""
+    """One PTD sample line. ``watts`` is the analyzer's total (on a multichannel analyzer the
+    sum of its channels); V/A/PF are -1 where PTD does not report them (the multichannel top
+    level of v2.1 logs) or averages (later rounds). ``channels`` holds each channel's own
+    values, keyed ``Watts``/``Volts``/``Amps``/``PF``, with ``channel`` its number."""
 
     time_s: float  # UTC epoch seconds
     watts: float
@@ -72,12 +79,15 @@ class PtdSample:
 
     @property
     def max_volts(self) -> float:
-        return max([self.volts, *(c.get("Volts", -1.0) for c in self.channels)])
+        """The largest voltage a range must hold: the channels' own when there are channels
+        (the top level is -1 or an average then), else the top level's."""
+        return max(c.get("Volts", -1.0) for c in self.channels) if self.channels \
+            else self.volts
 
     @property
     def max_amps(self) -> float:
-        return max([self.amps, *(c.get("Amps", -1.0) for c in self.channels)])
-
+        return max(c.get("Amps", -1.0) for c in self.channels) if self.channels \
+            else self.amps
 
 @dataclass(frozen=True)
 class PtdRanges:
@@ -88,6 +98,14 @@ class PtdRanges:
     volt_auto: int
     volt_range: float
     reply: str  # as PTD sent it, to restore and to compare at the end
+
+    def restore_values(self) -> tuple[float | str, float | str]:
+        """(volts, amps) to restore: a fixed range PTD reported (auto 0, range > 0), else
+        ``"auto"`` (power-dev ``_get_initial_range``)."""
+        def one(auto: int, value: float) -> float | str:
+            return value if auto == 0 and value > 0 else "auto"
+
+        return one(self.volt_auto, self.volt_range), one(self.amp_auto, self.amp_range)
 
 
 @dataclass(frozen=True)
@@ -110,39 +128,84 @@ class _Run:
     out_of_order: int = 0
 
 
-def parse_sample_line(line: str) -> PtdSample:
-    """``Time,<UTC>,Watts,x,Volts,x,Amps,x,PF,x,Mark,<mark>[,Ch1,Watts,x,...]``."""
+def label_sample_line(line: str, mark: str = "") -> str:
+    """A sample line as MLPerf's ``spl.txt`` holds it: ``Mark,<mark>`` after the top-level
+    values and ``ChN,`` before each channel's values.
+
+    PTDaemon's ``RL`` reply carries neither: power-dev's server adds them itself
+    (``ptd_client_server/lib/server.py``, ``Session.stop``: it splits each ``RL`` line at
+    ``Watts``, writes ``Mark,<session>_<mode>`` after the first group and ``Ch<j>,`` before the
+    j-th following one), while PTD's own ``-l`` log file and published ``spl.txt`` files have
+    both. A line that already has a label keeps it; a missing Mark becomes ``mark``."""
     fields = line.strip().split(",")
     if len(fields) < 4 or fields[0] != "Time":
         raise ValueError("a sample line starts with Time,<time>")
+    out = fields[:2]
+    has_mark = "Mark" in fields
+    groups = 0  # Watts groups so far: the top level, then one per channel
+    labelled = False  # the next group has its ChN label already
+    k = 2
+    while k < len(fields):
+        key = fields[k]
+        if _ANALYZER.match(key):  # power-dev's merge of several analyzers: keep as it is
+            out += fields[k:]
+            break
+        if (key == "Watts" or _CHANNEL.match(key)) and groups == 1 and not has_mark \
+                and not labelled:
+            out += ["Mark", mark]
+            has_mark = True
+        if _CHANNEL.match(key):
+            out.append(key)
+            labelled = True
+            k += 1
+            continue
+        if key == "Watts":
+            if groups >= 1 and not labelled:
+                out.append(f"Ch{groups}")
+            groups += 1
+            labelled = False
+        if k + 1 >= len(fields):
+            raise ValueError(f"field {key!r} has no value")
+        out += [key, fields[k + 1]]
+        k += 2
+    if not has_mark:
+        out += ["Mark", mark]
+    return ",".join(out)
+
+
+def parse_sample_line(line: str, mark: str = "") -> PtdSample:
+    """``Time,<UTC>,Watts,x,Volts,x,Amps,x,PF,x[,Mark,<mark>][,[ChN,]Watts,x,...]``: with or
+    without the Mark and channel labels (see :func:`label_sample_line`); a line without a Mark
+    gets ``mark``."""
+    fields = label_sample_line(line, mark).split(",")
     try:
         stamp = datetime.strptime(fields[1], TIME_FORMAT).replace(tzinfo=UTC)
     except ValueError:
         raise ValueError(f"bad sample time {fields[1]!r}") from None
     top: dict[str, str] = {}
-    channels: list[dict[str, float]] = []
-    current: dict[str, str] = top
-    channel_values: list[dict[str, str]] = []
+    current = top
+    channels: list[dict[str, str]] = []
     k = 2
     while k < len(fields):
         key = fields[k]
         if _CHANNEL.match(key):
-            current = {}
-            channel_values.append(current)
+            current = {"channel": key[2:]}
+            channels.append(current)
             k += 1
             continue
-        if k + 1 >= len(fields):
-            raise ValueError(f"field {key!r} has no value")
+        if _ANALYZER.match(key):
+            break  # power-dev's merge of several analyzers: each one's own line follows
+        if key in current:
+            raise ValueError(f"field {key!r} twice in one group")
         current[key] = fields[k + 1]
         k += 2
     if "Watts" not in top:
         raise ValueError("no Watts field")
-    for values in channel_values:
-        channels.append({key: _number(value) for key, value in values.items()})
     return PtdSample(
         time_s=stamp.timestamp(), watts=_number(top["Watts"]),
         volts=_number(top.get("Volts", "-1")), amps=_number(top.get("Amps", "-1")),
-        pf=_number(top.get("PF", "-1")), mark=top.get("Mark", ""), channels=tuple(channels),
+        pf=_number(top.get("PF", "-1")), mark=top.get("Mark", mark),
+        channels=tuple({key: _number(value) for key, value in c.items()} for c in channels),
     )
 
 
@@ -161,10 +224,13 @@ class Ptd:
     def __init__(
         self, address: str = f"127.0.0.1:{DEFAULT_PORT}", *, measured_as: str = "hardware",
         timeout_s: float = 5.0, poll_interval_s: float = 1.0,
-        on_command: Callable[[str, str], None] | None = None,
+        on_command: Callable[[str, str], None] | None = None, recover_stale: bool = False,
     ) -> None:
         """``on_command(direction, text)`` sees each command (``>``) and one-line reply
-        (``<``), for the session transcript; sample lines go to ``spl.txt`` instead."""
+        (``<``), for the session transcript; sample lines go to ``spl.txt`` instead.
+        ``recover_stale``: when ``Go`` finds a measurement running, stop it and start ours (for
+        the one owner of this PTDaemon, e.g. a director restarted after dying mid-run);
+        otherwise that is an error, as another client may be measuring."""
         self.address = address
         self.host, self.port = parse_address(address)
         self.measured_as = measured_as
@@ -174,6 +240,9 @@ class Ptd:
         self._lock = threading.Lock()  # one command and its reply at a time
         self._pending = bytearray()
         self._rl_form: str | None = None
+        self._mark = ""
+        self.recover_stale = recover_stale
+        self.recovered_stale = False  # a stale measurement was stopped before ours
         self._run = _Run()
         self._measuring = False
         self._failure: str | None = None
@@ -210,8 +279,11 @@ class Ptd:
         analyzer = fields[-1].split(";")
         serial = analyzer[2] if len(analyzer) >= 3 else "?"
         firmware = analyzer[3] if len(analyzer) >= 4 else "?"
+        # tinypower's PTDaemon simulator names itself in its version; its numbers are
+        # simulated whatever the configuration says.
+        measured_as = "simulated" if SIMULATOR_TAG in reply else self.measured_as
         return MeterIdentity("ptd", f"{fields[0]} (PTDaemon {version.group(1)})", serial,
-                             firmware, self.measured_as)
+                             firmware, measured_as)
 
     def start(self, folder: Path | None = None, *, mark: str = "tinypower",
               period_ms: int = SAMPLE_PERIOD_MS) -> None:
@@ -224,11 +296,25 @@ class Ptd:
             raise MeterError("this PTD measurement is already running: stop it first")
         self._raise_if_failed()
         self._run = _Run()
+        self._mark = mark
         self._spl.close()
         self._spl = RawLog(folder / "spl.txt" if folder else None)
-        self._expect(f"Go,{period_ms},0,{mark}",
-                     lambda r: r.startswith("Starting untimed measurement"),
-                     "stop the measurement another client started, then measure again")
+        go = f"Go,{period_ms},0,{mark}"
+        reply = self._command(go)
+        if reply == STALE_GO and self.recover_stale:
+            # A measurement nobody stops: a director that died mid-run (PTDaemon keeps
+            # measuring). Stop it, drop its unread samples, and start ours.
+            self._expect("Stop", lambda r: r == "Stopping untimed measurement",
+                         "stop PTDaemon's measurement by hand (Stop), then measure again")
+            with self._lock:
+                self._read_log_locked()
+            self.recovered_stale = True
+            reply = self._command(go)
+        if not reply.startswith("Starting untimed measurement"):
+            if reply.startswith("Error"):
+                raise MeterError(f"PTDaemon refused {go!r}: {reply!r}. Fix: stop the "
+                                 "measurement another client started, then measure again")
+            raise MeterError(self._malformed(go, reply, "its documented reply"))
         self._measuring = True
         self._stop_polling.clear()
         self._poller = threading.Thread(target=self._poll_loop, name="ptd-poll", daemon=True)
@@ -291,12 +377,41 @@ class Ptd:
 
     def ranging_maxima(self) -> tuple[float, float]:
         """(max volts, max amps) over the samples: the ranging run's result, from which the
-        testing run's fixed ranges are set (amps x 1.1 under the MLPerf rules)."""
+        testing run's fixed ranges are set (amps x 1.1 under the MLPerf rules). On a
+        multichannel analyzer these are the largest of the channels' own maxima
+        (:meth:`channel_maxima`): one range setting serves every channel, so it must hold the
+        busiest one, and the top level's V/A are -1 or averages there, never a channel's peak
+        (power-dev's ``max_volts_amps_avg_watts`` takes the channels' too)."""
         if not self._run.samples:
             raise MeterError("no PTD samples to take the ranging maxima from: run the "
                              "ranging measurement first")
         return (max(s.max_volts for s in self._run.samples),
                 max(s.max_amps for s in self._run.samples))
+
+    def channel_maxima(self) -> dict[int, tuple[float, float]]:
+        """Channel number -> (max volts, max amps) over the samples (empty on a
+        single-channel analyzer)."""
+        maxima: dict[int, tuple[float, float]] = {}
+        for sample in self._run.samples:
+            for c in sample.channels:
+                n = int(c["channel"])
+                v, a = maxima.get(n, (-1.0, -1.0))
+                maxima[n] = (max(v, c.get("Volts", -1.0)), max(a, c.get("Amps", -1.0)))
+        return maxima
+
+    def channel_series(self, channel: int) -> PowerSeries:
+        """One channel's own power (the total is :meth:`series`)."""
+        t, w = [], []
+        for sample in self._run.samples:
+            for c in sample.channels:
+                if int(c["channel"]) == channel and math.isfinite(c.get("Watts", math.nan)):
+                    t.append(sample.time_s)
+                    w.append(c["Watts"])
+        if not t:
+            raise MeterError(f"PTD channel {channel} has no samples: the analyzer's channels "
+                             f"are {sorted(self.channel_maxima()) or 'none (single-channel)'}")
+        return PowerSeries(np.array(t), np.array(w),
+                           source=f"ptd {self.host}:{self.port} Ch{channel}")
 
     # -- ranges and summaries -------------------------------------------------------------
 
@@ -312,6 +427,14 @@ class Ptd:
             raise MeterError(self._malformed(
                 "RR", reply, "Ranges,<AmpAuto>,<AmpRange>,<VoltAuto>,<VoltRange>"
             )) from None
+
+    def restore_ranges(self, initial: PtdRanges) -> None:
+        """Set the ranges ``RR`` read before the session, as power-dev's server does at the
+        end (``Ptd.terminate``: the range when auto-ranging was off and the range known,
+        else Auto); its checker then finds ``SR,V,<initial>`` and ``SR,A,<initial>``."""
+        volts, amps = initial.restore_values()
+        self.set_voltage_range(volts)
+        self.set_current_range(amps)
 
     def set_voltage_range(self, volts: float | str) -> None:
         """``SR,V,<volts>`` or ``SR,V,Auto`` (pass ``"auto"``)."""
@@ -369,11 +492,13 @@ class Ptd:
         with self._lock:
             lines = self._read_log_locked()
         for line in lines:
-            self._spl.write(line.encode("latin-1") + b"\n")
             try:
-                sample = parse_sample_line(line)
+                labelled = label_sample_line(line, self._mark)
+                sample = parse_sample_line(labelled)
             except ValueError as exc:
+                self._spl.write(line.encode("latin-1") + b"\n")
                 raise MeterError(self._malformed("RL", line, f"a sample line ({exc})")) from None
+            self._spl.write(labelled.encode("latin-1") + b"\n")
             run = self._run
             if not math.isfinite(sample.watts):
                 run.invalid_samples += 1

@@ -35,21 +35,38 @@ def verdicts(folder: Path, **kwargs) -> dict[str, tuple[str, str]]:
     return {c.rule: (c.verdict, c.evidence) for c in case.checks}
 
 
-def test_quick_session_passes_check_with_the_600_s_rule_as_a_warning(power_session,
-                                                                     capsys) -> None:
+def test_quick_session_passes_check_and_is_not_compliant(power_session, capsys) -> None:
     assert main(["check", str(power_session), "--json"]) == 0
     [case] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     got = {c["rule"]: (c["verdict"], c["evidence"]) for c in case["checks"]}
-    assert case["kind"] == "power" and not case["failed"]
+    assert case["kind"] == "power" and not case["failed"] and not case["compliant"]
     window_s = stored(power_session)["window_s"]
-    assert got["power.run_duration"][0] == "pass"
-    assert "declares it was configured for" in got["power.run_duration"][1]
-    assert got["power.mlperf_run_duration"] == (
-        "warn", f"not MLPerf-compliant: run lasted {window_s:.1f} s, MLPerf requires 600 s")
+    assert got["power.run_duration"] == (
+        "warn", f"not compliant: run length: testing window {window_s:.1f} s, MLPerf requires "
+                "600 s")
+    assert got["power.sample_rate"][0] == "warn"  # the quick run samples at 4 Hz
+    assert got["power.submission_engine"][0] == "warn"
+    assert "not an MLPerf submission engine" in got["power.submission_engine"][1]
     for rule in ("power.loadgen_valid", "power.ranging_vs_testing", "power.uncertainty",
                  "power.clock_skew", "power.window_in_phases", "power.checksums", "rescore"):
         assert got[rule][0] == "pass", (rule, got[rule])
     assert got["measured_as"][0] == "warn"  # the PTDaemon simulator: simulated numbers
+
+
+def test_check_and_the_director_agree_on_compliance(power_session) -> None:
+    """The same folder, the same verdict: the director's failed compliance checks are the
+    rules `tinypower check` finds not compliant, and both say the run is not compliant."""
+    results = json.loads((power_session / "results.json").read_text())
+    director = {c["name"] for c in results["checks"]
+                if c["kind"] == "compliance" and not c["ok"]}
+    [case] = check_tree(power_session)
+    same_rule = {"run_length": "power.run_duration", "uncertainty": "power.uncertainty",
+                 "sample_rate": "power.sample_rate", "measured_as": "measured_as",
+                 "submission_engine": "power.submission_engine"}
+    assert {same_rule[n] for n in director} == {c.rule for c in case.not_compliant}
+    assert director == {"run_length", "sample_rate", "measured_as", "submission_engine"}
+    assert results["valid"] and not case.failed
+    assert results["compliant"] is case.to_json()["compliant"] is False
 
 
 def _claim_compliant(folder: Path) -> None:
@@ -57,10 +74,10 @@ def _claim_compliant(folder: Path) -> None:
     recorded sha256, so that only the run length can fail."""
     results = json.loads((folder / "results.json").read_text())
     results["compliant"] = True
-    results["checks"] = [c for c in results["checks"] if c["name"] != "run_length"]
+    results["checks"] = [c for c in results["checks"] if c["kind"] != "compliance"]
     (folder / "results.json").write_text(json.dumps(results))
     server = json.loads((folder / "power" / "server.json").read_text())
-    server["results"]["results.json"] = hashlib.sha256(
+    server["results"]["results.json"] = hashlib.sha1(
         (folder / "results.json").read_bytes()).hexdigest()
     (folder / "power" / "server.json").write_text(json.dumps(server))
 
@@ -71,8 +88,8 @@ def test_a_short_run_claiming_compliance_fails_the_600_s_rule(power_session, tmp
     _claim_compliant(copy)
     got = verdicts(copy)
     assert got["power.run_duration"][0] == "fail"
-    assert "at least 600 s" in got["power.run_duration"][1]
-    assert "power.mlperf_run_duration" not in got
+    assert "MLPerf requires 600 s (and the session claims compliance)" in \
+        got["power.run_duration"][1]
     assert [r for r, (v, _) in got.items() if v == "fail"] == ["power.run_duration"]
     assert main(["check", str(copy)]) == 1
     assert "power.run_duration" in capsys.readouterr().out

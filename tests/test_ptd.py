@@ -10,11 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from energy_monitor.meter import MeterError
-from energy_monitor.ptd import Ptd, parse_sample_line
+from energy_monitor.ptd import Ptd, label_sample_line, parse_sample_line
 from energy_monitor.sim.faults import SimFaults
 from energy_monitor.sim.ptd_sim import (
+    CHANNEL_PF,
+    CHANNEL_SHARES,
     PtdSimulator,
     cpu_utilisation_power,
     ptd_time_text,
@@ -279,3 +283,95 @@ def test_start_ptd_simulator_with_the_cpu_utilisation_model(tmp_path: Path) -> N
     assert set(series.power_w) == {10.0}
     with pytest.raises(RuntimeError, match="Linux only"):
         cpu_utilisation_power(stat_path=tmp_path / "missing")
+
+
+# -- multichannel analyzers -------------------------------------------------------------------
+
+# An RL line as PTDaemon sends it (no Mark, no channel labels: power-dev's server adds both),
+# a total and three channels: the numbers of the issue that found the bug.
+RAW_MULTI = ("Time,08-03-2022 01:13:28.797,Watts,272.930000,Volts,-1.000000,Amps,-1.000000,"
+             "PF,-1.000000,Watts,90.900000,Volts,118.650000,Amps,0.858500,PF,0.868700,"
+             "Watts,91.000000,Volts,121.050000,Amps,0.958800,PF,0.712300,"
+             "Watts,91.030000,Volts,120.000000,Amps,1.200000,PF,0.700000")
+
+
+def test_unlabelled_multichannel_lines_keep_the_total_apart_from_the_channels() -> None:
+    sample = parse_sample_line(RAW_MULTI, "s_testing")
+    assert sample.watts == 272.93  # not the last channel's 91.03
+    assert sample.mark == "s_testing"
+    assert [c["channel"] for c in sample.channels] == [1, 2, 3]
+    assert [c["Watts"] for c in sample.channels] == [90.9, 91.0, 91.03]
+    # ranges come from the channels (the top level's V/A are -1), the busiest one
+    assert (sample.max_volts, sample.max_amps) == (121.05, 1.2)
+    # labelled the way power-dev's server writes spl.txt
+    labelled = label_sample_line(RAW_MULTI, "s_testing")
+    assert ",PF,-1.000000,Mark,s_testing,Ch1,Watts,90.900000," in labelled
+    assert ",Ch2,Watts,91.000000," in labelled and ",Ch3,Watts,91.030000," in labelled
+    assert parse_sample_line(labelled) == sample
+    single = "Time,08-03-2022 01:13:28.797,Watts,22.97,Volts,227.37,Amps,0.20434,PF,0.4944"
+    assert label_sample_line(single, "m") == single + ",Mark,m"
+
+
+def _line(total: float, channels: list[tuple[float, float, float, float]]) -> str:
+    text = f"Time,01-22-2021 15:05:14.313,Watts,{total},Volts,-1,Amps,-1,PF,-1"
+    return text + "".join(f",Watts,{w},Volts,{v},Amps,{a},PF,{pf}" for w, v, a, pf in channels)
+
+
+_value = st.floats(min_value=0, max_value=1e4, allow_nan=False).map(lambda x: round(x, 6))
+
+
+@given(total=_value, channels=st.lists(st.tuples(_value, _value, _value, _value), max_size=4),
+       mark=st.from_regex(r"[A-Za-z0-9_-]{0,20}", fullmatch=True),
+       labels=st.booleans())
+def test_labelled_and_unlabelled_lines_read_the_same(total, channels, mark, labels) -> None:
+    raw = _line(total, channels)
+    labelled = label_sample_line(raw, mark)
+    assert label_sample_line(labelled, "other") == labelled  # labels are kept, not doubled
+    a, b = parse_sample_line(raw, mark), parse_sample_line(labelled if labels else raw, mark)
+    assert a == b
+    assert a.watts == total and a.mark == mark
+    assert [(c["Watts"], c["Volts"], c["Amps"], c["PF"]) for c in a.channels] == channels
+    assert [c["channel"] for c in a.channels] == list(range(1, len(channels) + 1))
+
+
+def test_the_multichannel_simulator_is_scored_right(tmp_path: Path) -> None:
+    with PtdSimulator(wave_w, channel_mode="multichannel", sample_period_s=PERIOD_S) as sim:
+        meter, series = measure(sim, 1.0, tmp_path)
+        truth_w = np.array([w for _, w in sim.readings])
+    # The total is the sum of the three channels, sample by sample, never one channel.
+    np.testing.assert_allclose(series.power_w, truth_w, atol=1e-6)
+    for n, share in enumerate(CHANNEL_SHARES, start=1):
+        np.testing.assert_allclose(meter.channel_series(n).power_w, truth_w * share, atol=1e-5)
+    with pytest.raises(MeterError, match="channel 4 has no samples"):
+        meter.channel_series(4)
+    # Ranging per channel: each channel's own peak current; the range holds the busiest.
+    maxima = meter.channel_maxima()
+    peak = truth_w.max()
+    for n, (share, pf) in enumerate(zip(CHANNEL_SHARES, CHANNEL_PF, strict=True), start=1):
+        assert maxima[n] == (pytest.approx(230.0), pytest.approx(peak * share / (230 * pf),
+                                                                 rel=1e-4))
+    assert meter.ranging_maxima()[1] == pytest.approx(max(a for _, a in maxima.values()))
+    # spl.txt is labelled as power-dev writes it: Mark after the total, Ch1..Ch3.
+    first = (tmp_path / "spl.txt").read_text().splitlines()[0]
+    assert ",PF,-1.000000,Mark,2025-01-01_00-00-00_testing,Ch1,Watts," in first
+    assert ",Ch2,Watts," in first and ",Ch3,Watts," in first
+    # RL from the simulator is PTDaemon's: no Mark, no labels.
+    assert meter.samples[0].mark == "2025-01-01_00-00-00_testing"
+
+
+def test_rr_is_read_and_the_initial_ranges_restored() -> None:
+    with PtdSimulator(lambda t: 50.0, sample_period_s=PERIOD_S) as sim:
+        sim.current_range.auto, sim.current_range.value = False, 5.0  # the bench's own range
+        meter = Ptd(sim.address, poll_interval_s=0.1)
+        try:
+            initial = meter.read_ranges()
+            assert initial.restore_values() == ("auto", 5.0)
+            meter.set_voltage_range(150.0)
+            meter.set_current_range(0.5)
+            meter.restore_ranges(initial)
+            assert meter.identify().measured_as == "simulated"  # the simulator says so
+        finally:
+            meter.close()
+    assert sim.commands[-3:-1] == ["SR,V,Auto", "SR,A,5.000000"]
+    assert (sim.current_range.auto, sim.current_range.value) == (False, 5.0)
+    assert sim.voltage_range.auto

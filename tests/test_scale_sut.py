@@ -38,7 +38,13 @@ def test_every_meter_kind_has_a_commented_example(model_cache):
     kinds = {}
     for path in sorted((ROOT / "suts").glob("*.toml")):
         assert path.read_text().lstrip().startswith("#"), f"{path} needs a comment header"
-        kinds[tomllib.loads(path.read_text())["meters"][0]["kind"]] = path
+        data = tomllib.loads(path.read_text())
+        if data.get("engine") == "power-dev":  # power-dev's server owns PTDaemon: no meters
+            sut = load_sut(path)
+            assert sut.meters == [] and sut.power_dev.ptd == "simulator"
+            assert sut.power_dev.listen.startswith("127.0.0.1:")
+            continue
+        kinds[data["meters"][0]["kind"]] = path
     assert set(kinds) == {"ptd", "yokogawa", "snmp_pdu", "redfish", "ipmi", "nvml", "rapl"}
     assert set(kinds) == set(SERIES_METERS)  # every registered driver has its example
     for kind, path in kinds.items():
@@ -76,6 +82,17 @@ def test_every_meter_kind_has_a_commented_example(model_cache):
     ("[workload]\ncommand = ['true']\n[[meters]]\nkind='wattmeter'\n",
      "no driver for meter kind 'wattmeter'"),
     ("[workload\n", "not valid TOML"),
+    ("[workload]\ncommand = ['true']\n[[meters]]\nkind='ptd'\n[limits]\nmin_duration_s=2\n",
+     "[limits] min_duration_s: compliance is not configurable"),
+    ("[workload]\ncommand = ['true']\n[[meters]]\nkind='ptd'\n[limits]\nmax_uncertainty=0.5\n",
+     "[limits] max_uncertainty: compliance is not configurable"),
+    ("[workload]\ncommand = ['true']\n[[meters]]\nkind='ptd'\n[power_dev]\nptd='simulator'\n",
+     '[power_dev] needs engine = "power-dev"'),
+    ("engine = 'power-dev'\n[workload]\ncommand = ['true']\n[power_dev]\n"
+     "listen = '0.0.0.0:4950'\n", "plain TCP without authentication: set allow_remote"),
+    ("engine = 'power-dev'\n[workload]\ncommand = ['true']\n[power_dev]\nptdd = 'x'\n",
+     "[power_dev]: unknown key"),
+    ("engine = 'power'\n[workload]\ncommand = ['true']\n", "engine must be one of"),
 ])
 def test_bad_sut_files_name_the_problem(tmp_path, text, message):
     path = tmp_path / "sut.toml"
@@ -114,6 +131,8 @@ def test_measure_sut_local_quick(tmp_path, model_cache):
     else:
         assert record["valid"] and not failed
     assert not record["compliant"]
+    run_length = next(c for c in record["checks"] if c["name"] == "run_length")
+    assert run_length["kind"] == "compliance" and not run_length["ok"]  # 600 s, never the SUT's
     assert any("not rule-compliant" in n for n in record["notes"])
     # One store for every session kind: the edge session is indexed in <runs-dir>/results.sqlite
     from tinypower.results.db import query

@@ -16,11 +16,24 @@ over its update interval, which matters only for loads that change within one pe
 ``readings`` keeps every (time, watts) the simulator logged: the ground truth.
 
 Channel modes, for the driver's ``RL`` fallbacks: ``single`` (a WT310E: ``RL,*,*`` answers
-``Invalid number of parameters``, plain ``RL`` works), ``multichannel`` (a WT333E: ``RL,*,*``
-works; the top-level Watts is the channels' sum and top-level V/A/PF are -1, per channel values
-follow as ``Ch1,Watts,..``), ``dc`` (``RL,*,*`` and ``RL`` are ``Unknown command``; ``DC-RL``
-works). Faults (:class:`~energy_monitor.sim.faults.SimFaults`, counted in samples logged since
-``Go``): ``stall_after`` stops answering any command (the socket stays open),
+``Invalid number of parameters``, plain ``RL`` works), ``multichannel`` (a WT333E with three
+channels loaded unequally, :data:`CHANNEL_SHARES`: ``RL,*,*`` works; the top-level Watts is the
+channels' sum and top-level V/A/PF are -1, as in the published v2.1 logs, and each channel's
+Watts/Volts/Amps/PF follow), ``dc`` (``RL,*,*`` and ``RL`` are ``Unknown command``; ``DC-RL``
+works).
+
+``RL`` sample lines carry no ``Mark`` and no ``ChN`` labels: power-dev's server adds both to
+what ``RL`` returns (``ptd_client_server/lib/server.py``, ``Session.stop``, "parse telnet log
+and reformat it in log that is same as ptd.log"), so PTDaemon does not send them. PTD's own
+log file (``-l FILE``, read by power-dev's ``max_volts_amps_avg_watts``, whose parser expects
+``Mark`` then ``ChN,Watts,...`` groups) has both; ``log_file`` writes that file. ``console``
+gets PTDaemon's console log lines (``MM-DD-YYYY HH:MM:SS.mmm: text``, UTC as power-dev runs PTD
+with ``TZ=UTC``), the lines power-dev's server saves as ``ptd_logs.txt`` and its checker reads
+(``Uncertainty checking for ... is activated``, ``Go with mark '...'``, ``Completed test``),
+worded as in the published v2.1 ``ptd_logs.txt``.
+
+Faults (:class:`~energy_monitor.sim.faults.SimFaults`, counted in samples logged since ``Go``):
+``stall_after`` stops answering any command (the socket stays open),
 ``unplug_after`` closes the client's socket on its next command, ``garble_at`` answers the next
 command with bytes that are no PTD reply.
 """
@@ -49,6 +62,15 @@ READING_ACCURACY = 0.001
 RANGE_ACCURACY = 0.001
 AUTO_CURRENT_RANGES_A = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0)
 AUTO_VOLTAGE_RANGES_V = (15.0, 30.0, 60.0, 150.0, 300.0, 600.0)
+# The multichannel analyzer's three loaded channels: share of the load and power factor each
+# (unequal, so a driver that reads one channel as the total, or ranges from the last channel,
+# gets a visibly wrong number).
+CHANNEL_SHARES = (0.5, 0.3, 0.2)
+CHANNEL_PF = (0.95, 0.8, 0.6)
+SIM_VERSION = "1.11.1-tinypowersim-20250101"  # "tinypowersim": drivers label it simulated
+MODELS = {"single": ("YokogawaWT310", "WT310E"),
+          "multichannel": ("YokogawaWT330_multichannel", "WT333E"),
+          "dc": ("YokogawaWT310_DC", "WT310E")}
 
 
 def ptd_time_text(t: float) -> str:
@@ -83,9 +105,11 @@ class PtdSimulator:
         sample_period_s: float | None = None, supply_v: float = SUPPLY_V,
         power_factor: float = POWER_FACTOR, faults: SimFaults | None = None,
         clock: Callable[[], float] = time.time, port: int = 0,
+        log_file: Path | None = None, console: Callable[[str], None] | None = None,
     ) -> None:
         """``sample_period_s`` overrides the period ``Go`` asks for (tests run faster than
-        1 Hz); ``clock`` gives UTC epoch seconds."""
+        1 Hz); ``clock`` gives UTC epoch seconds; ``log_file`` and ``console`` as PTD's
+        ``-l`` file and console (see the module docstring)."""
         if channel_mode not in CHANNEL_MODES:
             raise ValueError(f"channel_mode must be one of {CHANNEL_MODES}, not {channel_mode!r}")
         self.power_fn = power_fn
@@ -106,13 +130,24 @@ class PtdSimulator:
         self._lock = threading.Lock()
         self._sampler: threading.Thread | None = None
         self._stop_sampler = threading.Event()
+        self.log_file = log_file
+        self._console = console
         self._server = TcpLineServer(self._answer, "ptd-sim", port)
 
     # -- plumbing -------------------------------------------------------------------------
 
     def start(self) -> tuple[str, int]:
         self.host, self.port = self._server.start()
+        model = MODELS[self.channel_mode][0]
+        self._log(f"Uncertainty checking for {model} is activated")
+        self._log(f"Connected to {model} successfully")
+        self._log(f"Establishing the listener on port {self.port}...")
+        self._log("Waiting for a connection...")
         return self.host, self.port
+
+    def _log(self, text: str) -> None:
+        if self._console is not None:
+            self._console(f"{ptd_time_text(self.clock())}: {text}")
 
     @property
     def address(self) -> str:
@@ -160,11 +195,19 @@ class PtdSimulator:
             if self.readings and t <= self.readings[-1][0]:
                 return  # two ticks within one millisecond: keep the first
             amps = watts / (self.supply_v * self.power_factor)
+            channels = self._channels(watts)
             m.watts.append(watts)
-            m.uncertainty.append(self._uncertainty(watts, amps))
+            m.uncertainty.append(max(self._uncertainty(w, a) for w, _, a, _ in channels)
+                                 if channels else self._uncertainty(watts, amps))
             self.readings.append((t, watts))
             self._samples_since_go += 1
-            self._unread.append(self._sample_line(t, watts, amps, m.mark))
+            line = self._sample_line(t, watts, amps, channels)
+            self._unread.append(line)
+            if self.log_file is not None:
+                from energy_monitor.ptd import label_sample_line
+
+                with self.log_file.open("a") as f:
+                    f.write(label_sample_line(line, m.mark) + "\n")
 
     def _uncertainty(self, watts: float, amps: float) -> float:
         """Relative uncertainty of one reading: accuracy of reading plus of the range."""
@@ -175,17 +218,23 @@ class PtdSimulator:
         range_w = a_range * v_range
         return READING_ACCURACY + RANGE_ACCURACY * range_w / watts if watts > 0 else math.inf
 
-    def _sample_line(self, t: float, watts: float, amps: float, mark: str) -> str:
-        stamp = ptd_time_text(t)
-        pf = self.power_factor
+    def _channels(self, watts: float) -> list[tuple[float, float, float, float]]:
+        """(W, V, A, PF) of each channel of a multichannel analyzer; none otherwise."""
         if self.channel_mode != "multichannel":
+            return []
+        return [(watts * share, self.supply_v, watts * share / (self.supply_v * pf), pf)
+                for share, pf in zip(CHANNEL_SHARES, CHANNEL_PF, strict=True)]
+
+    def _sample_line(self, t: float, watts: float, amps: float,
+                     channels: list[tuple[float, float, float, float]]) -> str:
+        """A sample as ``RL`` returns it: no Mark, no channel labels (module docstring)."""
+        stamp = ptd_time_text(t)
+        if not channels:
             return (f"Time,{stamp},Watts,{watts:.6f},Volts,{self.supply_v:.6f},"
-                    f"Amps,{amps:.6f},PF,{pf:.6f},Mark,{mark}")
-        half_w, half_a = watts / 2, amps / 2
-        channel = (f"Watts,{half_w:.6f},Volts,{self.supply_v:.6f},Amps,{half_a:.6f},"
-                   f"PF,{pf:.6f}")
+                    f"Amps,{amps:.6f},PF,{self.power_factor:.6f}")
         return (f"Time,{stamp},Watts,{watts:.6f},Volts,-1.000000,Amps,-1.000000,PF,-1.000000,"
-                f"Mark,{mark},Ch1,{channel},Ch2,{channel}")
+                + ",".join(f"Watts,{w:.6f},Volts,{v:.6f},Amps,{a:.6f},PF,{pf:.6f}"
+                           for w, v, a, pf in channels))
 
     # -- the protocol ---------------------------------------------------------------------
 
@@ -201,7 +250,14 @@ class PtdSimulator:
         if f.garble_at is not None and done >= f.garble_at and not self._garbled:
             self._garbled = True
             return b"\xff\xfe#?garbled\x00\n"
-        return self._reply(line.strip()) + "\n"
+        reply = self._reply(line.strip())
+        # PTD logs every reply it sends as "Response to client sent: <reply>" (published v2.1
+        # ptd_logs.txt). An RL reply is logged whole, its sample lines included: the published
+        # logs predate power-dev's use of RL, so that part is our reading. It matters to
+        # power-dev, whose server copies PTD's console log into ptd_logs.txt while PTD still
+        # runs, through a buffered file: only what has been flushed gets there.
+        self._log(f"Response to client sent: {reply}")
+        return reply + "\n"
 
     def _reply(self, line: str) -> str:
         fields = line.split(",")
@@ -209,11 +265,10 @@ class PtdSimulator:
         if line == "Hello":
             return "Hello, PTDaemon here!"
         if line == "Identify":
-            model = {"single": "YokogawaWT310", "multichannel": "YokogawaWT330_multichannel",
-                     "dc": "YokogawaWT310_DC"}[self.channel_mode]
-            return (f"{model},1000,1,1,1,1,0,0,1,version=1.11.1-tinypowersim-20250101,"
+            model, analyzer = MODELS[self.channel_mode]
+            return (f"{model},1000,1,1,1,1,0,0,1,version={SIM_VERSION},"
                     "OS=Linux,mode=power,1,1,2,0,0,no_cal_date,"
-                    "YOKOGAWA;WT310E;TINYPOWERSIM0001;F1.00")
+                    f"YOKOGAWA;{analyzer};TINYPOWERSIM0001;F1.00")
         if line == "RR":
             amp_auto, amp = self.current_range.text()
             volt_auto, volt = self.voltage_range.text()
@@ -229,6 +284,7 @@ class PtdSimulator:
                     return "Error: no measurement to stop"
                 m.running = False
             self._stop_sampling()
+            self._log_completed(m)
             return "Stopping untimed measurement"
         if cmd in ("RL", "DC-RL"):
             return self._read_log(line)
@@ -238,12 +294,22 @@ class PtdSimulator:
             return self._summary("Uncertainty", lambda m: m.uncertainty)
         return "Unknown command"
 
+    def _log_completed(self, m: _Measurement) -> None:
+        finite = [w for w in m.watts if math.isfinite(w)]
+        self._log("Completed test")
+        if finite:
+            self._log(f"Avg watts {sum(finite) / len(finite):.6f}, min watts {min(finite):.6f}, "
+                      f"max watts {max(finite):.6f}, samples {len(m.watts)}, errors "
+                      f"{len(m.watts) - len(finite)}, valid {len(finite)}")
+
     def _set_range(self, fields: list[str]) -> str:
         if len(fields) != 3 or fields[1] not in ("V", "A"):
             return "Invalid number of parameters"
         target = self.voltage_range if fields[1] == "V" else self.current_range
+        name = "Volt" if fields[1] == "V" else "Amp"
         if fields[2].lower() == "auto":
             target.auto, target.value = True, -1.0
+            self._log(f"{name} range set to Auto")
         else:
             try:
                 value = float(fields[2])
@@ -252,6 +318,7 @@ class PtdSimulator:
             if not value > 0:
                 return f"Error: invalid range value {fields[2]}"
             target.auto, target.value = False, value
+            self._log(f"{name} range set to {value:.6f}{fields[1]}")
         return f"Range {fields[1]} changed"
 
     def _go(self, fields: list[str]) -> str:
@@ -267,6 +334,7 @@ class PtdSimulator:
             period_s = self.sample_period_s or period_ms / 1000.0
             self._measurement = _Measurement(fields[3] if len(fields) == 4 else "", period_s)
             self._samples_since_go = 0
+        self._log(f"Go with mark {self._measurement.mark!r}")
         self._start_sampling(period_s)
         return (f"Starting untimed measurement, maximum {MAX_SAMPLES} samples at "
                 f"{period_ms}ms with {rampup} rampup samples")
@@ -344,3 +412,73 @@ def start_ptd_simulator(
     sim = PtdSimulator(power_fn, **options)  # type: ignore[arg-type]
     host, port = sim.start()
     return host, port, sim.close
+
+
+# -- PTDaemon's command line ------------------------------------------------------------------
+
+# Device types (PTD's ``deviceType``) and what this simulator makes of them; the numbers are the
+# ones power-dev's checker knows (``compliance/check.py`` SUPPORTED_MODEL).
+DEVICE_MODES = {8: "single", 35: "single", 48: "multichannel", 49: "single", 52: "single",
+                77: "multichannel", 508: "dc", 549: "dc", 586: "dc"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the simulator as PTDaemon is run: ``ptd -l <logfile> -p <port> [-b board]
+    [-c channel] [dcFlag] [-n|-g|-y|-U] <deviceType> <devicePort>`` (power-dev's
+    ``ServerConfig`` builds this command line; ``shared/reference/mlperf-power.md`` §1), with
+    ``TZ=UTC``; the console log goes to stdout, which power-dev's server saves as
+    ``ptd_logs.txt``. Options before PTD's say what the simulated analyzer reads:
+    ``--watts W`` (a constant load), ``--cpu IDLE,BUSY`` (this machine's CPU utilisation) and
+    ``--sample-period-s`` (faster than 1 Hz for tests). Runs until SIGTERM or SIGINT."""
+    import argparse
+    import signal
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m energy_monitor.sim.ptd_sim",
+                                description="A simulated SPEC PTDaemon on 127.0.0.1.")
+    p.add_argument("--watts", type=float, default=100.0, help="constant load in W")
+    p.add_argument("--cpu", metavar="IDLE,BUSY", help="follow this machine's CPU utilisation")
+    p.add_argument("--sample-period-s", type=float, default=None)
+    p.add_argument("-l", dest="log_file", type=Path, help="PTD's sample log file")
+    p.add_argument("-p", dest="port", type=int, default=8888)
+    p.add_argument("-b", dest="board", type=int)
+    p.add_argument("-c", dest="channel")
+    for flag in ("-D", "-n", "-g", "-y", "-U"):
+        p.add_argument(flag, action="store_true")
+    p.add_argument("device_type", type=int)
+    p.add_argument("device_port")
+    args = p.parse_args(argv)
+    mode = DEVICE_MODES.get(args.device_type)
+    if mode is None:
+        p.error(f"device type {args.device_type} is not one this simulator models; use one "
+                f"of {sorted(DEVICE_MODES)}")
+    if args.cpu:
+        idle, busy = (float(x) for x in args.cpu.split(","))
+        power_fn = cpu_utilisation_power(idle, busy)
+    else:
+        watts = args.watts
+        power_fn = lambda t: watts  # noqa: E731
+
+    def console(line: str) -> None:
+        print(line, flush=True)
+
+    print(f"tinypower PTDaemon simulator (not SPEC PTDaemon), version {SIM_VERSION}", flush=True)
+    sim = PtdSimulator(power_fn, channel_mode=mode, sample_period_s=args.sample_period_s,
+                       port=args.port, log_file=args.log_file, console=console)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        sim.start()
+    except OSError as exc:
+        print(f"error: cannot listen on 127.0.0.1:{args.port}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        stop.wait()
+    finally:
+        sim.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

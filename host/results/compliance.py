@@ -34,6 +34,7 @@ from tinypower.results.power_logs import (
     PowerLogError,
     loadgen_window,
     read_mlperf_log,
+    read_spl,
     score_power_folder,
 )
 from tinypower.results.record import power_validity, primary_meter_identity
@@ -63,6 +64,20 @@ MIN_POWER_RUN_S = 600.0  # mlperf.conf min_duration for every scenario
 MAX_CLOCK_SKEW_S = 0.8  # the power checker's TIME_DELTA_TOLERANCE
 UNCERTAINTY_MARGIN_S = 0.8
 MAX_UNCERTAINTY = 0.01  # PTDaemon's per-sample limit for a valid power result
+SAMPLE_PERIOD_TOLERANCE_S = 0.05  # around MLPerf's 1 Hz (Go,1000,0)
+# power-dev compliance/check.py RESULT_PATHS: the files a power result needs
+MLPERF_RESULT_FILES = (
+    "power/client.json", "power/client.log", "power/ptd_logs.txt", "power/server.json",
+    "power/server.log", "ranging/mlperf_log_detail.txt", "ranging/mlperf_log_summary.txt",
+    "ranging/spl.txt", "run_1/mlperf_log_detail.txt", "run_1/mlperf_log_summary.txt",
+    "run_1/spl.txt")
+NOT_SUBMISSION_ENGINE = (
+    "not an MLPerf submission engine: power-dev's checker verifies the sources of its own "
+    "client and server; run the session with engine = \"power-dev\" to submit")
+# the rules that decide MLPerf compliance (beside those that decide validity): a warning on one
+# of them means "valid, not compliant"
+COMPLIANCE_RULES = ("power.run_duration", "power.uncertainty", "power.uncertainty_checking",
+                    "power.sample_rate", "power.submission_engine", "measured_as")
 _PTD_LINE = re.compile(r"^(\d\d-\d\d-\d{4} \d\d:\d\d:\d\d\.\d+): (.*)$")
 _UNCERTAINTY_HIGH = re.compile(r"WARNING: Uncertainty ([\d.]+)%, which is above")
 
@@ -89,9 +104,17 @@ class CaseChecks:
     def failed(self) -> bool:
         return any(c.verdict == "fail" for c in self.checks)
 
+    @property
+    def not_compliant(self) -> list[ComplianceCheck]:
+        """The MLPerf compliance rules this run does not meet (power runs)."""
+        return [c for c in self.checks if c.rule in COMPLIANCE_RULES and c.verdict != "pass"]
+
     def to_json(self) -> dict:
-        return {"path": str(self.path), "kind": self.kind, "failed": self.failed,
-                "checks": [c.to_json() for c in self.checks]}
+        out = {"path": str(self.path), "kind": self.kind, "failed": self.failed,
+               "checks": [c.to_json() for c in self.checks]}
+        if self.kind == "power":
+            out["compliant"] = not self.failed and not self.not_compliant
+        return out
 
 
 def _check(rule: str, ok: bool, evidence: str, otherwise: str = "fail") -> ComplianceCheck:
@@ -257,7 +280,8 @@ def _ptd_checks(folder: Path, begin: datetime, end: datetime) -> list[Compliance
     activated = re.search(r"Uncertainty checking for \S+ is activated", text)
     checks = [_check("power.uncertainty_checking", activated is not None,
                      activated.group(0) if activated else
-                     "ptd_logs.txt never says uncertainty checking is activated", "warn")]
+                     "ptd_logs.txt never says uncertainty checking is activated: PTDaemon did "
+                     "not check the analyzer's per-sample uncertainty")]
     too_high = []
     for line in text.splitlines():
         m = _PTD_LINE.match(line.strip())
@@ -280,14 +304,14 @@ def _director_uncertainty(folder: Path) -> ComplianceCheck:
     (PTDaemon's Uncertainty summary) in ``power/server.json``, instead of a ptd_logs.txt."""
     try:
         server = json.loads((folder / "power" / "server.json").read_text())
-        meters = server["phases"]["testing"]["meters"]
+        meters = (server.get("phase_records") or server["phases"])["testing"]["meters"]
         name, record = next((n, m) for n, m in meters.items() if "uncertainty_max" in m)
         worst = float(record["uncertainty_max"])
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError, StopIteration,
             AttributeError):
         return ComplianceCheck("power.uncertainty", "warn",
-                               "no power/ptd_logs.txt and no recorded uncertainty: no record "
-                               "of per-sample uncertainty to check")
+                               "not compliant: uncertainty: no power/ptd_logs.txt and no "
+                               "recorded uncertainty (the meter reports none)")
     return _check("power.uncertainty", worst <= MAX_UNCERTAINTY,
                   f"meter {name}: largest per-sample uncertainty over the testing run "
                   f"{worst:.2%} (power/server.json), at most {MAX_UNCERTAINTY:.0%}")
@@ -302,10 +326,14 @@ def _checksum_check(folder: Path) -> ComplianceCheck:
             return ComplianceCheck("power.checksums", "fail",
                                    f"power/{name} missing or unreadable: no recorded sha1")
     bad = []
+    ours = _engine_check(folder).verdict != "pass"
     for rel, sha1 in recorded.items():  # MLPerf's client records sha1, our director sha256
         path = folder / rel
         if not path.is_file():
-            bad.append(f"{rel} missing")
+            # power-dev's server hashes files it never sends (spl_analyzer_1.txt, ...): like
+            # its checker, only the files a result needs must be there
+            if ours or rel in MLPERF_RESULT_FILES:
+                bad.append(f"{rel} missing")
         elif hashlib.new("sha1" if len(sha1) == 40 else "sha256",
                          path.read_bytes()).hexdigest() != sha1:
             bad.append(f"{rel} {'sha1' if len(sha1) == 40 else 'sha256'} differs")
@@ -325,42 +353,67 @@ def _director_results(folder: Path) -> dict | None:
     return results if isinstance(results, dict) and "testing" in results else None
 
 
-def declared_short_run_s(results: dict | None, log: dict) -> float | None:
-    """The run length a director session says it was configured for, when it says it is a
-    short (quick, smoke) run that does not claim MLPerf compliance; else None.
-
-    Both must hold: the director's ``results.json`` says ``compliant: false`` and names its
-    failed ``run_length`` compliance check (so the session itself declares it too short for
-    MLPerf), and LoadGen's detail log records the minimum duration the run was configured for
-    (``effective_min_duration_ms``), below MLPerf's 600 s.
-    """
-    if not results or results.get("compliant") is not False:
-        return None
-    declared = any(c.get("name") == "run_length" and c.get("ok") is False
-                   and c.get("kind") == "compliance" for c in results.get("checks") or [])
+def _configured_s(log: dict) -> float | None:
     try:
-        configured_s = float(log["effective_min_duration_ms"]) / 1000.0  # type: ignore[arg-type]
+        return float(log["effective_min_duration_ms"]) / 1000.0  # type: ignore[arg-type]
     except (KeyError, TypeError, ValueError):
         return None
-    return configured_s if declared and configured_s < MIN_POWER_RUN_S else None
 
 
-def _run_duration_checks(window_s: float, min_run_s: float,
+def claims_compliance(results: dict | None) -> bool:
+    """Whether a director session's results.json says the run is MLPerf-compliant."""
+    return bool(results) and results.get("compliant") is True
+
+
+def _run_duration_checks(window_s: float, min_run_s: float, claimed: bool,
                          configured_s: float | None) -> list[ComplianceCheck]:
-    """MLPerf's run length, or, for a session declared short, the length it was configured
-    for plus a warning that it is not MLPerf-compliant (the 600 s rule is never waived)."""
-    if configured_s is None:
-        return [_check("power.run_duration", window_s >= min_run_s,
+    """MLPerf's fixed run length: a shorter run is not compliant (a warning, or a failure when
+    its session claims compliance), and a run shorter than LoadGen's own configured minimum
+    (``effective_min_duration_ms``) was cut short, which fails."""
+    if configured_s is not None and window_s < configured_s:
+        return [_check("power.run_duration", False,
+                       f"testing window {window_s:.3f} s is shorter than the {configured_s:g} s "
+                       "LoadGen was configured for: the run was cut short")]
+    if window_s >= min_run_s:
+        return [_check("power.run_duration", True,
                        f"testing window {window_s:.3f} s, at least {min_run_s:g} s")]
-    return [
-        _check("power.run_duration", window_s >= configured_s,
-               f"testing window {window_s:.3f} s, at least the {configured_s:g} s this "
-               "session declares it was configured for (a short run marked not "
-               "MLPerf-compliant)"),
-        _check("power.mlperf_run_duration", window_s >= min_run_s,
-               f"not MLPerf-compliant: run lasted {window_s:.1f} s, MLPerf requires "
-               f"{min_run_s:g} s", "warn"),
-    ]
+    return [ComplianceCheck(
+        "power.run_duration", "fail" if claimed else "warn",
+        f"not compliant: run length: testing window {window_s:.1f} s, MLPerf requires "
+        f"{min_run_s:g} s" + (" (and the session claims compliance)" if claimed else ""))]
+
+
+def _sample_rate_check(folder: Path, begin: datetime, end: datetime) -> ComplianceCheck:
+    """MLPerf samples at 1 Hz (``Go,1000,0``): the median interval of the testing samples."""
+    try:
+        times = sorted(s.time for s in read_spl(folder / "run_1" / "spl.txt")
+                       if begin < s.time < end)
+    except (PowerLogError, OSError, ValueError, AttributeError):
+        times = []
+    gaps = sorted((b - a).total_seconds() for a, b in zip(times, times[1:], strict=False))
+    if not gaps:
+        return ComplianceCheck("power.sample_rate", "warn",
+                               "not compliant: sample rate: too few samples in the window")
+    median = gaps[len(gaps) // 2]
+    return _check("power.sample_rate", abs(median - 1.0) <= SAMPLE_PERIOD_TOLERANCE_S,
+                  f"median sample interval {median:.3f} s"
+                  + ("" if abs(median - 1.0) <= SAMPLE_PERIOD_TOLERANCE_S else
+                     " (not compliant: sample rate: MLPerf samples at 1 Hz)"), "warn")
+
+
+def _engine_check(folder: Path) -> ComplianceCheck:
+    """Only power-dev's own client and server can make a submission (its checker verifies
+    their sources); tinypower's director records itself in server.json's ``protocol``."""
+    try:
+        protocol = str(json.loads((folder / "power" / "server.json").read_text())
+                       .get("protocol", ""))
+    except (OSError, json.JSONDecodeError, AttributeError):
+        protocol = ""
+    if protocol.startswith("tinypower"):
+        return ComplianceCheck("power.submission_engine", "warn", NOT_SUBMISSION_ENGINE)
+    return ComplianceCheck("power.submission_engine", "pass",
+                           "recorded by power-dev's client and server (power_check verifies "
+                           "their sources)")
 
 
 def _measured_as_check(results: dict | None, folder: Path) -> list[ComplianceCheck]:
@@ -410,7 +463,8 @@ def check_power(folder: Path, case: CaseResult,
     director = _director_results(folder)
     checks = [
         _check("power.loadgen_valid", validity == "VALID", f"result_validity: {validity}"),
-        *_run_duration_checks(testing.window_s, min_run_s, declared_short_run_s(director, log)),
+        *_run_duration_checks(testing.window_s, min_run_s, claims_compliance(director),
+                              _configured_s(log)),
         _check("power.ranging_duration", testing.window_s >= 0.5 * ranging.window_s,
                f"testing {testing.window_s:.1f} s vs ranging {ranging.window_s:.1f} s "
                "(warn when testing is over 50% shorter)", "warn"),
@@ -433,6 +487,8 @@ def check_power(folder: Path, case: CaseResult,
                f"{MAX_CLOCK_SKEW_S * 1000:.0f} ms")
     )
     checks.append(_window_in_phases(folder, begin, end))
+    checks.append(_sample_rate_check(folder, begin, end))
+    checks.append(_engine_check(folder))
     checks.append(_checksum_check(folder))
     checks.append(_rescore_check(case))
     return checks

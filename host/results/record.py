@@ -292,7 +292,10 @@ def primary_meter_identity(server: Mapping[str, Any]) -> dict[str, Any]:
     keeps): {} when it is not there."""
     try:
         primary = ((server.get("config") or {}).get("meters") or [{}])[0].get("name", "")
-        identity = server["phases"]["testing"]["meters"][primary]["identity"]
+        # power-dev's layout keeps "phases" for its checkpoints and our detail in
+        # "phase_records"; sessions written before that kept it in "phases"
+        phases = server.get("phase_records") or server["phases"]
+        identity = phases["testing"]["meters"][primary]["identity"]
     except (KeyError, TypeError, AttributeError, IndexError):
         return {}
     return dict(identity) if isinstance(identity, Mapping) else {}
@@ -311,7 +314,8 @@ def _analyzer_uncertainty(server: Mapping[str, Any], primary: str, testing: Mapp
     """The testing value's expanded uncertainty (k=2) from the uncertainty PTDaemon reported
     and the measured clock-skew bound (:func:`energy_monitor.uncertainty.analyzer_budget`)."""
     try:
-        unc = float(server["phases"]["testing"]["meters"][primary]["uncertainty_max"])
+        phases = server.get("phase_records") or server["phases"]
+        unc = float(phases["testing"]["meters"][primary]["uncertainty_max"])
         value, window_s = float(testing["value"]), float(testing["window_s"])
     except (KeyError, TypeError, ValueError):
         return {}
@@ -324,7 +328,7 @@ def _power_benchmark(folder: Path) -> str:
     """The model the client's LoadGen ran (``--model`` of its recorded command), by file stem."""
     try:
         client = json.loads((folder / "power" / "client.json").read_text())
-        command = client["phases"]["testing"]["command"]
+        command = (client.get("phase_records") or client["phases"])["testing"]["command"]
         return Path(command[command.index("--model") + 1]).stem
     except (OSError, ValueError, KeyError, TypeError, IndexError):
         return ""
@@ -396,7 +400,8 @@ def record_from_power_session(folder: Path) -> ResultRecord:
         alignment_bound_s=results.get("alignment_bound_s"),
         valid=valid and not failed,
         failed_rules=tuple(failed),
-        artifacts_sha256=dict(server.get("results") or file_hashes(folder)),
+        # server.json records sha1, as power-dev does: the record keeps sha256 of the same files
+        artifacts_sha256=file_hashes(folder, sorted(server.get("results") or {}) or None),
         source=str(folder.resolve()),
         recorded_utc=str(server.get("started_utc", "")),
         extras=extras,

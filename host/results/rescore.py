@@ -922,7 +922,8 @@ def _power_measured_as(folder: Path) -> str:
             return "hardware"
         server = read_json(folder / "power" / "server.json")
         primary = server["config"]["meters"][0]["name"]  # the meter spl.txt is from
-        return str(server["phases"]["testing"]["meters"][primary]["identity"]["measured_as"])
+        records = server.get("phase_records") or server["phases"]
+        return str(records["testing"]["meters"][primary]["identity"]["measured_as"])
     except (ResultFileError, KeyError, TypeError, AttributeError, IndexError):
         return "hardware"
 

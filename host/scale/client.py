@@ -13,25 +13,43 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
+import hashlib
+import hmac
 import json
+import re
 import socket
 import subprocess
 import sys
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from tinypower.results.record import check_passed, power_validity
-from tinypower.results.session import sha256_bytes
 from tinypower.results.strict_json import dumps_strict
 from tinypower.scale import workload as wl
-from tinypower.scale.director import PHASE_DIRS, PROTOCOL, DirectorError, read_token
+from tinypower.scale.director import PHASE_DIRS, DirectorError, read_token
+from tinypower.scale.link import (
+    HANDSHAKE_CLIENT,
+    HANDSHAKE_SERVER,
+    POWER_DEV_SERVER,
+    PROTOCOL,
+    Channel,
+    LinkError,
+    canonical,
+    message_text,
+    nonce,
+    proof,
+    session_key,
+)
 from tinypower.scale.sut import TOKEN_ENV, SutError, load_sut, parse_host_port
 from tinypower.scale.sync import SkewSample
 
 SYNC_INTERVAL_S = 5.0
+SESSION_NAME = re.compile(r"^\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d(_[A-Za-z0-9_.-]{1,64})?(_\d+)?$")
 
 
 class ClientError(RuntimeError):
@@ -51,44 +69,117 @@ class SessionOutcome:
         return self.error is None and power_validity(self.results)[0]
 
 
+def _plain_error(line: bytes) -> str | None:
+    try:
+        reply = json.loads(line)
+    except ValueError:
+        return None
+    return str(reply.get("error")) if isinstance(reply, dict) and reply.get("error") else None
+
+
 class DirectorConnection:
-    """One JSON-lines connection to a director."""
+    """One authenticated connection to a director (:mod:`tinypower.scale.link`): the secret
+    never travels, every message carries an HMAC and a sequence number."""
 
     def __init__(self, address: tuple[str, int], token: str, timeout_s: float = 120.0,
                  clock_offset_s: float = 0.0) -> None:
         self.address = address
         self.clock_offset_s = clock_offset_s  # a deliberately wrong SUT clock, to test the check
         self.client_uuid = str(uuid.uuid4())
-        self.messages: list[dict[str, Any]] = []
+        self.messages: list[dict[str, Any]] = []  # as power-dev's client.json keeps them
+        self.recording = True  # off once client.json (which holds the messages) is sent
+        where = f"{address[0]}:{address[1]}"
         try:
             self._sock = socket.create_connection(address, timeout=timeout_s)
         except OSError as exc:
-            raise ClientError(f"cannot reach the director at {address[0]}:{address[1]} "
-                              f"({exc}): start it (python -m tinypower.scale.director) or fix "
-                              "the address") from None
+            raise ClientError(f"cannot reach the director at {where} ({exc}): start it "
+                              "(python -m tinypower.scale.director) or fix the address") from None
         self._file = self._sock.makefile("rwb")
-        reply = self.request("hello", protocol=PROTOCOL, token=token,
-                             client_uuid=self.client_uuid)
-        self.server_uuid = reply["server_uuid"]
-        self.phases: list[str] = reply["phases"]
+        try:
+            self._handshake(token, where)
+        except BaseException:
+            self.close()
+            raise
+
+    def _handshake(self, token: str, where: str) -> None:
+        sent_s = self.clock()
+        answer = self._raw(HANDSHAKE_CLIENT.encode() + b"\n", "the handshake")
+        text = answer.decode("ascii", errors="replace").strip()
+        if text == POWER_DEV_SERVER:
+            raise ClientError(
+                f"{where} is MLCommons power-dev's server ({POWER_DEV_SERVER}), not a tinypower "
+                "director: run it with engine = \"power-dev\" in the SUT file (tinypower's "
+                "secret was not sent)")
+        if text != HANDSHAKE_SERVER:
+            raise ClientError(f"{where} is not a {PROTOCOL} director (it answered "
+                              f"{text[:80]!r}): run the same tinypower version on both sides "
+                              "(tinypower's secret was not sent)")
+        self.messages.append({"cmd": HANDSHAKE_CLIENT, "cmd_time": sent_s,
+                              "reply": HANDSHAKE_SERVER, "reply_time": self.clock()})
+        client_nonce = nonce()
+        hello = {"cmd": "hello", "client_nonce": client_nonce, "client_uuid": self.client_uuid}
+        reply = self._plain(hello)
+        server_nonce = str(reply.get("server_nonce", ""))
+        if not reply.get("ok") or not hmac.compare_digest(
+                str(reply.get("proof", "")),
+                proof(token, "director", client_nonce, server_nonce)):
+            raise ClientError(f"the director at {where} did not prove it knows the shared "
+                              f"secret: give both sides the same secret ({TOKEN_ENV} or "
+                              "--token-file), or check that this is your director")
+        auth = {"cmd": "auth", "proof": proof(token, "client", client_nonce, server_nonce)}
+        self._channel = Channel(session_key(token, client_nonce, server_nonce), "c", "d")
+        sent_s = self.clock()
+        line = self._raw(canonical(auth).encode() + b"\n", "authentication")
+        try:
+            ok = self._channel.open(line)
+        except LinkError:
+            error = _plain_error(line)
+            raise ClientError(error or "the director refused the authentication") from None
+        self.messages.append({"cmd": message_text(auth), "cmd_time": sent_s,
+                              "reply": message_text(ok), "reply_time": self.clock()})
+        self.server_uuid = str(reply["server_uuid"])
+        self.phases: list[str] = list(reply["phases"])
+
+    def _raw(self, data: bytes, what: str) -> bytes:
+        try:
+            self._file.write(data)
+            self._file.flush()
+            line = self._file.readline(65536)
+        except OSError as exc:
+            raise ClientError(f"lost the director during {what}: {exc}") from None
+        if not line:
+            raise ClientError(f"the director closed the connection during {what}")
+        return line
+
+    def _plain(self, body: dict[str, Any]) -> dict[str, Any]:
+        sent_s = self.clock()
+        line = self._raw(canonical(body).encode() + b"\n", str(body.get("cmd")))
+        try:
+            reply = json.loads(line)
+        except ValueError:
+            raise ClientError(f"the director sent no JSON reply to {body.get('cmd')!r}: "
+                              f"{line[:80]!r}") from None
+        if not reply.get("ok"):
+            raise ClientError(str(reply.get("error", "the director refused the request")))
+        self.messages.append({"cmd": message_text(body), "cmd_time": sent_s,
+                              "reply": message_text(reply), "reply_time": self.clock()})
+        return reply
 
     def clock(self) -> float:
         return time.time() + self.clock_offset_s
 
     def request(self, cmd: str, **fields: Any) -> dict[str, Any]:
+        body = {"cmd": cmd, **fields}
         sent_s = self.clock()
+        line = self._raw(self._channel.seal(body), repr(cmd))
         try:
-            self._file.write(json.dumps({"cmd": cmd, **fields}).encode() + b"\n")
-            self._file.flush()
-            line = self._file.readline()
-        except OSError as exc:
-            raise ClientError(f"lost the director during {cmd!r}: {exc}") from None
-        if not line:
-            raise ClientError(f"the director closed the connection during {cmd!r}")
-        reply = json.loads(line)
-        if cmd != "put":
-            self.messages.append({"cmd": cmd, "cmd_time": sent_s, "reply_time": self.clock(),
-                                  "ok": reply.get("ok"), "error": reply.get("error")})
+            reply = self._channel.open(line)
+        except LinkError as exc:
+            raise ClientError(f"the director's reply to {cmd!r} failed authentication ({exc}): "
+                              "is something between this machine and the director?") from None
+        if self.recording:
+            self.messages.append({"cmd": message_text(body), "cmd_time": sent_s,
+                                  "reply": message_text(reply), "reply_time": self.clock()})
         if not reply.get("ok"):
             raise ClientError(str(reply.get("error", "the director refused the request")))
         return reply
@@ -108,8 +199,9 @@ class DirectorConnection:
         return sample
 
     def put(self, session: str, name: str, data: bytes, phase: str | None = None) -> None:
+        """Upload a file; the message's HMAC covers its bytes."""
         self.request("put", session=session, name=name, phase=phase,
-                     data=base64.b64encode(data).decode(), sha256=sha256_bytes(data))
+                     data=base64.b64encode(data).decode())
 
     def close(self) -> None:
         try:
@@ -123,25 +215,54 @@ def run_session(
     conn: DirectorConnection, workload: wl.Workload, work_dir: Path, label: str = "",
     sync_interval_s: float = SYNC_INTERVAL_S, progress=lambda text: None,
 ) -> SessionOutcome:
-    """One ranging + testing session against a connected director."""
-    record: dict[str, Any] = {"protocol": PROTOCOL, "uuid": {"client": conn.client_uuid,
-                              "server": conn.server_uuid}, "phases": {}, "skew": []}
-    checks = record["skew"]
-    checks.append({"where": "before new", **conn.check_skew("before new").record()})
+    """One ranging + testing session against a connected director. ``power/client.json`` and
+    ``power/client.log`` follow power-dev's client (``lib/summary.py``): its messages, uuids,
+    session name, the phases' four checkpoints, and the sha1 of the files it produced."""
+    log_lines: list[str] = []
+
+    def say(text: str) -> None:
+        log_lines.append(f"client {datetime.now(UTC):%Y-%m-%d %H:%M:%S,%f} [INFO] {text}")
+        progress(text)
+
+    record: dict[str, Any] = {
+        "version": _version(), "protocol": PROTOCOL, "timezone": 0, "modules": _modules(),
+        "sources": _source_hashes(), "uuid": {"client": conn.client_uuid,
+                                              "server": conn.server_uuid},
+        "phases": {}, "phase_records": {}, "skew": []}
+    record["skew"].append({"where": "before new", **conn.check_skew("before new").record()})
     new = conn.request("new", label=label)
-    session = new["session"]
+    session = str(new["session"])
+    if not SESSION_NAME.match(session):  # never a path: a director could name "../../x"
+        with contextlib.suppress(ClientError):
+            conn.request("abort", session=session, reason="refused the session name")
+        raise ClientError(f"the director named the session {session[:80]!r}, which is no "
+                          "session name (YYYY-mm-dd_HH-MM-SS[_label]): refused, nothing written")
     record["session_name"] = session
+    say(f"Session id is {session!r}")
     local = work_dir / session
     error: str | None = None
     try:
         for phase in conn.phases:
-            progress(f"{phase}: starting the meters")
-            _phase(conn, session, phase, workload, local, sync_interval_s, record, progress)
+            say(f"{phase}: starting the meters")
+            _phase(conn, session, phase, workload, local, sync_interval_s, record, say)
     except (ClientError, wl.WorkloadError) as exc:
         error = str(exc)
+        say(f"error: {error}")
         if isinstance(exc, wl.WorkloadError):
             conn.request("abort", session=session, reason=error)
+    say("Done runs")
+    client_log = "\n".join(log_lines).encode() + b"\n"
+    conn.put(session, "client.log", client_log)
+    files = {"power/client.log": client_log}
+    for phase in record["phase_records"]:
+        for name in ("mlperf_log_detail.txt", "mlperf_log_summary.txt"):
+            path = local / PHASE_DIRS[phase] / name
+            if path.is_file():
+                files[f"{PHASE_DIRS[phase]}/{name}"] = path.read_bytes()
+    record["results"] = {name: hashlib.sha1(data).hexdigest()
+                         for name, data in sorted(files.items())}
     record["messages"] = conn.messages
+    conn.recording = False  # client.json holds the messages up to here, as power-dev's does
     record["error"] = error
     conn.put(session, "client.json", dumps_strict(record, indent=2).encode())
     results = conn.request("done", session=session)["results"]
@@ -150,12 +271,19 @@ def run_session(
 
 def _phase(conn: DirectorConnection, session: str, phase: str, workload: wl.Workload,
            local: Path, sync_interval_s: float, record: dict, progress) -> None:
+    checkpoints: list[list[float]] = record["phases"].setdefault(phase, [])
+
+    def checkpoint() -> None:  # power-dev's Summary.phase: wall and monotonic time
+        checkpoints.append([conn.clock(), time.monotonic()])
+
     def skew(where: str) -> None:
         sample = conn.check_skew(f"{phase} {where}", session)
         record["skew"].append({"where": f"{phase} {where}", **sample.record()})
 
     skew("before start")
+    checkpoint()
     conn.request("start", session=session, phase=phase)
+    checkpoint()
     skew("after start")
     log_dir = local / PHASE_DIRS[phase]
     output = log_dir / "workload.log"
@@ -177,18 +305,37 @@ def _phase(conn: DirectorConnection, session: str, phase: str, workload: wl.Work
     finally:
         if output.is_file():
             conn.put(session, "workload.log", output.read_bytes(), phase)
-    record["phases"][phase] = {"wall_start_s": wall_start_s, "wall_end_s": wall_end_s,
-                               "power_begin": str(run.begin), "power_end": str(run.end),
-                               "command": workload.command(log_dir)}
+    record["phase_records"][phase] = {
+        "wall_start_s": wall_start_s, "wall_end_s": wall_end_s, "power_begin": str(run.begin),
+        "power_end": str(run.end), "command": workload.command(log_dir)}
     skew("after workload")
     progress(f"{phase}: stopping the meters")
+    checkpoint()
     try:
         conn.request("stop", session=session, phase=phase)
+        checkpoint()
     finally:  # keep LoadGen's logs with the meters' data, even when a meter failed
         for path in run.files:
             if path.name in ("mlperf_log_detail.txt", "mlperf_log_summary.txt"):
                 conn.put(session, path.name, path.read_bytes(), phase)
     skew("after stop")
+
+
+def _version() -> str:
+    from tinypower.results.session import _version as version
+
+    return f"tinypower {version('tinypower')}"
+
+
+def _modules() -> dict[str, str]:
+    """What power-dev's ``modules`` records (its own module files) for tinypower: versions."""
+    return {"python": sys.version.split()[0], "tinypower": _version()}
+
+
+def _source_hashes() -> dict[str, str]:
+    from tinypower.scale.director import _source_hashes as hashes
+
+    return hashes()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -265,7 +412,7 @@ def summary_text(outcome: SessionOutcome) -> str:
     for c in r.get("checks", []):
         if not check_passed(c):
             lines.append(f"{'invalid' if c['kind'] == 'validity' else 'not compliant'}: "
-                         f"{c['name']}: {c['message']}")
+                         f"{c['name'].replace('_', ' ')}: {c['message']}")
     lines.append("valid" if power_validity(r)[0] else "INVALID")
     return "\n".join(lines)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import sqlite3
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from rich.table import Table
 
 from energy_monitor.meter import MeterError
 from tinypower.preflight import PreflightError, check_sut_meters
-from tinypower.results.db import DEFAULT_DB
+from tinypower.results.db import DEFAULT_DB, StoreError, add_session
 from tinypower.results.record import (
     RecordError,
     check_passed,
@@ -37,6 +38,7 @@ from tinypower.results.record import (
 from tinypower.results.strict_json import dumps_strict
 from tinypower.scale.client import ClientError, DirectorConnection, SessionOutcome, run_session
 from tinypower.scale.director import Director, DirectorConfig, DirectorError
+from tinypower.scale.powerdev import PowerDevError
 from tinypower.scale.sut import (
     Limits,
     MeterConfig,
@@ -77,12 +79,13 @@ def measure_sut(args: argparse.Namespace, err: Console) -> int:
                           lambda text: err.print(escape(text), highlight=False),
                           store=args.runs_dir / DEFAULT_DB.name)
     except (SutError, DirectorError, ClientError, WorkloadError, MeterError, OSError,
-            PreflightError) as exc:
+            PreflightError, PowerDevError) as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         return EXIT_USAGE
     finally:
         if simulator is not None:
             simulator.close()
+    notes += outcome.notes
     if args.json:
         print(dumps_strict({"session": outcome.session, "folder": outcome.folder,
                             "error": outcome.error, "notes": notes, **outcome.results}))
@@ -94,7 +97,10 @@ def measure_sut(args: argparse.Namespace, err: Console) -> int:
 def measure(sut: Sut, work_dir: Path, progress=lambda text: None,
             store: Path | None = None) -> SessionOutcome:
     """Run one session of ``sut``: against its remote director, or a director started here
-    (indexing the session in ``store``, default its output folder's results.sqlite)."""
+    (indexing the session in ``store``, default its output folder's results.sqlite), or by
+    power-dev's own server and client (``engine = "power-dev"``)."""
+    if sut.engine == "power-dev":
+        return _power_dev(sut, progress, store)
     if sut.connect is not None:
         token = os.environ.get(sut.token_env, "")
         if not token:
@@ -112,6 +118,22 @@ def measure(sut: Sut, work_dir: Path, progress=lambda text: None,
         return _client(address, token, sut, work_dir, progress)
     finally:
         director.close()
+
+
+def _power_dev(sut: Sut, progress, store: Path | None = None) -> SessionOutcome:
+    from tinypower.scale.powerdev import run_power_dev, score_run
+
+    run = run_power_dev(sut.power_dev, sut.workload, sut.name, sut.output, progress)
+    results = score_run(run)
+    # results.json beside power-dev's files (its checker ignores files it does not know), and
+    # the session in the output folder's result store, as the director does with its own
+    (run.folder / "results.json").write_text(dumps_strict(results, indent=2) + "\n")
+    notes = []
+    try:
+        add_session(store or sut.output / DEFAULT_DB.name, run.folder)
+    except (RecordError, StoreError, sqlite3.Error) as exc:
+        notes.append(f"not added to the result store: {exc}")
+    return SessionOutcome(run.folder.name, str(run.folder), results, notes=notes)
 
 
 def _client(address: tuple[str, int], token: str, sut: Sut, work_dir: Path,
@@ -227,7 +249,8 @@ def print_outcome(outcome: SessionOutcome, notes: list[str]) -> None:
     for c in r.get("checks", []):
         if not check_passed(c):
             label = "[red]invalid:[/]" if c["kind"] == "validity" else "[yellow]not compliant:[/]"
-            out.print(f"{label} {escape(c['name'] + ': ' + c['message'])}", highlight=False)
+            name = c["name"].replace("_", " ")  # "not compliant: run length: ..."
+            out.print(f"{label} {escape(name + ': ' + c['message'])}", highlight=False)
     if outcome.error:
         out.print(f"[bold red]run failed:[/] {escape(outcome.error)}", highlight=False)
     valid = power_validity(r)[0]

@@ -8,20 +8,24 @@ from an ``spl.txt``-compatible sample log and LoadGen's ``mlperf_log_detail.txt`
 reader and rules (``tinypower.results.power_logs``, ``tinypower.rules.power``) that re-derive
 published results.
 
-Protocol: one JSON object per line over TCP, a reply per request (``{"ok": true, ...}`` or
-``{"ok": false, "error": "..."}``). The first request must be ``hello`` with the shared token;
-then ``time`` and ``skew`` (NTP-style exchange, :mod:`tinypower.scale.sync`), ``new``,
-``start``/``stop`` per phase, ``put`` (the client's LoadGen logs), ``get`` (a file of the
-session), ``abort`` and ``done`` (score and close the session). The director binds to loopback
-unless told otherwise, refuses session names and file paths that leave its output folder, and
-keeps serving other clients whatever one of them sends.
+Protocol (:mod:`tinypower.scale.link`): a handshake line, challenge-response on the shared
+secret (which never travels), then one HMAC-sealed JSON object per line with a sequence
+number, a reply per request (``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``):
+``time`` and ``skew`` (NTP-style exchange, :mod:`tinypower.scale.sync`), ``new``,
+``start``/``stop`` per phase, ``put`` (the client's LoadGen logs and record), ``get`` (a file
+of the session), ``abort`` and ``done`` (score and close the session). The director binds to
+loopback unless told otherwise (beyond it, the secret must be 16 characters or more), limits
+connections, pre-auth line size and time, idle time and phase time, refuses session names and
+file paths that leave its output folder, and keeps serving other clients whatever one sends.
 
-Session folder (MLPerf's layout)::
+Session folder: power-dev's layout and fields (``lib/summary.py``), tinypower's beside them::
 
     <out>/<YYYY-mm-dd_HH-MM-SS_label>/
-      power/server.json  session JSON: config, meters, phases, skew checks, messages,
-                         sha256 of sources and of every output file, status
-      power/client.json  the client's own record (uploaded)
+      power/server.json  power-dev's session JSON (messages, uuid, phases, sha1 results,
+                         ptd_messages, ptd_config, ...) with config, meters (phase_records),
+                         skew checks and status
+      power/client.json  the client's own record (uploaded); client.log, server.log
+      power/ptd_logs.txt PTDaemon's console log (PTD meters with console_log)
       ranging/ run_1/    spl.txt (first meter), spl_<meter>.txt (others), mlperf_log_detail.txt,
                          mlperf_log_summary.txt, meters/<name>/ (each meter's raw readings)
       run_1/ptd_out.txt  PTDaemon's Watts and Uncertainty summaries (PTD meters)
@@ -32,10 +36,13 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
 import os
+import signal
+import socket
 import socketserver
 import sqlite3
 import sys
@@ -51,6 +58,12 @@ import numpy as np
 
 from energy_monitor.meter import MeterError
 from energy_monitor.series import CounterSeries, PowerSeries
+from tinypower.results.compliance import (
+    MAX_UNCERTAINTY,
+    MIN_POWER_RUN_S,
+    NOT_SUBMISSION_ENGINE,
+    SAMPLE_PERIOD_TOLERANCE_S,
+)
 from tinypower.results.db import DEFAULT_DB, StoreError, add_session
 from tinypower.results.power_logs import (
     PowerLogError,
@@ -62,6 +75,19 @@ from tinypower.results.record import RecordError
 from tinypower.results.session import sha256_bytes
 from tinypower.results.strict_json import dumps_strict
 from tinypower.rules.power import ENERGY_SCENARIOS, ranging_check, score_power
+from tinypower.scale.link import (
+    HANDSHAKE_CLIENT,
+    HANDSHAKE_SERVER,
+    MIN_REMOTE_SECRET,
+    POWER_DEV_CLIENT,
+    PROTOCOL,
+    Channel,
+    LinkError,
+    message_text,
+    nonce,
+    proof,
+    session_key,
+)
 from tinypower.scale.sut import (
     DEFAULT_PORT,
     TOKEN_ENV,
@@ -74,13 +100,29 @@ from tinypower.scale.sut import (
 )
 from tinypower.scale.sync import SkewError, SkewSample, check_skew
 
-PROTOCOL = "tinypower-power/1"
 PHASE_DIRS = {"ranging": "ranging", "testing": "run_1"}
 PHASE_UPLOADS = ("mlperf_log_detail.txt", "mlperf_log_summary.txt", "workload.log")
-POWER_UPLOADS = ("client.json",)
-MAX_LINE_BYTES = 32 * 1024 * 1024
+POWER_UPLOADS = ("client.json", "client.log")
+# [[meters]] options the director reads itself (PTDaemon's console log file, channel config
+# and command line, for power-dev's ptd_logs.txt and ptd_config), not passed to the driver
+DIRECTOR_OPTIONS = ("console_log", "channel", "ptd_command")
+# tinypower's phase checkpoints that are power-dev's four: before start, started, workload
+# done, stopped (lib/summary.py Summary.phase 0..3)
+POWER_DEV_CHECKPOINTS = ("before_start", "started", "workload_done", "stopped")
+# power-dev compliance/check.py SUPPORTED_MODEL: PTDaemon's Identify model -> deviceType
+PTD_DEVICE_TYPES = {"YokogawaWT210": 8, "YokogawaWT500": 35, "YokogawaWT500_multichannel": 48,
+                    "YokogawaWT310": 49, "YokogawaWT310E": 49, "YokogawaWT330": 52,
+                    "YokogawaWT330E": 52, "YokogawaWT330_multichannel": 77,
+                    "YokogawaWT210_DC": 508, "YokogawaWT310_DC": 549, "YokogawaWT330_DC": 586}
+MAX_LINE_BYTES = 48 * 1024 * 1024  # an authenticated upload: LoadGen's logs, base64
+MAX_PREAUTH_LINE = 4096  # before authentication nothing longer is needed
+PREAUTH_DEADLINE_S = 10.0  # handshake and challenge-response, however slowly sent
+MAX_CONNECTIONS = 16
+IDLE_TIMEOUT_S = 300.0  # an authenticated client checks the clocks every 5 s while it runs
+PHASE_TIMEOUT_S = 3600.0  # a phase holding the meters longer is aborted
 MAX_OPEN_EXCHANGES = 16  # time exchanges a client may leave unreported
 SPL_TIME = "%m-%d-%Y %H:%M:%S"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 _LABEL_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 
 
@@ -97,6 +139,9 @@ class DirectorConfig:
     ranging: RangingPolicy = field(default_factory=RangingPolicy)
     limits: Limits = field(default_factory=Limits)
     store: Path | None = None  # the result store (default: out_dir/results.sqlite)
+    idle_timeout_s: float = IDLE_TIMEOUT_S
+    phase_timeout_s: float = PHASE_TIMEOUT_S
+    auth_timeout_s: float = PREAUTH_DEADLINE_S
 
 
 # --- sample logs and scoring -----------------------------------------------------------------
@@ -126,6 +171,41 @@ def write_spl(series: PowerSeries | CounterSeries, path: Path, mark: str) -> int
              f"Mark,{mark}\n" for ti, wi in zip(t, w, strict=True)]
     path.write_text("".join(lines))
     return len(lines)
+
+
+def compliance_checks(testing: dict[str, Any], uncertainty_max: float | None,
+                      power_dev: bool = False) -> list[Check]:
+    """MLPerf compliance of a testing run, from the round's fixed constants only (never from a
+    SUT file, which may shorten a run for a quick look; such a run is simply not compliant):
+    the 600 s run, per-sample uncertainty reported and at most 1%, 1 Hz sampling, a hardware
+    analyzer, and power-dev's own code (its checker verifies the sources of its client and
+    server, so tinypower's director is never a submission engine)."""
+    checks = [Check(
+        "run_length", testing["window_s"] >= MIN_POWER_RUN_S,
+        f"LoadGen window {testing['window_s']:.1f} s (MLPerf needs at least "
+        f"{MIN_POWER_RUN_S:.0f} s)", "compliance")]
+    if uncertainty_max is None:
+        checks.append(Check("uncertainty", False, "the meter reports no per-sample uncertainty "
+                            "(MLPerf needs an analyzer whose uncertainty PTDaemon checks)",
+                            "compliance"))
+    else:
+        checks.append(Check(
+            "uncertainty", uncertainty_max <= MAX_UNCERTAINTY,
+            f"largest per-sample uncertainty {uncertainty_max:.2%} (MLPerf's limit "
+            f"{MAX_UNCERTAINTY:.2%})", "compliance"))
+    interval = testing.get("median_interval_s")
+    checks.append(Check(
+        "sample_rate", interval is not None and abs(interval - 1.0) <= SAMPLE_PERIOD_TOLERANCE_S,
+        "median sample interval " + (f"{interval:.3f} s" if interval is not None else "unknown")
+        + " (MLPerf samples at 1 Hz: Go,1000)", "compliance"))
+    measured_as = testing.get("measured_as")
+    checks.append(Check("measured_as", measured_as == "hardware",
+                        f"the meter's numbers are {measured_as}", "compliance"))
+    checks.append(
+        Check("submission_engine", True, "power-dev's own client and server ran the session",
+              "compliance") if power_dev else
+        Check("submission_engine", False, NOT_SUBMISSION_ENGINE, "compliance"))
+    return checks
 
 
 @dataclass
@@ -186,16 +266,24 @@ def score_phase(phase_dir: Path, spl: Path, series: PowerSeries | CounterSeries 
 
 
 class _Phase:
-    def __init__(self, name: str, folder: Path) -> None:
+    def __init__(self, name: str, folder: Path, checkpoints: list[list[float]]) -> None:
         self.name = name
+        self.checkpoints = checkpoints  # power-dev's phases[name]: [wall, monotonic] x 4
         self.folder = folder
         self.meters: list[tuple[MeterConfig, Any]] = []
         self.series: dict[str, PowerSeries | CounterSeries] = {}
         self.record: dict[str, Any] = {"checkpoints": [], "meters": {}, "skew": []}
+        self.timer: threading.Timer | None = None
+
+    def cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
 
     def checkpoint(self, label: str) -> None:
-        self.record["checkpoints"].append(
-            {"label": label, "utc_s": time.time(), "monotonic_s": time.monotonic()})
+        wall, mono = time.time(), time.monotonic()
+        self.record["checkpoints"].append({"label": label, "utc_s": wall, "monotonic_s": mono})
+        if label in POWER_DEV_CHECKPOINTS:
+            self.checkpoints.append([wall, mono])
 
 
 class Session:
@@ -211,23 +299,35 @@ class Session:
         self.phases: dict[str, _Phase] = {}
         self.active: _Phase | None = None
         self.done = False
+        self.initial_ranges: dict[str, Any] = {}  # meter name -> its RR before the session
+        self.ptd_messages: list[dict[str, str]] = []  # every PTDaemon command and reply
+        self.log: list[str] = []  # power/server.log
         (folder / "power").mkdir(parents=True)
         cfg = director.config
+        # power-dev's session JSON (lib/summary.py) with tinypower's own records beside it
         self.data: dict[str, Any] = {
-            "protocol": PROTOCOL, "tinypower": _version(), "session_name": session_id,
-            "label": label, "uuid": {"client": client_uuid, "server": director.uuid},
-            "timezone": "UTC", "status": "running", "reasons": [],
+            "version": f"tinypower {_version()}", "protocol": PROTOCOL, "tinypower": _version(),
+            "session_name": session_id, "label": label,
+            "uuid": {"client": client_uuid, "server": director.uuid},
+            "timezone": 0, "modules": {"python": sys.version.split()[0],
+                                       "tinypower": _version()},
+            "status": "running", "reasons": [],
             "config": {
                 "meters": [m.public() for m in cfg.meters],
                 "ranging": cfg.ranging.__dict__, "limits": cfg.limits.__dict__,
             },
-            "sources": director.sources, "phases": {}, "skew": [], "messages": [],
+            "sources": director.sources, "phases": {}, "phase_records": {}, "skew": [],
+            "messages": [],
             "started_utc": datetime.now(UTC).isoformat(),
         }
         self.save()
 
+    def say(self, text: str, level: str = "INFO") -> None:
+        self.log.append(f"server {datetime.now(UTC):%Y-%m-%d %H:%M:%S,%f} [{level}] {text}")
+
     def fail(self, reason: str) -> None:
         """Mark the run invalid; its data stays."""
+        self.say(reason, "ERROR")
         if reason not in self.data["reasons"]:
             self.data["reasons"].append(reason)
         self.data["status"] = "invalid"
@@ -240,8 +340,9 @@ class Session:
         tmp.replace(path)
 
     def file_hashes(self) -> dict[str, str]:
+        """sha1 of every file but server.json, as power-dev's ``hash_dir`` records them."""
         return {
-            p.relative_to(self.folder).as_posix(): sha256_bytes(p.read_bytes())
+            p.relative_to(self.folder).as_posix(): hashlib.sha1(p.read_bytes()).hexdigest()
             for p in sorted(self.folder.rglob("*"))
             if p.is_file() and p.name not in ("server.json", "server.tmp")
         }
@@ -256,9 +357,14 @@ class Director:
     def __init__(self, config: DirectorConfig) -> None:
         if not config.token:
             raise DirectorError(
-                f"the director needs a shared token: set {TOKEN_ENV} (or --token-file) on the "
+                f"the director needs a shared secret: set {TOKEN_ENV} (or --token-file) on the "
                 "director and on each client"
             )
+        if config.listen[0] not in LOOPBACK_HOSTS and len(config.token) < MIN_REMOTE_SECRET:
+            raise DirectorError(
+                f"the director listens on {config.listen[0]}, beyond this machine: its shared "
+                f"secret must be at least {MIN_REMOTE_SECRET} characters (e.g. python -c "
+                "'import secrets; print(secrets.token_hex(16))')")
         if not config.meters:
             raise DirectorError("the director has no meters: give --meter KIND=ADDRESS or a "
                                 "SUT file with [[meters]]")
@@ -270,11 +376,12 @@ class Director:
         self.sessions: dict[str, Session] = {}
         self._lock = threading.Lock()  # sessions table
         self._measuring: Session | None = None  # the meters measure one phase at a time
+        self._connections = 0
         director = self
 
-        class Handler(socketserver.StreamRequestHandler):
+        class Handler(socketserver.BaseRequestHandler):
             def handle(self) -> None:
-                director._serve_client(self.rfile, self.wfile)
+                director._serve_client(self.request)
 
         class Server(socketserver.ThreadingTCPServer):
             daemon_threads = True
@@ -302,72 +409,133 @@ class Director:
 
     # -- connection loop ----------------------------------------------------------------------
 
-    def _serve_client(self, rfile: Any, wfile: Any) -> None:
-        state: dict[str, Any] = {"client": None, "sessions": [], "exchanges": {}, "skew": []}
+    def _serve_client(self, sock: socket.socket) -> None:
+        """One connection: the handshake and challenge-response (:mod:`tinypower.scale.link`)
+        within ``PREAUTH_DEADLINE_S`` and ``MAX_PREAUTH_LINE`` bytes a line, then
+        authenticated requests until the client leaves or is silent ``idle_timeout_s``."""
+        with self._lock:
+            if self._connections >= MAX_CONNECTIONS:
+                _close_with(sock, b"error: the director has too many connections; try later\n")
+                return
+            self._connections += 1
+        state: dict[str, Any] = {"client": None, "sessions": [], "exchanges": {}, "skew": [],
+                                 "messages": [], "channel": None, "recording": True}
+        # slowloris: a connection that has not authenticated by the deadline is cut, however
+        # slowly it trickles bytes
+        deadline = threading.Timer(self.config.auth_timeout_s, _shutdown_unless, (sock, state))
+        deadline.daemon = True
+        deadline.start()
+        rfile, wfile = sock.makefile("rb"), sock.makefile("wb")
         try:
-            while True:
-                line = rfile.readline(MAX_LINE_BYTES + 1)
-                if not line:
-                    break
-                if len(line) > MAX_LINE_BYTES:
-                    _send(wfile, {"ok": False, "error": "request too long; closing"})
-                    break
-                reply, close = self._handle_line(line, state)
-                _send(wfile, reply)
-                if close:
-                    break
+            if self._authenticate(rfile, wfile, state):
+                deadline.cancel()
+                sock.settimeout(self.config.idle_timeout_s)
+                self._serve_requests(rfile, wfile, state)
         except OSError:
-            pass  # the client went away; its sessions are closed below
+            pass  # the client went away or timed out; its sessions are closed below
         finally:
+            deadline.cancel()
+            with self._lock:
+                self._connections -= 1
             for session in state["sessions"]:
                 if session.active is not None:
                     self._abort(session, f"the client disconnected during {session.active.name}")
 
-    def _handle_line(self, line: bytes, state: dict[str, Any]) -> tuple[dict, bool]:
+    def _authenticate(self, rfile: Any, wfile: Any, state: dict[str, Any]) -> bool:
+        line = _read_line(rfile, MAX_PREAUTH_LINE)
         received_s = time.time()
-        try:
-            request = json.loads(line)
-            if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
-                raise ValueError("not an object with a cmd")
-        except (ValueError, UnicodeDecodeError) as exc:
-            return {"ok": False, "error": f"malformed request ({exc}): send one JSON object "
-                                          "per line with a cmd field"}, False
-        cmd = request["cmd"]
-        if state["client"] is None and cmd != "hello":
-            return {"ok": False, "error": "say hello with the shared token first"}, True
+        text = line.decode("ascii", errors="replace").strip()
+        if text == POWER_DEV_CLIENT:
+            _write_line(wfile, f"tinypower director ({PROTOCOL}), not MLCommons power-dev's "
+                               "server: run power-dev's client against power-dev's server, or "
+                               "tinypower's client against this director")
+            return False
+        if text != HANDSHAKE_CLIENT:
+            _write_line(wfile, f"error: not a {PROTOCOL} client (it sent {text[:60]!r}): run the "
+                               "same tinypower version on the director and the client")
+            return False
+        _write_line(wfile, HANDSHAKE_SERVER)
+        state["messages"].append({"cmd": HANDSHAKE_CLIENT, "cmd_time": received_s,
+                                  "reply": HANDSHAKE_SERVER, "reply_time": time.time()})
+        hello, hello_s = _read_json(rfile), time.time()
+        client_nonce = str(hello.get("client_nonce", ""))
+        if hello.get("cmd") != "hello" or not _is_nonce(client_nonce):
+            _send(wfile, {"ok": False, "error": "expected hello with a client_nonce"})
+            return False
+        server_nonce = nonce()
+        phases = ["testing"] if self.config.ranging.mode == "fixed" else ["ranging", "testing"]
+        reply = {"ok": True, "server_nonce": server_nonce, "server_uuid": self.uuid,
+                 "proof": proof(self.config.token, "director", client_nonce, server_nonce),
+                 "max_skew_s": self.config.limits.max_skew_s, "phases": phases}
+        _send(wfile, reply)
+        state["messages"].append({"cmd": message_text(hello), "cmd_time": hello_s,
+                                  "reply": message_text(reply), "reply_time": time.time()})
+        auth, auth_s = _read_json(rfile), time.time()
+        expected = proof(self.config.token, "client", client_nonce, server_nonce)
+        if auth.get("cmd") != "auth" or not hmac.compare_digest(
+                str(auth.get("proof", "")), expected):
+            _send(wfile, {"ok": False, "error": "authentication failed: give the client the "
+                                                f"director's shared secret ({TOKEN_ENV} or "
+                                                "--token-file)"})
+            return False
+        state["client"] = _client_uuid(hello.get("client_uuid"))
+        channel = Channel(session_key(self.config.token, client_nonce, server_nonce), "d", "c")
+        state["channel"] = channel
+        ok = {"ok": True}
+        wfile.write(channel.seal(ok))
+        wfile.flush()
+        state["messages"].append({"cmd": message_text(auth), "cmd_time": auth_s,
+                                  "reply": message_text(ok), "reply_time": time.time()})
+        return True
+
+    def _serve_requests(self, rfile: Any, wfile: Any, state: dict[str, Any]) -> None:
+        channel: Channel = state["channel"]
+        while True:
+            line = rfile.readline(MAX_LINE_BYTES + 1)
+            if not line:
+                return
+            received_s = time.time()
+            if len(line) > MAX_LINE_BYTES:
+                wfile.write(channel.seal({"ok": False, "error": "request too long; closing"}))
+                wfile.flush()
+                return
+            try:
+                request = channel.open(line)
+            except LinkError as exc:
+                wfile.write(channel.seal({"ok": False, "error": f"{exc}; closing"}))
+                wfile.flush()
+                return
+            reply = self._handle_request(request, state, received_s)
+            wfile.write(channel.seal(reply))
+            wfile.flush()
+            self._record(request, reply, state, received_s)
+
+    def _record(self, request: dict, reply: dict, state: dict, received_s: float) -> None:
+        """The session's messages as power-dev keeps them: every exchange from the handshake
+        until the client uploads client.json (which holds the client's copy of the same list,
+        so neither that upload nor ``done`` is in either)."""
+        if request.get("cmd") == "put" and request.get("name") == "client.json":
+            state["recording"] = False
+        if state["recording"]:
+            state["messages"].append({"cmd": message_text(request), "cmd_time": received_s,
+                                      "reply": message_text(reply), "reply_time": time.time()})
+
+    def _handle_request(self, request: dict, state: dict[str, Any], received_s: float) -> dict:
+        cmd = request.get("cmd")
+        if not isinstance(cmd, str):
+            return {"ok": False, "error": "a request is an object with a cmd field"}
         try:
             reply = getattr(self, f"_cmd_{cmd}", self._cmd_unknown)(request, state, received_s)
-            return {"ok": True, **reply}, False
+            return {"ok": True, **reply}
         except DirectorError as exc:
-            return {"ok": False, "error": str(exc)}, cmd == "hello"
+            return {"ok": False, "error": str(exc)}
         except Exception as exc:  # a bug must not stop the director serving others
-            return {"ok": False, "error": f"internal error handling {cmd!r}: {exc!r}"}, False
-        finally:
-            session = self.sessions.get(str(request.get("session", "")))
-            if session is not None and session in state["sessions"]:
-                session.data["messages"].append({
-                    "cmd": cmd, "cmd_time": received_s, "reply_time": time.time(),
-                    **{k: v for k, v in request.items()
-                       if k not in ("cmd", "token", "data") and not isinstance(v, dict)},
-                })
+            return {"ok": False, "error": f"internal error handling {cmd!r}: {exc!r}"}
 
     # -- commands -----------------------------------------------------------------------------
 
     def _cmd_unknown(self, request: dict, state: dict, received_s: float) -> dict:
         raise DirectorError(f"unknown command {request['cmd']!r}")
-
-    def _cmd_hello(self, request: dict, state: dict, received_s: float) -> dict:
-        if request.get("protocol") != PROTOCOL:
-            raise DirectorError(f"protocol {request.get('protocol')!r} is not {PROTOCOL!r}: "
-                                "run the same tinypower version on director and client")
-        token = str(request.get("token", ""))
-        if not hmac.compare_digest(token.encode(), self.config.token.encode()):
-            raise DirectorError("invalid token: give the client the director's shared token "
-                                f"({TOKEN_ENV} or --token-file)")
-        state["client"] = str(request.get("client_uuid") or uuid.uuid4())
-        phases = ["testing"] if self.config.ranging.mode == "fixed" else ["ranging", "testing"]
-        return {"server_uuid": self.uuid, "max_skew_s": self.config.limits.max_skew_s,
-                "phases": phases}
 
     def _cmd_time(self, request: dict, state: dict, received_s: float) -> dict:
         exchanges: dict[str, tuple[float, float]] = state["exchanges"]
@@ -427,8 +595,8 @@ class Director:
             self.sessions[session_id] = session
         state["sessions"].append(session)
         session.data["skew"], state["skew"] = state["skew"], []
-        session.data["messages"].append({"cmd": "new", "cmd_time": received_s,
-                                         "reply_time": time.time(), "label": label})
+        # the exchanges since the handshake, and from now on, are this session's messages
+        session.data["messages"] = state["messages"]
         return {"session": session_id, "folder": str(folder)}
 
     def _cmd_start(self, request: dict, state: dict, received_s: float) -> dict:
@@ -481,8 +649,6 @@ class Director:
             data = base64.b64decode(str(request.get("data", "")), validate=True)
         except ValueError:
             raise DirectorError("upload data must be base64") from None
-        if sha256_bytes(data) != request.get("sha256"):
-            raise DirectorError(f"{name}: sha256 does not match the data sent; send it again")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
         return {"bytes": len(data)}
@@ -515,6 +681,7 @@ class Director:
             session.data["finished_utc"] = datetime.now(UTC).isoformat()
             (session.folder / "results.json").write_text(
                 dumps_strict(results, indent=2) + "\n")
+            self._power_dev_files(session)
             session.data["results"] = session.file_hashes()
             session.save()
         reply: dict[str, Any] = {"results": results}
@@ -528,11 +695,13 @@ class Director:
     # -- phases -------------------------------------------------------------------------------
 
     def _start_phase(self, session: Session, name: str) -> dict:
-        phase = _Phase(name, session.folder / PHASE_DIRS[name])
+        phase = _Phase(name, session.folder / PHASE_DIRS[name],
+                       session.data["phases"].setdefault(name, []))
         phase.folder.mkdir(parents=True, exist_ok=True)
         session.phases[name] = phase
         session.active = phase
-        session.data["phases"][name] = phase.record
+        session.data["phase_records"][name] = phase.record
+        session.say(f"Starting {name} mode")
         phase.checkpoint("before_start")
         mark = f"{session.id}_{name}"
         try:
@@ -540,6 +709,11 @@ class Director:
                 meter = _connect(cfg)
                 phase.meters.append((cfg, meter))
                 phase.record["meters"][cfg.name] = {"identity": meter.identify().__dict__}
+                if hasattr(meter, "read_ranges") and cfg.name not in session.initial_ranges:
+                    # the analyzer's own ranges, restored at the end (power-dev's RR)
+                    session.initial_ranges[cfg.name] = meter.read_ranges()
+                    phase.record["meters"][cfg.name]["initial_ranges"] = \
+                        session.initial_ranges[cfg.name].reply
             ranges = self._set_ranges(session, phase)
             time.sleep(self.config.ranging.settle_s)
             for cfg, meter in phase.meters:
@@ -553,8 +727,47 @@ class Director:
             self._abort(session, f"{name}: a meter could not start: {exc}")
             raise DirectorError(f"{name}: a meter could not start: {exc}") from None
         phase.checkpoint("started")
+        phase.timer = threading.Timer(self.config.phase_timeout_s, self._phase_timeout,
+                                      (session, phase))
+        phase.timer.daemon = True
+        phase.timer.start()
         session.save()
         return {"ranges": ranges, "mark": mark}
+
+    def _power_dev_files(self, session: Session) -> None:
+        """power/server.log, and for PTDaemon meters what power-dev's server records of its
+        PTDaemon: ``ptd_messages``, ``ptd_config`` and ``ptd_logs.txt`` (PTDaemon's console
+        log, from the file its ``console_log`` option names: PTDaemon's own words, never
+        written by tinypower)."""
+        session.say("Session done")
+        (session.folder / "power" / "server.log").write_text("\n".join(session.log) + "\n")
+        ptd = [cfg for cfg in self.config.meters if cfg.kind == "ptd"]
+        if not ptd:
+            return
+        session.data["ptd_messages"] = session.ptd_messages
+        identify = next((m["reply"] for m in session.ptd_messages if m["cmd"] == "Identify"), "")
+        channel = ptd[0].options.get("channel")
+        session.data["ptd_config"] = [{
+            "command": list(ptd[0].options.get("ptd_command", [])),
+            "device_type": PTD_DEVICE_TYPES.get(identify.split(",")[0]),
+            "interface_flag": None, "dc_flag": None, "device_port": ptd[0].address,
+            "channel": [int(c) for c in str(channel).split(",")] if channel else None}]
+        console = ptd[0].options.get("console_log")
+        if console:
+            try:
+                data = Path(str(console)).read_bytes()
+            except OSError as exc:
+                session.fail(f"cannot read PTDaemon's console log {console}: {exc}")
+            else:
+                (session.folder / "power" / "ptd_logs.txt").write_bytes(data)
+
+    def _phase_timeout(self, session: Session, phase: _Phase) -> None:
+        """One client cannot hold the meters forever: a phase past the timeout is aborted."""
+        with session.lock:
+            if session.active is phase:
+                self._abort(session, f"{phase.name} ran past the director's phase timeout "
+                                     f"({self.config.phase_timeout_s:g} s); the meters were "
+                                     "stopped and released")
 
     def _set_ranges(self, session: Session, phase: _Phase) -> dict[str, Any]:
         """Auto ranges for ranging (or the analyzer's max current); fixed ranges from the
@@ -576,11 +789,18 @@ class Director:
                                      "ranges from (the ranging run read no samples)")
                 volts, amps = maxima["volts"], maxima["amps"] * policy.current_margin
             _set_meter_ranges(meter, volts, amps)
+            if phase.name == "ranging" and cfg.kind == "ptd":
+                # power-dev's server sends the ranging current range twice (its AUTO/MAX branch,
+                # then SR,A,Auto in a loop after it), and its checker looks for the restored
+                # initial range as the 3rd or 4th SR,A (check.py, PR #334): the same sequence
+                # here, with this session's own range (never power-dev's MAX-then-Auto slip).
+                meter.set_current_range(amps)
             chosen[cfg.name] = {"volts": volts, "amps": amps}
             phase.record["meters"][cfg.name]["ranges"] = chosen[cfg.name]
         return chosen
 
     def _stop_phase(self, session: Session, phase: _Phase) -> dict:
+        phase.cancel_timer()
         phase.checkpoint("workload_done")
         time.sleep(self.config.ranging.settle_s)
         errors: list[str] = []
@@ -600,17 +820,23 @@ class Director:
             if series is not None and len(series):
                 phase.series[cfg.name] = series
                 target = phase.folder / ("spl.txt" if index == 0 else f"spl_{cfg.name}.txt")
-                lines[cfg.name] = write_spl(series, target, f"{session.id}_{phase.name}")
+                lines[cfg.name] = _write_phase_spl(cfg, phase, series, target,
+                                                   f"{session.id}_{phase.name}")
                 record["readings"] = len(series)
             if phase.name == "ranging" and hasattr(meter, "ranging_maxima") \
                     and not errors and series is not None and len(series):
                 volts, amps = meter.ranging_maxima()
                 record["maxima"] = {"volts": volts, "amps": amps}
             if phase.name == "testing" and _rangeable(meter) and not errors:
-                try:  # restore auto ranges, as MLPerf's server does
-                    _set_meter_ranges(meter, "auto", "auto")
+                try:  # restore the ranges the analyzer had, as MLPerf's server does
+                    initial = session.initial_ranges.get(cfg.name)
+                    if initial is not None:
+                        meter.restore_ranges(initial)
+                    else:
+                        _set_meter_ranges(meter, "auto", "auto")
                 except MeterError as exc:
-                    errors.append(f"meter {cfg.name}: could not restore auto ranges: {exc}")
+                    errors.append(f"meter {cfg.name}: could not restore its ranges: {exc}")
+            _keep_ptd_messages(session, meter)
             meter.close()
         phase.checkpoint("stopped")
         session.active = None
@@ -628,6 +854,7 @@ class Director:
         """Stop any running phase (keeping what the meters read) and mark the run invalid."""
         phase = session.active
         if phase is not None:
+            phase.cancel_timer()
             for index, (cfg, meter) in enumerate(phase.meters):
                 try:
                     series = meter.stop()
@@ -636,6 +863,7 @@ class Director:
                 if series is not None and len(series):
                     target = phase.folder / ("spl.txt" if index == 0 else f"spl_{cfg.name}.txt")
                     write_spl(series, target, f"{session.id}_{phase.name}")
+                _keep_ptd_messages(session, meter)
                 try:
                     meter.close()
                 except Exception as exc:
@@ -705,19 +933,9 @@ class Director:
                 "coverage", coverage >= 0.99,
                 f"readings cover {coverage:.1%} of the LoadGen window (gaps over "
                 f"{limits.max_gap_s:g} s: {len(testing.get('gaps', []))})"))
-        unc = session.data["phases"].get("testing", {}).get("meters", {}) \
-            .get(self.config.meters[0].name, {}).get("uncertainty_max")
-        if unc is not None:
-            checks.append(Check(
-                "uncertainty", unc <= limits.max_uncertainty,
-                f"largest per-sample uncertainty {unc:.2%} (limit {limits.max_uncertainty:.2%})"))
-        checks.append(Check(
-            "run_length", testing["window_s"] >= limits.min_duration_s,
-            f"LoadGen window {testing['window_s']:.1f} s (MLPerf needs at least "
-            f"{limits.min_duration_s:.0f} s)", "compliance"))
-        measured_as = testing.get("measured_as")
-        checks.append(Check("measured_as", measured_as == "hardware",
-                            f"the meter's numbers are {measured_as}", "compliance"))
+        checks += compliance_checks(
+            testing, session.data["phase_records"].get("testing", {}).get("meters", {})
+            .get(self.config.meters[0].name, {}).get("uncertainty_max"))
         return checks
 
     # -- helpers ------------------------------------------------------------------------------
@@ -747,6 +965,68 @@ class Director:
         return session, phase
 
 
+def _read_line(rfile: Any, limit: int) -> bytes:
+    line = rfile.readline(limit + 1)
+    if len(line) > limit:
+        raise OSError(f"line over {limit} bytes before authentication")
+    return line
+
+
+def _read_json(rfile: Any) -> dict:
+    try:
+        value = json.loads(_read_line(rfile, MAX_PREAUTH_LINE))
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _write_line(wfile: Any, text: str) -> None:
+    wfile.write(text.encode() + b"\n")
+    wfile.flush()
+
+
+def _close_with(sock: socket.socket, data: bytes) -> None:
+    with contextlib.suppress(OSError):
+        sock.sendall(data)
+
+
+def _shutdown_unless(sock: socket.socket, state: dict) -> None:
+    if state["channel"] is None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+def _is_nonce(text: str) -> bool:
+    return len(text) == 32 and all(c in "0123456789abcdef" for c in text)
+
+
+def _client_uuid(value: object) -> str:
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        return str(uuid.uuid4())
+
+
+def _keep_ptd_messages(session: Session, meter: Any) -> None:
+    """A PTDaemon connection's commands and first reply lines, for server.json."""
+    for cmd, reply in getattr(meter, "messages", []):
+        session.ptd_messages.append({"cmd": cmd, "reply": reply})
+    if hasattr(meter, "messages"):
+        meter.messages.clear()
+
+
+def _write_phase_spl(cfg: MeterConfig, phase: _Phase, series: PowerSeries | CounterSeries,
+                     target: Path, mark: str) -> int:
+    """The phase's ``spl.txt``: PTDaemon's own sample lines (V, A, PF and channels, labelled
+    as power-dev labels them) for a PTD meter; otherwise lines from the readings."""
+    raw = phase.folder / "meters" / cfg.name / "spl.txt"
+    if cfg.kind == "ptd" and raw.is_file():
+        data = raw.read_bytes()
+        target.write_bytes(data)
+        return data.count(b"\n")
+    return write_spl(series, target, mark)
+
+
 def _rangeable(meter: Any) -> bool:
     """Analyzers with voltage and current ranges: PTDaemon, a Yokogawa over SCPI."""
     return hasattr(meter, "set_ranges") or hasattr(meter, "set_current_range")
@@ -763,7 +1043,12 @@ def _set_meter_ranges(meter: Any, volts: float | str, amps: float | str) -> None
 def _connect(cfg: MeterConfig) -> Any:
     from energy_monitor.series_meters import connect_series_meter
 
-    return connect_series_meter(cfg.kind, cfg.address, **cfg.options)
+    options = {k: v for k, v in cfg.options.items() if k not in DIRECTOR_OPTIONS}
+    if cfg.kind == "ptd":
+        # the director owns its PTDaemon and measures one phase at a time: a measurement
+        # still running is one a dead director left behind
+        options.setdefault("recover_stale", True)
+    return connect_series_meter(cfg.kind, cfg.address, **options)
 
 
 def _send(wfile: Any, obj: dict) -> None:
@@ -820,6 +1105,10 @@ def main(argv: list[str] | None = None) -> int:
                                                    f"${TOKEN_ENV})")
     p.add_argument("--settle-s", type=float, help="analyzer settling before Go and Stop "
                                                   "(default 10 s, MLPerf's)")
+    p.add_argument("--auth-timeout-s", type=float, default=PREAUTH_DEADLINE_S,
+                   help="time a connection has to authenticate (default %(default)g s)")
+    p.add_argument("--phase-timeout-s", type=float, default=PHASE_TIMEOUT_S,
+                   help="a phase holding the meters longer is aborted (default %(default)g s)")
     args = p.parse_args(argv)
     try:
         config = _config_from_args(args)
@@ -830,6 +1119,9 @@ def main(argv: list[str] | None = None) -> int:
     host, port = director.address
     print(f"tinypower director listening on {host}:{port}, sessions in {director.out_dir}",
           flush=True)
+    # SIGTERM (a service manager's stop) ends like Ctrl-C: running phases are aborted, which
+    # stops PTDaemon's measurement, instead of leaving it measuring for the next session.
+    signal.signal(signal.SIGTERM, lambda *_: _raise_interrupt())
     try:
         director.serve_forever()
     except KeyboardInterrupt:
@@ -837,6 +1129,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         director.close()
     return 0
+
+
+def _raise_interrupt() -> None:
+    raise KeyboardInterrupt
 
 
 def _config_from_args(args: argparse.Namespace) -> DirectorConfig:
@@ -862,6 +1158,7 @@ def _config_from_args(args: argparse.Namespace) -> DirectorConfig:
         meters=meters,
         token=read_token(args.token_file, sut.token_env if sut else TOKEN_ENV),
         listen=listen, ranging=ranging, limits=sut.limits if sut else Limits(),
+        auth_timeout_s=args.auth_timeout_s, phase_timeout_s=args.phase_timeout_s,
     )
 
 

@@ -19,7 +19,6 @@ from typing import Any
 from energy_monitor.series_meters import SERIES_METERS
 from tinypower.scale.sync import MAX_SKEW_S
 from tinypower.scale.workload import (
-    RULE_MIN_DURATION_S,
     RUNTIMES,
     SCENARIOS,
     CommandWorkload,
@@ -42,6 +41,7 @@ from tinypower.schema import (
 )
 
 RANGING_MODES = ("auto", "max", "fixed")
+ENGINES = ("tinypower", "power-dev")
 DEFAULT_PORT = 4950  # the MLPerf power server's port
 TOKEN_ENV = "TINYPOWER_TOKEN"
 SETTLE_S = 10.0  # MLPerf's ANALYZER_SLEEP_SECONDS before Go and before Stop
@@ -89,10 +89,18 @@ class RangingPolicy:
 
 @dataclass(frozen=True)
 class Limits:
+    """What makes a run valid here. MLPerf compliance is judged against MLPerf's own fixed
+    constants (``tinypower.scale.director.compliance_checks``), never against these."""
+
     max_skew_s: float = MAX_SKEW_S
-    max_uncertainty: float = 0.01  # per-sample, MLPerf: above 1.00% fails the run
     max_gap_s: float = 2.0  # readings further apart than this are a gap in the window
-    min_duration_s: float = RULE_MIN_DURATION_S  # a shorter window is not rule-compliant
+
+
+RETIRED_LIMITS = {
+    "min_duration_s": "MLPerf's 600 s is fixed; shorten a run with [workload] min_duration_s "
+                      "(it is then not compliant)",
+    "max_uncertainty": "MLPerf's 1% per-sample limit is fixed",
+}
 
 
 @dataclass(frozen=True)
@@ -107,6 +115,8 @@ class Sut:
     token_env: str = TOKEN_ENV
     output: Path | None = None  # session folders; None: <--runs-dir>/power
     path: Path | None = None
+    engine: str = "tinypower"  # or "power-dev": MLCommons power-dev's server and client run it
+    power_dev: Any = None  # tinypower.scale.powerdev.PowerDevConfig with engine "power-dev"
 
 
 def parse_host_port(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
@@ -134,15 +144,33 @@ def sut_from_dict(data: dict[str, Any], path: Path | None = None) -> Sut:
     where = str(path) if path else "SUT"
     base = path.parent if path else Path.cwd()
     unknown = set(data) - {"name", "description", "workload", "meters", "ranging", "limits",
-                           "director"}
+                           "director", "engine", "power_dev"}
     if unknown:
         raise SutError(f"{where}: unknown section(s) {sorted(unknown)}; see docs/scaling.md")
     validate_sut(data, where)
+    engine = str(data.get("engine", "tinypower"))
+    if engine not in ENGINES:
+        raise SutError(f"{where}: engine must be one of {ENGINES}, not {engine!r}")
+    power_dev = None
+    if engine == "power-dev":
+        from tinypower.scale.powerdev import PowerDevError, config_from_dict
+
+        try:
+            power_dev = config_from_dict(data.get("power_dev", {}), base)
+        except (PowerDevError, TypeError) as exc:
+            raise SutError(f"{where}: {exc}") from None
+    elif "power_dev" in data:
+        raise SutError(f"{where}: [power_dev] needs engine = \"power-dev\"")
     try:
         workload = _workload(data.get("workload", {}), base, where)
-        meters = _meters(data.get("meters", []), where)
+        meters = _meters(data.get("meters", []), where) if engine == "tinypower" \
+            or data.get("meters") else []
         ranging = RangingPolicy(**data.get("ranging", {}))
         limits_data = dict(data.get("limits", {}))
+        for key, why in RETIRED_LIMITS.items():
+            if key in limits_data:
+                raise SutError(f"{where} [limits] {key}: compliance is not configurable: "
+                               f"{why}; remove the key")
         if "max_skew_ms" in limits_data:
             limits_data["max_skew_s"] = limits_data.pop("max_skew_ms") / 1000.0
         limits = Limits(**limits_data)
@@ -163,7 +191,7 @@ def sut_from_dict(data: dict[str, Any], path: Path | None = None) -> Sut:
         connect=parse_host_port(director["connect"]) if director.get("connect") else None,
         token_env=director.get("token_env", TOKEN_ENV),
         output=output if output is None or output.is_absolute() else base / output,
-        path=path,
+        path=path, engine=engine, power_dev=power_dev,
     )
 
 
@@ -185,6 +213,8 @@ SUT_SCHEMA: Schema = {
                        "max_uncertainty": (False, number(above=0, most=1)),
                        "max_gap_s": (False, number(above=0, unit="s")),
                        "min_duration_s": (False, number(above=0, unit="s"))}),
+    "engine": (False, choice(ENGINES)),
+    "power_dev": (False, Rule("a table [power_dev]", lambda v: isinstance(v, dict))),
     "director": (False, {"listen": (False, _HOST_PORT), "connect": (False, _HOST_PORT),
                          "token_env": (False, text()), "output": (False, text())}),
 }

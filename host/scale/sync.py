@@ -16,6 +16,7 @@ whatever the path's asymmetry. Of a few exchanges the one with the shortest dela
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -60,7 +61,16 @@ def best_exchange(exchange: Callable[[], SkewSample], count: int = 3) -> SkewSam
 
 
 def check_skew(sample: SkewSample, limit_s: float, where: str) -> None:
-    """Refuse a skew above ``limit_s``."""
+    """Refuse a skew above ``limit_s``, and an exchange no clock can produce: a time that is
+    not a finite number (NaN compares false with any limit, so it would pass) or a round trip
+    shorter than zero (the client's times are its word; these would make any bound)."""
+    times = (sample.t0_s, sample.t1_s, sample.t2_s, sample.t3_s)
+    if not all(math.isfinite(t) for t in times) or sample.t3_s < sample.t0_s \
+            or sample.t2_s < sample.t1_s or sample.delay_s < 0:
+        raise SkewError(
+            f"clock skew {where}: refused an impossible time exchange (t0..t3 = "
+            f"{', '.join(repr(t) for t in times)}): times must be finite and the round trip "
+            "not negative; run tinypower's client unmodified")
     if sample.bound_s > limit_s:
         raise SkewError(
             f"clock skew {where}: the SUT and director clocks differ by up to "

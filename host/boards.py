@@ -50,12 +50,16 @@ BOARD_SCHEMA: Schema = {
     "clock_hz": (True, integer(1_000, 10_000_000_000, "Hz")),
     "memory": (False, {"flash_bytes": (False, integer(1, unit="bytes")),
                        "ram_bytes": (False, integer(1, unit="bytes"))}),
-    "cycle_model": (False, {"cycles_per_mac": (True, number(above=0, most=1e6)),
-                            "overhead_cycles": (True, integer(0))}),
+    # costs = "firmware" (our firmware's measured per-operator costs) needs no other key;
+    # "constant" (the default) needs cycles_per_mac and overhead_cycles (_cycle_model)
+    "cycle_model": (False, {"costs": (False, choice(("constant", "firmware"))),
+                            "cycles_per_mac": (False, number(above=0, most=1e6)),
+                            "overhead_cycles": (False, integer(0))}),
     "energy_model": (False, {"idle_current_a": (True, number(least=0, most=10, unit="A")),
                              "io_current_a": (True, number(least=0, most=10, unit="A")),
                              "active_current_a": (True, number(least=0, most=10, unit="A")),
-                             "timestamp_hold_s": (True, number(above=0, most=1, unit="s"))}),
+                             "timestamp_hold_s": (True, number(above=0, most=1, unit="s")),
+                             "source": (False, text())}),
     "uart": (False, {mode: (False, integer(300, 20_000_000, "baud"))
                      for mode in ("performance", "energy", "accuracy")}),
     "monitor": (True, {"kind": (True, choice(sorted(DRIVERS))),
@@ -159,6 +163,10 @@ def load_board(name_or_path: str) -> Board:
 def _cycle_model(cycle: dict) -> CycleModel:
     if cycle.get("costs") == "firmware":
         return CycleModel(0.0, 0, "firmware")
+    missing = [k for k in ("cycles_per_mac", "overhead_cycles") if k not in cycle]
+    if missing:
+        raise ValueError(f"[cycle_model] needs {' and '.join(missing)} (or costs = "
+                         "\"firmware\")")
     return CycleModel(float(cycle["cycles_per_mac"]), int(cycle["overhead_cycles"]))
 
 

@@ -62,7 +62,7 @@ def test_the_shipped_costs_say_where_they_come_from() -> None:
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason=f"no MLPerf Tiny models at {SHARED}")
-def test_kws01_virtual_lab_latency_is_within_10_percent_of_the_firmware_under_qemu(
+def test_kws01_virtual_lab_latency_is_the_firmwares_work_under_qemu_within_10_percent(
         tools, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TINYPOWER_CACHE", str(tmp_path / "cache"))
     suite = get_suite("kws01")
@@ -76,9 +76,16 @@ def test_kws01_virtual_lab_latency_is_within_10_percent_of_the_firmware_under_qe
     assert outcome.error is None and outcome.measured_as == "emulated"
     qemu_s = outcome.result.extras["latency_ms"] / 1e3
     instructions = qemu_s * 1e9 / 2 ** emulator_config(board).icount_shift
-    with VirtualLab(board=load_board("sim-m4"), suite=suite, model=model.data,
+    sim_board = load_board("sim-m4")
+    with VirtualLab(board=sim_board, suite=suite, model=model.data,
                     macs=model.info.macs, mode="performance") as lab:
         virtual_s = lab.dut.latency_s
+    # The same firmware on two clocks: QEMU runs one instruction per 2^shift ns (125 MHz at
+    # shift 3), sim-m4 is a 120 MHz core at one instruction per cycle. The like-for-like
+    # comparison is the work of one inference, in instructions (= cycles on sim-m4).
+    virtual_instructions = virtual_s * sim_board.clock_hz
     print(f"\nkws01: firmware under QEMU {qemu_s * 1e3:.3f} ms ({instructions:,.0f} "
-          f"instructions), virtual lab {virtual_s * 1e3:.3f} ms, ratio {virtual_s / qemu_s:.3f}")
-    assert virtual_s == pytest.approx(qemu_s, rel=0.10)
+          f"instructions), virtual lab {virtual_s * 1e3:.3f} ms at "
+          f"{sim_board.clock_hz / 1e6:g} MHz ({virtual_instructions:,.0f} cycles), ratio "
+          f"{virtual_instructions / instructions:.3f}")
+    assert virtual_instructions == pytest.approx(instructions, rel=0.10)

@@ -92,7 +92,8 @@ def test_every_meter_kind_has_a_commented_example(model_cache):
      "listen = '0.0.0.0:4950'\n", "plain TCP without authentication: set allow_remote"),
     ("engine = 'power-dev'\n[workload]\ncommand = ['true']\n[power_dev]\nptdd = 'x'\n",
      "[power_dev]: unknown key"),
-    ("engine = 'power'\n[workload]\ncommand = ['true']\n", "engine must be one of"),
+    ("engine = 'power'\n[workload]\ncommand = ['true']\n",
+     "engine: expected one of tinypower, power-dev"),
 ])
 def test_bad_sut_files_name_the_problem(tmp_path, text, message):
     path = tmp_path / "sut.toml"

@@ -149,8 +149,6 @@ def sut_from_dict(data: dict[str, Any], path: Path | None = None) -> Sut:
         raise SutError(f"{where}: unknown section(s) {sorted(unknown)}; see docs/scaling.md")
     validate_sut(data, where)
     engine = str(data.get("engine", "tinypower"))
-    if engine not in ENGINES:
-        raise SutError(f"{where}: engine must be one of {ENGINES}, not {engine!r}")
     power_dev = None
     if engine == "power-dev":
         from tinypower.scale.powerdev import PowerDevError, config_from_dict
@@ -247,6 +245,10 @@ def meter_options_schema(kind: str) -> Schema:
         "kind": (True, choice(sorted(SERIES_METERS))), "name": (False, safe_name()),
         "address": (False, either(text(), integer(0))),
     }
+    if kind == "ptd":  # read by the director itself (director.DIRECTOR_OPTIONS), not the driver
+        schema["console_log"] = (False, text())
+        schema["channel"] = (False, text())
+        schema["ptd_command"] = (False, list_of(text()))
     for param in inspect.signature(init).parameters.values():
         if param.kind is not inspect.Parameter.KEYWORD_ONLY or param.name in _NOT_OPTIONS:
             continue

@@ -25,15 +25,21 @@ def _flat(_t: float) -> float:
 
 
 @contextmanager
+def _identity(meter) -> Iterator[MeterIdentity]:
+    """What ``meter`` reports about itself; the meter is closed afterwards."""
+    try:
+        yield meter.identify()
+    finally:
+        meter.close()
+
+
+@contextmanager
 def _serial_meter(kind: str, _tmp: Path) -> Iterator[MeterIdentity]:
     timeline = LoadTimeline(VirtualClock(), 0.001)
     sim = start_simulated_meter(kind, timeline)
     try:
-        meter = sim.connect(measured_as="hardware")
-        try:
-            yield meter.identify()
-        finally:
-            meter.close()
+        with _identity(sim.connect(measured_as="hardware")) as identity:
+            yield identity
     finally:
         sim.close()
 
@@ -43,12 +49,13 @@ def _ptd(_tmp: Path) -> Iterator[MeterIdentity]:
     from energy_monitor.ptd import Ptd
     from energy_monitor.sim.ptd_sim import PtdSimulator
 
-    with PtdSimulator(_flat) as sim:
-        meter = Ptd(sim.address, measured_as="hardware", poll_interval_s=0.1, timeout_s=2.0)
-        try:
-            yield meter.identify()
-        finally:
-            meter.close()
+    with (
+        PtdSimulator(_flat) as sim,
+        _identity(
+            Ptd(sim.address, measured_as="hardware", poll_interval_s=0.1, timeout_s=2.0)
+        ) as identity,
+    ):
+        yield identity
 
 
 @contextmanager
@@ -56,13 +63,15 @@ def _yokogawa(_tmp: Path) -> Iterator[MeterIdentity]:
     from energy_monitor.sim.yokogawa_sim import YokogawaSimulator
     from energy_monitor.yokogawa import Yokogawa
 
-    with YokogawaSimulator(_flat) as sim:
-        meter = Yokogawa(sim.resource, update_rate="100MS", poll_interval_s=0.05,
-                         measured_as="hardware")
-        try:
-            yield meter.identify()
-        finally:
-            meter.close()
+    with (
+        YokogawaSimulator(_flat) as sim,
+        _identity(
+            Yokogawa(
+                sim.resource, update_rate="100MS", poll_interval_s=0.05, measured_as="hardware"
+            )
+        ) as identity,
+    ):
+        yield identity
 
 
 @contextmanager
@@ -70,14 +79,21 @@ def _snmp(_tmp: Path) -> Iterator[MeterIdentity]:
     from energy_monitor.sim.snmp_pdu_sim import SnmpPduSimulator
     from energy_monitor.snmp_pdu import SnmpPdu
 
-    with SnmpPduSimulator(_flat) as sim:
-        meter = SnmpPdu(sim.address, vendor="raritan", outlet=7, poll_interval_s=0.05,
-                        timeout_s=0.3, retries=0,
-                        measured_as="hardware")
-        try:
-            yield meter.identify()
-        finally:
-            meter.close()
+    with (
+        SnmpPduSimulator(_flat) as sim,
+        _identity(
+            SnmpPdu(
+                sim.address,
+                vendor="raritan",
+                outlet=7,
+                poll_interval_s=0.05,
+                timeout_s=0.3,
+                retries=0,
+                measured_as="hardware",
+            )
+        ) as identity,
+    ):
+        yield identity
 
 
 @contextmanager
@@ -85,12 +101,11 @@ def _redfish(_tmp: Path) -> Iterator[MeterIdentity]:
     from energy_monitor.redfish import Redfish
     from energy_monitor.sim.redfish_sim import RedfishSimulator
 
-    with RedfishSimulator(_flat) as sim:
-        meter = Redfish(sim.url, poll_interval_s=0.05, measured_as="hardware")
-        try:
-            yield meter.identify()
-        finally:
-            meter.close()
+    with (
+        RedfishSimulator(_flat) as sim,
+        _identity(Redfish(sim.url, poll_interval_s=0.05, measured_as="hardware")) as identity,
+    ):
+        yield identity
 
 
 @contextmanager
@@ -99,12 +114,16 @@ def _ipmi(tmp: Path) -> Iterator[MeterIdentity]:
     from energy_monitor.sim.ipmi_sim import FakeIpmitool
 
     fake = FakeIpmitool(tmp / "bin", t0=time.time())
-    meter = Ipmi("10.0.0.6", username="tinypower", password="secret",
-                 ipmitool=str(fake.program), measured_as="hardware")
-    try:
-        yield meter.identify()
-    finally:
-        meter.close()
+    with _identity(
+        Ipmi(
+            "10.0.0.6",
+            username="tinypower",
+            password="secret",
+            ipmitool=str(fake.program),
+            measured_as="hardware",
+        )
+    ) as identity:
+        yield identity
 
 
 @contextmanager
@@ -113,11 +132,10 @@ def _nvml(_tmp: Path) -> Iterator[MeterIdentity]:
     from energy_monitor.sim.nvml_sim import FakeNvml, SimGpu
 
     nvml = FakeNvml([SimGpu("A100", "GPU-a", _flat)], start_s=1_700_000_000.0)
-    meter = Nvml(nvml=nvml, clock=nvml.now, poll_interval_s=3600, measured_as="hardware")
-    try:
-        yield meter.identify()
-    finally:
-        meter.close()
+    with _identity(
+        Nvml(nvml=nvml, clock=nvml.now, poll_interval_s=3600, measured_as="hardware")
+    ) as identity:
+        yield identity
 
 
 @contextmanager
@@ -127,17 +145,19 @@ def _rapl(tmp: Path) -> Iterator[MeterIdentity]:
 
     tree = FakePowercap(tmp / "powercap")
     tree.add_zone("0", "package-0", 50.0)
-    meter = Rapl(tree.root, measured_as="hardware")
-    try:
-        yield meter.identify()
-    finally:
-        meter.close()
+    with _identity(Rapl(tree.root, measured_as="hardware")) as identity:
+        yield identity
 
 
 CASES: dict[str, Callable[[Path], object]] = {
     **{kind: (lambda tmp, k=kind: _serial_meter(k, tmp)) for kind in SIMULATED_METERS},
-    "ptd": _ptd, "yokogawa": _yokogawa, "snmp_pdu": _snmp, "redfish": _redfish,
-    "ipmi": _ipmi, "nvml": _nvml, "rapl": _rapl,
+    "ptd": _ptd,
+    "yokogawa": _yokogawa,
+    "snmp_pdu": _snmp,
+    "redfish": _redfish,
+    "ipmi": _ipmi,
+    "nvml": _nvml,
+    "rapl": _rapl,
 }
 
 
@@ -148,7 +168,8 @@ def test_every_driver_kind_is_covered() -> None:
 
 @pytest.mark.parametrize("kind", sorted(CASES))
 def test_no_driver_can_be_configured_into_hardware_against_a_simulator(
-        kind: str, tmp_path: Path) -> None:
+    kind: str, tmp_path: Path
+) -> None:
     with CASES[kind](tmp_path) as identity:  # type: ignore[attr-defined]
         assert identity.kind == kind
         assert identity.measured_as == "simulated", identity
@@ -158,8 +179,7 @@ def test_no_driver_can_be_configured_into_hardware_against_a_simulator(
 
 
 def test_an_unmarked_identity_keeps_its_claim_and_a_marked_one_cannot() -> None:
-    real = MeterIdentity("lpm01a", "X-NUCLEO-LPM01A", "540619864-1110659081", "1.0.6",
-                         "hardware")
+    real = MeterIdentity("lpm01a", "X-NUCLEO-LPM01A", "540619864-1110659081", "1.0.6", "hardware")
     assert real.measured_as == "hardware" and real.verification == "simulator-only"
     for field in ("model", "serial", "firmware"):
         values = {"model": "m", "serial": "s", "firmware": "f", field: f"x-{SIM_MARK.upper()}"}
@@ -190,7 +210,7 @@ def test_check_on_a_tiny_export_keeps_the_simulated_warning(sessions, tmp_path: 
 
 
 def test_the_docs_list_every_drivers_verification_level() -> None:
-    docs = (Path(__file__).resolve().parents[1] / "docs" / "how-numbers-are-computed.md")
+    docs = Path(__file__).resolve().parents[1] / "docs" / "how-numbers-are-computed.md"
     text = docs.read_text()
     for kind, (level, _) in LEVELS.items():
         assert f"| {kind} | {level} |" in text, kind

@@ -47,7 +47,8 @@ def test_windows_integrate_the_counter_and_nest(tmp_path: Path) -> None:
     assert outer.duration_s == pytest.approx(1.0)
     assert inner.energy_j == pytest.approx(10.0, rel=1e-6)
     assert inner.mean_power_w == pytest.approx(20.0)
-    assert not outer.interpolated and outer.readings == 9 and outer.measured_as == "counter"
+    # the fake powercap tree carries the simulators' mark: its numbers are simulated, not counter
+    assert not outer.interpolated and outer.readings == 9 and outer.measured_as == "simulated"
     assert outer.per_meter_j == {"rapl RAPL package-0 (intel-rapl:0)": outer.energy_j}
 
 
@@ -137,7 +138,7 @@ def test_monitor_command_measures_and_stores_any_command(tmp_path: Path) -> None
     # The tree follows wall-clock time from a thread of this process, which a loaded machine
     # delays; the exact arithmetic is checked on a virtual clock above.
     assert record["energy_j"] == pytest.approx(20.0 * record["duration_s"], rel=0.2)
-    assert record["valid"] and record["measured_as"] == "counter" and record["unit"] == "J"
+    assert record["valid"] and record["measured_as"] == "simulated" and record["unit"] == "J"
     assert failed.returncode == 3 and "invalid: command exited with status 3" in failed.stdout
     stored = query(runs / "results.sqlite", ["mode=monitor"])
     assert [r.valid for r in stored] == [True, False]

@@ -43,12 +43,12 @@ def test_an_unpowered_dut_is_silent_and_boots_on_power_on() -> None:
         assert banner == [b"m-timestamp-mode-energy\r\n", b"m-init-done\r\n", b"m-ready\r\n"]
         assert [e.polarity for e in timeline.edges_between(0, math.inf)] == ["fall", "rise"]
         with DutClient(url) as client:
-            assert client.sync(timeout_s=2) == "tinypower-software-dut"
+            assert client.sync(timeout_s=2) == "tinypowersim-software-dut"
             timeline.set_powered(False)
             with pytest.raises(DutTimeoutError):
                 client.command("name", timeout_s=0.3)
             timeline.set_powered(True)  # a power cycle reboots it: the client drains the banner
-            assert client.sync(timeout_s=2) == "tinypower-software-dut"
+            assert client.sync(timeout_s=2) == "tinypowersim-software-dut"
 
 
 # Both IO managers and all four DC monitors, each at least once.
@@ -60,7 +60,7 @@ def test_an_unpowered_dut_is_silent_and_boots_on_power_on() -> None:
 def test_energy_mode_powers_the_dut_from_the_monitor_before_talking_to_it(
     tmp_path: Path, interface: str, monitor: str
 ) -> None:
-    lat = BOARD.cycle_model.latency_s(MODEL.info.macs, BOARD.clock_hz)
+    lat = BOARD.cycle_model.latency_s(MODEL.info.macs, BOARD.clock_hz, MODEL.data)
     n = math.ceil(10.5 / lat)
     outcome = run(RunRequest(
         board=BOARD, suite=SUITE, model=MODEL, dataset=synthetic_inputs(SUITE), mode="energy",

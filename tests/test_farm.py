@@ -61,9 +61,9 @@ COMMANDS = {
                 "--hostname 127.0.0.1 {name}.yaml",
     "create": "labgrid-client -x {coordinator} -p {name} create",
     "match": "labgrid-client -x {coordinator} -p {name} add-match '{name}/sim-bench/*'",
-    "measure": "tinypower measure --board sim-m4 --model synthetic --iterations 100 "
+    "measure": "tinypower measure --board sim-m4 --model synthetic --iterations 200 "
                "--place {name} --coordinator {coordinator}",
-    "local": "tinypower measure --board sim-m4 --model synthetic --iterations 100",
+    "local": "tinypower measure --board sim-m4 --model synthetic --iterations 200",
 }
 DOCS_VALUES = {"coordinator": "127.0.0.1:20408", "name": "bench-a"}
 MEASURE = COMMANDS["local"].split()[2:]
@@ -314,7 +314,7 @@ def test_ctrl_c_mid_run_releases_the_place_and_keeps_the_session(
     assert farm.holder("bench-b") == "None"
     (folder,) = runs.glob("*-energy")
     session = json.loads((folder / "session.json").read_text())
-    assert session["status"] == "incomplete" and "Ctrl-C" in session["reason"]
+    assert session["status"] == "interrupted" and "Ctrl-C" in session["reason"]
     assert session["farm"]["place"] == "bench-b"
 
 

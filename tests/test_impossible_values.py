@@ -96,8 +96,8 @@ def test_strict_json_keeps_types_and_refuses_nan_and_unknowns() -> None:
 
 
 def test_a_failed_session_records_the_hashes_of_what_it_wrote(tmp_path: Path) -> None:
-    outcome = run(request(tmp_path, "energy", meter_faults=SimFaults(garble_at=5000)))
-    assert outcome.error and "unreadable line" in outcome.error
+    outcome = run(request(tmp_path, "energy", meter_faults=SimFaults(stall_after=5000)))
+    assert outcome.error and "stopped streaming" in outcome.error
     folder = outcome.session.folder
     files = json.loads((folder / "session.json").read_text())["files"]
     assert "lpm01a-raw.txt" in files

@@ -182,7 +182,7 @@ def test_cli_report_check_and_rescore_agree_on_an_invalid_power_session(
     assert "invalid: coverage: readings cover" in printed
     assert "valid: no, MLPerf-compliant: no" in printed
     assert "testing result: " in printed and " mJ/query (k=2)" in printed
-    assert "not compliant: measured_as: the meter's numbers are simulated" in printed
+    assert "not compliant: measured as: the meter's numbers are simulated" in printed
     # the store and the report read the same record
     [record] = records_from_session(folder)
     assert not record.valid and record.failed_rules == ("coverage",)
@@ -223,7 +223,7 @@ def test_the_power_record_carries_the_analyzers_uncertainty(power_session, tmp_p
     [record] = records_from_session(power_session)
     server = json.loads((power_session / "power" / "server.json").read_text())
     testing = stored(power_session)
-    r = server["phases"]["testing"]["meters"]["ptd"]["uncertainty_max"]
+    r = server["phase_records"]["testing"]["meters"]["ptd"]["uncertainty_max"]
     bound = json.loads((power_session / "results.json").read_text())["alignment_bound_s"]
     v, t = testing["value"], testing["window_s"]
     hand = 2 * math.sqrt((v * r / math.sqrt(3)) ** 2 + (v * bound / t * math.sqrt(2 / 3)) ** 2)

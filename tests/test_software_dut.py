@@ -169,7 +169,7 @@ def test_a_long_window_takes_virtual_not_wall_time(
     make_lab: Callable[[str], Lab], kws_input: bytes
 ) -> None:
     lab = make_lab("performance")
-    assert 0.2 < lab.dut.latency_s < 0.5  # KWS on sim-m4: about 0.34 s, as our firmware
+    assert 0.02 < lab.dut.latency_s < 0.5  # KWS on sim-m4: about 58 ms, as our firmware
     lab.client.load(kws_input)
     virtual_before, wall_before = lab.timeline.clock.now(), time.monotonic()
     lab.client.infer(1000, 0)

@@ -38,11 +38,21 @@ def _is_terminal(stream: TextIO) -> bool:
         return False
 
 
+class _Console(Console):
+    """rich's Console, but a closed pipe raises BrokenPipeError for ``cli.main`` to end
+    quietly with the SIGPIPE status: rich's own handler exits with 1, which here means
+    "a run failed or a rule was broken"."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError
+
+
 def console(stderr: bool = False) -> Console:
     """A rich Console for stdout (or stderr) that wraps only on a terminal."""
     if _is_terminal(sys.stderr if stderr else sys.stdout):
-        return Console(stderr=stderr)
-    return Console(stderr=stderr, width=UNWRAPPED_WIDTH, soft_wrap=True, no_color=True)
+        return _Console(stderr=stderr)
+    return _Console(stderr=stderr, width=UNWRAPPED_WIDTH, soft_wrap=True, no_color=True)
 
 
 def printable(text: str) -> str:

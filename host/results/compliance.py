@@ -37,7 +37,7 @@ from tinypower.results.power_logs import (
     read_spl,
     score_power_folder,
 )
-from tinypower.results.record import power_validity, primary_meter_identity
+from tinypower.results.record import phase_records, power_validity, primary_meter_identity
 from tinypower.results.rescore import (
     CaseResult,
     _clock_skew_s,
@@ -304,7 +304,7 @@ def _director_uncertainty(folder: Path) -> ComplianceCheck:
     (PTDaemon's Uncertainty summary) in ``power/server.json``, instead of a ptd_logs.txt."""
     try:
         server = json.loads((folder / "power" / "server.json").read_text())
-        meters = (server.get("phase_records") or server["phases"])["testing"]["meters"]
+        meters = phase_records(server)["testing"]["meters"]
         name, record = next((n, m) for n, m in meters.items() if "uncertainty_max" in m)
         worst = float(record["uncertainty_max"])
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError, StopIteration,

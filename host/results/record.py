@@ -286,16 +286,20 @@ def read_power_session(folder: Path) -> tuple[dict, dict]:
     return server, results
 
 
+def phase_records(document: Mapping[str, Any]) -> Any:
+    """Our per-phase detail in a director's ``server.json`` or a client's ``client.json``:
+    power-dev's layout keeps ``phases`` for its checkpoints and our detail in
+    ``phase_records``; sessions written before that kept it in ``phases``. Raises KeyError
+    when neither is there."""
+    return document.get("phase_records") or document["phases"]
+
+
 def primary_meter_identity(server: Mapping[str, Any]) -> dict[str, Any]:
     """The identity (kind, model, serial, firmware, measured_as, verification) the testing
     run's first meter reported, from a director's ``power/server.json`` (which an export
     keeps): {} when it is not there."""
     try:
-        primary = ((server.get("config") or {}).get("meters") or [{}])[0].get("name", "")
-        # power-dev's layout keeps "phases" for its checkpoints and our detail in
-        # "phase_records"; sessions written before that kept it in "phases"
-        phases = server.get("phase_records") or server["phases"]
-        identity = phases["testing"]["meters"][primary]["identity"]
+        identity = phase_records(server)["testing"]["meters"][primary_name(server)]["identity"]
     except (KeyError, TypeError, AttributeError, IndexError):
         return {}
     return dict(identity) if isinstance(identity, Mapping) else {}
@@ -314,8 +318,7 @@ def _analyzer_uncertainty(server: Mapping[str, Any], primary: str, testing: Mapp
     """The testing value's expanded uncertainty (k=2) from the uncertainty PTDaemon reported
     and the measured clock-skew bound (:func:`energy_monitor.uncertainty.analyzer_budget`)."""
     try:
-        phases = server.get("phase_records") or server["phases"]
-        unc = float(phases["testing"]["meters"][primary]["uncertainty_max"])
+        unc = float(phase_records(server)["testing"]["meters"][primary]["uncertainty_max"])
         value, window_s = float(testing["value"]), float(testing["window_s"])
     except (KeyError, TypeError, ValueError):
         return {}
@@ -328,7 +331,7 @@ def _power_benchmark(folder: Path) -> str:
     """The model the client's LoadGen ran (``--model`` of its recorded command), by file stem."""
     try:
         client = json.loads((folder / "power" / "client.json").read_text())
-        command = (client.get("phase_records") or client["phases"])["testing"]["command"]
+        command = phase_records(client)["testing"]["command"]
         return Path(command[command.index("--model") + 1]).stem
     except (OSError, ValueError, KeyError, TypeError, IndexError):
         return ""

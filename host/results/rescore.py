@@ -43,6 +43,7 @@ from tinypower.results.record import (
     ResultRecord,
     file_hashes,
     power_validity,
+    primary_meter_identity,
     records_from_session,
 )
 from tinypower.results.tiny_logs import (
@@ -920,10 +921,8 @@ def _power_measured_as(folder: Path) -> str:
                 return printable(stated)
         if not (folder / "power" / "server.json").is_file():
             return "hardware"
-        server = read_json(folder / "power" / "server.json")
-        primary = server["config"]["meters"][0]["name"]  # the meter spl.txt is from
-        records = server.get("phase_records") or server["phases"]
-        return str(records["testing"]["meters"][primary]["identity"]["measured_as"])
+        identity = primary_meter_identity(read_json(folder / "power" / "server.json"))
+        return str(identity["measured_as"]) if "measured_as" in identity else "hardware"
     except (ResultFileError, KeyError, TypeError, AttributeError, IndexError):
         return "hardware"
 

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -36,7 +37,6 @@ from energy_monitor.trace import (
 )
 from energy_monitor.uncertainty import COVERAGE_K, energy_budget
 from tinypower.boards import Board
-from tinypower.dut.emulated_lab import EmulatedLab
 from tinypower.dut.hardware_bench import BenchError, BenchPorts, HardwareBench
 from tinypower.dut.io_manager import DEFAULT_DUT_BAUD, KINDS, IoManagerClient
 from tinypower.dut.latency_model import describe as describe_latency_model
@@ -74,10 +74,12 @@ from tinypower.suites.benchmarks import Suite, SuiteError
 from tinypower.suites.datasets import Dataset, DatasetError
 from tinypower.suites.reference import ReferenceModel
 
+if TYPE_CHECKING:  # imported where an emulated board is run: it pulls in the firmware builder
+    from tinypower.dut.emulated_lab import EmulatedLab
+
 MODES = ("performance", "energy", "accuracy")
 CALIBRATION_MARGIN = 1.15  # N gives windows 15% above the minimum, so jitter cannot fail them
 PROBE_MIN_S = 1.0  # a calibration probe must last this long to time one inference well
-EDGE_SETTLE_S = 0.05  # then how long to wait for stray edges that belong to the same window
 
 Progress = Callable[[str, int, int], None]  # (phase description, done, total)
 
@@ -209,7 +211,7 @@ def run(request: RunRequest, progress: Progress | None = None) -> RunOutcome:
         transcript = stack.enter_context(Transcript(session.path("transcript.log")))
         try:
             lab = stack.enter_context(_lab(request, interface))
-            if isinstance(lab, EmulatedLab):
+            if request.board.kind == "emulated":
                 session.set("emulator", _emulator_record(lab))
             meter: Meter | None = None
             if request.mode == "energy":
@@ -236,7 +238,7 @@ def run(request: RunRequest, progress: Progress | None = None) -> RunOutcome:
                 stack.callback(_record_verification, dut, request, session)
                 if is_ours(_open_dut(dut, request, session)):  # the software DUT
                     _observed(outcome, "simulated")
-                if isinstance(lab, EmulatedLab) or request.tinypower_firmware:
+                if request.board.kind == "emulated" or request.tinypower_firmware:
                     _select_firmware_mode(dut, request)
             except BaseException:
                 if meter is not None:
@@ -332,6 +334,8 @@ def _lab(
                              ports=request.ports or BenchPorts(), monitor=request.monitor,
                              interface=interface)
     if request.board.kind == "emulated":
+        from tinypower.dut.emulated_lab import EmulatedLab
+
         if interface:
             raise RunError(
                 f"the emulated board {request.board.name} talks to its firmware directly: "
@@ -508,14 +512,14 @@ def _measure_energy(
         if not request.iterations:  # the probe needs an input; a given N needs no probe
             dut.load(inputs[0], verify=request.verify_inputs)
         n, per_inference = _calibrate(
-            lambda k: _edge_duration(_edges_of_infer(dut, meter, k, 0, None, request), meter),
+            lambda k: _probe_duration(dut, meter, k, request),
             request, session,
         )
-        groups: list[list[Event]] = []
+        starts: list[int] = []  # where each window's edges begin in the meter's events
         for k, data in enumerate(inputs):
             progress(f"energy window {k + 1}/{REQUIRED_WINDOWS} (N={n})", k, REQUIRED_WINDOWS)
             dut.load(data, verify=request.verify_inputs)
-            groups.append(_edges_of_infer(dut, meter, n, warmups, per_inference, request))
+            starts.append(_infer_edges(dut, meter, n, warmups, per_inference, request))
             session.checkpoint(f"window {k}", meter_samples=meter.sample_count())
         progress("energy windows done", REQUIRED_WINDOWS, REQUIRED_WINDOWS)
     except BaseException:
@@ -531,22 +535,31 @@ def _measure_energy(
         _save_partial_trace(meter, session)
         raise
     save_trace(trace, session.path("trace.npz"))
+    events = meter.events()
+    groups = [events[a:b] for a, b in zip(starts, [*starts[1:], len(events)], strict=True)]
     return _score_energy_windows(trace, groups, n, request, session)
 
 
-def _edges_of_infer(
+def _infer_edges(
     dut: DutClient, meter: Meter, n: int, warmups: int, per_inference: float | None,
     request: RunRequest,
-) -> list[Event]:
-    """Run ``infer n w`` and return the timestamp edges the meter saw for it."""
+) -> int:
+    """Run ``infer n w`` and wait until the meter has seen two more timestamp edges; return
+    how many it had seen before, where this window's edges begin.
+
+    A window's edges are all those seen from its ``infer`` until the next window's (or the end
+    of the acquisition), so an edge the meter reports late still counts with its window, and
+    no fixed wait for stragglers is needed."""
     before = len(meter.events())
     dut.infer(n, warmups, timeout_s=_infer_timeout(n, per_inference))
     meter.wait_for_events(before + 2, request.edge_timeout_s)
-    time.sleep(EDGE_SETTLE_S)
-    return meter.events()[before:]
+    return before
 
 
-def _edge_duration(events: list[Event], meter: Meter) -> float:
+def _probe_duration(dut: DutClient, meter: Meter, n: int, request: RunRequest) -> float:
+    """The meter-timed length of an ``infer n 0`` calibration probe."""
+    first = _infer_edges(dut, meter, n, 0, None, request)
+    events = meter.events()[first:]
     if len(events) < 2:
         raise RunError(
             f"the calibration probe gave {len(events)} timestamp edge(s), needs 2: check the "

@@ -90,17 +90,27 @@ def test_energy_mode_powers_the_dut_from_the_monitor_before_talking_to_it(
     assert "dut db print%" not in "\n".join(transcript)
 
 
-def test_a_reply_takes_its_uart_time() -> None:
+@pytest.mark.parametrize("realtime", [False, True])
+def test_a_reply_takes_its_uart_time(realtime: bool) -> None:
     """At 9600 baud each byte takes 10 bits (8N1): the ~450-byte `help` reply cannot arrive
-    sooner than that, so a host that reads too early sees the race a bench shows."""
+    sooner than that. On the virtual clock the meter sees that time pass while the wall clock
+    does not wait for it; ``realtime`` (for hosts that read as bytes come, like the MLCommons
+    runner) spends it on the wall clock, so a host that reads too early sees the race a bench
+    shows."""
     timeline = LoadTimeline(VirtualClock(), BOARD.energy_model.idle_current_a)
     with SoftwareDut(model=MODEL.data, suite=SUITE, board=BOARD, timeline=timeline,
-                     mode="energy", macs=MODEL.info.macs, uart_baud=9600) as dut:
+                     mode="energy", macs=MODEL.info.macs, uart_baud=9600,
+                     realtime=realtime) as dut:
         url = dut.start()
         with DutClient(url, 9600) as client:
             client.sync(timeout_s=5)
-            started = time.monotonic()
+            started, virtual_start = time.monotonic(), timeline.clock.now()
             lines = client.command("help")
-            took = time.monotonic() - started
+            took, virtual_took = time.monotonic() - started, timeline.clock.now() - virtual_start
     reply_bytes = sum(len(line) + 2 for line in lines) + len("m-ready\r\n")
-    assert reply_bytes > 400 and took >= reply_bytes * 10 / 9600
+    line_time_s = reply_bytes * 10 / 9600
+    assert reply_bytes > 400 and virtual_took >= line_time_s
+    if realtime:
+        assert took >= line_time_s
+    else:  # the virtual clock jumped by the line time: no wall time was spent waiting for it
+        assert virtual_took - took >= line_time_s * 0.999

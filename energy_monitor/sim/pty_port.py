@@ -16,6 +16,8 @@ import time
 import tty
 from collections.abc import Iterator
 
+from energy_monitor.sim.load import LoadTimeline
+
 UNPLUG_GRACE_S = 0.2  # time for the driver to read the last bytes before the "cable" goes
 
 
@@ -84,16 +86,21 @@ class UartPacer:
     the meter's stream. A simulated meter's own stream follows the virtual clock instead (a
     10 s window is sent at once), so it is not paced.
 
-    :meth:`pieces` hands out ``data`` in slices of about 5 ms of line time and returns each one
-    only once it would have been fully transmitted, so a reader sees bytes arrive when they
-    would on the wire and races between slow and fast links show in tests. ``baud`` None or 0:
-    no pacing (a link whose speed is not the point).
+    :meth:`pieces` hands out ``data`` in slices of about 5 ms of line time. On the wall clock
+    (no ``timeline``) each slice is returned only once it would have been fully transmitted,
+    so a reader sees bytes arrive when they would on the wire and races between slow and fast
+    links show in tests; a host that reads as it comes (the MLCommons runner) needs this. With
+    a ``timeline`` the line time passes on its virtual clock instead, under its lock, as an
+    inference's time does: the meter still sees the DUT's time on the wire, and a 9600-baud
+    input download costs no wall time. ``baud`` None or 0: no pacing (a link whose speed is not
+    the point).
     """
 
     SLICE_S = 0.005
 
-    def __init__(self, baud: int | None) -> None:
+    def __init__(self, baud: int | None, timeline: LoadTimeline | None = None) -> None:
         self.baud = baud
+        self.timeline = timeline
         self._free_at = 0.0  # when the line has sent everything handed out so far
 
     def seconds(self, nbytes: int) -> float:
@@ -106,8 +113,14 @@ class UartPacer:
         size = max(1, int(self.baud * self.SLICE_S / 10))
         for i in range(0, len(data), size):
             piece = data[i : i + size]
-            done = max(time.monotonic(), self._free_at) + self.seconds(len(piece))
-            if (wait := done - time.monotonic()) > 0:
-                time.sleep(wait)
+            if self.timeline is None:
+                done = max(time.monotonic(), self._free_at) + self.seconds(len(piece))
+                if (wait := done - time.monotonic()) > 0:
+                    time.sleep(wait)
+            else:
+                with self.timeline.lock:
+                    clock = self.timeline.clock
+                    done = max(clock.now(), self._free_at) + self.seconds(len(piece))
+                    clock.advance(max(0.0, done - clock.now()))
             self._free_at = done
             yield piece

@@ -66,7 +66,8 @@ class SoftwareDut:
 
     ``corrupt_download_byte`` flips every bit of the byte received at that offset of a ``db``
     download, as a UART error would, so tests can prove the host notices. ``uart_baud`` makes
-    its replies take the UART's time (bytes x 10 / baud). It boots when ``timeline.powered``
+    its replies take the UART's time (bytes x 10 / baud), on the virtual clock unless
+    ``realtime``. It boots when ``timeline.powered``
     and whenever the timeline's supply is switched on; unpowered it is silent. ``realtime``
     makes an ``infer`` take its time on the wall clock instead of jumping the virtual clock,
     so a meter streams its window as a real one does (for hosts that read the stream as it
@@ -126,7 +127,7 @@ class SoftwareDut:
             partial(os.close, fd)
             for fd in (self._wake_r, self._wake_w, self._power_r, self._power_w)
         ]
-        self._pacer = UartPacer(uart_baud)
+        self._pacer = UartPacer(uart_baud, None if realtime else timeline)
         self.realtime = realtime
         self._powered = timeline.powered
         timeline.on_power(self._power_switched)

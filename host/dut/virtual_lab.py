@@ -26,7 +26,7 @@ class VirtualLab:
     ``interface`` (``arduino`` or ``mlcommons``) a simulated IO manager sits on the DUT's port
     and the host opens ``io_manager_url`` instead, as in an energy-mode setup."""
 
-    boot_s = 0.1  # the software DUT boots at once; its banner takes ~50 ms at 9600 baud
+    boot_s = 0.02  # the software DUT boots at once; its banner's line time is virtual
 
     def __init__(
         self, *, board: Board, suite: Suite, model: bytes, macs: int, mode: str,

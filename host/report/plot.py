@@ -10,7 +10,6 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -31,15 +30,14 @@ ZOOM_COLUMNS = 5
 ZOOM_POINTS = 2_000  # a zoomed plot is ~230 px wide: more points only cost time
 
 
-def _pyplot() -> ModuleType:
-    """matplotlib.pyplot on the headless Agg backend, imported on first use: it costs a
-    quarter of a second, which commands that never plot should not pay."""
-    import matplotlib
+def _figure(**options: object) -> Figure:
+    """A matplotlib Figure, imported on first use: it costs a quarter of a second, which
+    commands that never plot should not pay. No pyplot: its state machine and backend
+    selection are for interactive use, cost another 0.1 s to import, and a figure made this
+    way needs no closing (matplotlib's "embedding in a web application server" pattern)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")  # headless: sessions run on machines with no display
-    import matplotlib.pyplot
-
-    return matplotlib.pyplot
+    return Figure(**options)
 
 
 def _reduced(
@@ -61,7 +59,8 @@ def _reduced(
 
 def _trace_figure(trace: Trace, windows: Sequence[Window], title: str) -> Figure:
     t, power_mw = _reduced(trace)
-    fig, ax = _pyplot().subplots(figsize=(10, 3.5), dpi=110)
+    fig = _figure(figsize=(10, 3.5), dpi=110)
+    ax = fig.subplots()
     ax.plot(t, power_mw, lw=0.6, color=LINE)
     for i, w in enumerate(windows):
         ax.axvspan(w.start_s, w.end_s, color=SHADE, alpha=0.25, lw=0)
@@ -78,14 +77,12 @@ def _trace_figure(trace: Trace, windows: Sequence[Window], title: str) -> Figure
 def _png(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
-    _pyplot().close(fig)
     return buffer.getvalue()
 
 
 def plot_trace(trace: Trace, windows: list[Window], path: Path, title: str) -> Path:
     fig = _trace_figure(trace, windows, title)
     fig.savefig(path)
-    _pyplot().close(fig)
     return path
 
 
@@ -99,8 +96,8 @@ def window_zooms_png(trace: Trace, windows: Sequence[Window], titles: Sequence[s
     each window starts and ends, which the whole-trace plot is too coarse to show."""
     cols = min(len(windows), ZOOM_COLUMNS)
     rows = -(-len(windows) // cols)
-    fig, axes = _pyplot().subplots(rows, cols, figsize=(2.3 * cols, 2.1 * rows), dpi=100,
-                             squeeze=False)
+    fig = _figure(figsize=(2.3 * cols, 2.1 * rows), dpi=100)
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat[len(windows):]:
         ax.set_visible(False)
     for ax, window, title in zip(axes.flat, windows, titles, strict=False):
@@ -154,7 +151,8 @@ def _scatter(ax: Axes, points: Sequence[Point]) -> None:
 def pareto_png(points: Sequence[Point], published: Sequence[Point]) -> bytes:
     """Latency (ms) against energy per inference (uJ): the user's runs, their Pareto front,
     and published results of the same benchmark in grey."""
-    fig, ax = _pyplot().subplots(figsize=(7, 4.2), dpi=110)
+    fig = _figure(figsize=(7, 4.2), dpi=110)
+    ax = fig.subplots()
     front = pareto_front(points)
     if len(front) > 1:
         ax.step([p.x for p in front], [p.y for p in front], where="post", color=SHADE, lw=1.2,
@@ -180,7 +178,8 @@ def _si(value: float, unit: str) -> str:
 def scales_png(points: Sequence[Point], published: Sequence[Point]) -> bytes:
     """Energy per unit of work (J, log) against mean power (W, log): microcontrollers at uJ
     and mW, servers at J and hundreds of W, on one picture."""
-    fig, ax = _pyplot().subplots(figsize=(8, 4.8), dpi=110)
+    fig = _figure(figsize=(8, 4.8), dpi=110)
+    ax = fig.subplots()
     _scatter(ax, [*published, *points])
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -213,8 +212,8 @@ class PowerPhase:
 def power_phases_png(phases: Sequence[PowerPhase], title: str) -> bytes:
     """The ``spl.txt`` readings of each phase (ranging, testing) side by side, LoadGen's window
     shaded: the samples the score averages are the ones inside the shading."""
-    fig, axes = _pyplot().subplots(1, len(phases), figsize=(5 * len(phases), 3.2), dpi=100,
-                             squeeze=False, sharey=True)
+    fig = _figure(figsize=(5 * len(phases), 3.2), dpi=100)
+    axes = fig.subplots(1, len(phases), squeeze=False, sharey=True)
     for ax, phase in zip(axes[0], phases, strict=True):
         ax.plot(phase.time_s, phase.power_w, lw=0.8, color=LINE, marker=".", ms=3)
         ax.axvspan(*phase.window_s, color=SHADE, alpha=0.25, lw=0)
@@ -232,7 +231,8 @@ def scale_out_png(nodes: Sequence[int], energy_kj: Sequence[float],
                   time_to_train_s: Sequence[float], labels: Sequence[str]) -> bytes:
     """Energy-to-train and time-to-train against the number of nodes (log-log): whether
     scaling out shortens the run more than it costs in energy."""
-    fig, (left, right) = _pyplot().subplots(1, 2, figsize=(10, 3.8), dpi=100)
+    fig = _figure(figsize=(10, 3.8), dpi=100)
+    left, right = fig.subplots(1, 2)
     for ax, values, label in ((left, energy_kj, "energy-to-train (kJ)"),
                               (right, time_to_train_s, "time-to-train (s)")):
         ax.plot(nodes, values, color=LINE, marker="o", lw=1)

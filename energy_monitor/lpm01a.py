@@ -47,6 +47,7 @@ from energy_monitor.lpm01a_format import (
     FREQUENCIES_HZ,
     OVERCURRENT_A,
     RANGE_MAX_A,
+    SAMPLE_LINES_RE,
     SAMPLE_RE,
     BinaryDecoder,
     Frame,
@@ -54,6 +55,7 @@ from energy_monitor.lpm01a_format import (
     Item,
     expected_samples,
     format_frequency,
+    parse_sample_lines,
 )
 from energy_monitor.meter import MeterError, MeterIdentity
 from energy_monitor.store import SampleStore
@@ -330,15 +332,39 @@ class Lpm01a(EdgeWaiting):
                     return b""
                 data, self._decoder = self._decoder.remainder, None
                 continue
-            *lines, rest = data.split(b"\n")
-            for i, raw_line in enumerate(lines):
-                self._handle_line(raw_line.replace(b"\x00", b"").decode("ascii", "replace").strip())
-                if self._decoder is not None:  # binary from the byte after this line
-                    data = b"\n".join([*lines[i + 1 :], rest])
-                    break
-            else:
-                return rest
+            end = data.rfind(b"\n") + 1
+            binary = self._consume_lines(data[:end])
+            if binary is None:
+                return data[end:]
+            data = binary + data[end:]
         return b""
+
+    def _consume_lines(self, text: bytes) -> bytes | None:
+        """Handle whole lines: runs of plain sample lines in one go (the bulk of an ASCII
+        stream), anything else line by line. None, or what follows the line that started a
+        binary stream."""
+        done = 0
+        for run in SAMPLE_LINES_RE.finditer(text):
+            binary = self._handle_lines(text[done : run.start()])
+            if binary is not None:
+                return binary + text[run.start() :]
+            self._handle_samples(parse_sample_lines(run.group()))
+            done = run.end()
+        return self._handle_lines(text[done:])
+
+    def _handle_lines(self, text: bytes) -> bytes | None:
+        *lines, rest = text.split(b"\n")
+        for i, raw_line in enumerate(lines):
+            self._handle_line(raw_line.replace(b"\x00", b"").decode("ascii", "replace").strip())
+            if self._decoder is not None:  # binary from the byte after this line
+                return b"\n".join([*lines[i + 1 :], rest])
+        return None
+
+    def _handle_samples(self, values: np.ndarray) -> None:
+        with self._lock:
+            if self._acquiring:  # stray output outside an acquisition carries no data
+                self._samples.extend_array(values)
+                self._count += len(values)
 
     def _handle_line(self, line: str) -> None:
         if not line:

@@ -589,3 +589,71 @@ def test_any_ascii_lines_during_acquisition_never_fail_the_stream(lines: list[st
     finally:
         meter._closing.set()  # no `hrc`: nothing answers on loop://
         meter.close()
+
+
+class _Captured:
+    """A stand-in for the simulator's pty that keeps what it was sent."""
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    first=st.integers(0, 5000),
+    values=st.lists(st.sampled_from([0.0, 1.234e-6, 9.99951e-7, 3.3e-5, 2.5e-3]), min_size=1,
+                    max_size=2500),
+    edges=st.lists(st.integers(-2, 2502), max_size=4),
+    quirks=st.booleans(),
+)
+def test_the_simulators_block_sends_what_its_sample_loop_sends(
+    first: int, values: list[float], edges: list[int], quirks: bool
+) -> None:
+    """The simulator formats a fault-free ASCII block at once; byte for byte it is what the
+    per-sample loop (kept for blocks a fault touches) sends: timestamps, edges, NULs and
+    run-on lines in the same places, the edge counter at the same value."""
+    sent = []
+    for whole_block in (True, False):
+        sim = Lpm01aSimulator(LoadTimeline(VirtualClock(), 0.001), faults=SimFaults(quirks=quirks))
+        sim._port, sim._emitted, sim.freq_hz, sim.timestamp_base_ms = _Captured(), first, 1000.0, 5
+        edge_at: dict[int, list[str]] = {}
+        for k in edges:
+            edge_at.setdefault(first + k, []).append("ris")
+        if whole_block:
+            sim._write_bytes(sim._ascii_block(np.array(values), edge_at))
+        else:
+            sim._send_ascii_each(np.array(values), edge_at)
+        sent.append((sim._port.data, sim._event_counter))
+    assert sent[0] == sent[1]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from(["1234-06\r\n", "0000+00\r\n", "9999-09\r\n", "event 03 ris\r\n",
+                                 "\x001234-06\r\n", "5678-071234-06\r\n", "12#4-06\r\n",
+                                 "TimeStamp: 001s 000ms, buff 00%\r\n", "junk\r\n"]),
+                max_size=40), st.integers(1, 7))
+def test_the_stream_reads_the_same_in_blocks_and_line_by_line(
+    lines: list[str], chunk_lines: int
+) -> None:
+    """Runs of plain sample lines are parsed in one go; mixed with every other kind of line,
+    the samples, edges and drops are those the line-by-line reader finds."""
+    results = []
+    for by_line in (True, False):
+        meter = Lpm01a("loop://", measured_as="simulated")
+        try:
+            meter._acquiring = True
+            if by_line:  # the reader's line-by-line path alone
+                meter._handle_lines("".join(lines).encode("ascii"))
+            else:
+                for i in range(0, len(lines), chunk_lines):
+                    meter._consume("".join(lines[i : i + chunk_lines]).encode("ascii"))
+            trace = meter.trace()
+            results.append((trace.energy_j.tobytes(), [e.index for e in meter.events()],
+                            [(d.index, d.missing) for d in trace.drops]))
+        finally:
+            meter._closing.set()
+            meter.close()
+    assert results[0] == results[1]

@@ -18,12 +18,14 @@ from hypothesis import strategies as st
 from energy_monitor.lpm01a_format import (
     F_TIMESTAMP,
     RANGE_MAX_A,
+    SAMPLE_LINES_RE,
     BinaryDecoder,
     Frame,
     decode_words,
     encode_currents,
     format_sample,
     parse_sample,
+    parse_sample_lines,
     timestamp_frame,
 )
 from energy_monitor.series_meters import SERIES_METERS
@@ -62,6 +64,28 @@ def test_parsing_any_text_gives_a_finite_sample_or_a_value_error(text: str) -> N
     except ValueError:
         return
     assert math.isfinite(value) and value >= 0
+
+
+sample_texts = st.builds(lambda m, sign, e: f"{m:04d}{sign}{e:02d}",
+                         st.integers(0, 9999), st.sampled_from("+-"), st.integers(0, 99))
+
+
+@NO_DEADLINE
+@given(st.lists(sample_texts, min_size=1, max_size=60))
+def test_a_run_of_sample_lines_parses_as_each_line_does(texts: list[str]) -> None:
+    """The driver's block parser gives the very floats the per-line parser gives."""
+    lines = "".join(f"{t}\r\n" for t in texts).encode("ascii")
+    assert SAMPLE_LINES_RE.fullmatch(lines)
+    assert parse_sample_lines(lines).tolist() == [parse_sample(t) for t in texts]
+
+
+@NO_DEADLINE
+@given(st.binary(max_size=60), st.lists(sample_texts, min_size=1, max_size=5))
+def test_a_sample_run_starts_only_at_a_line_start(prefix: bytes, texts: list[str]) -> None:
+    """Samples after other text on the same line are not taken for a run of sample lines."""
+    lines = "".join(f"{t}\r\n" for t in texts).encode("ascii")
+    for run in SAMPLE_LINES_RE.finditer(prefix + lines):
+        assert run.start() == 0 or (prefix + lines)[run.start() - 1] == ord("\n")
 
 
 # --- LPM01A bin_hexa stream -------------------------------------------------------------------

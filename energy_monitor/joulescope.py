@@ -186,7 +186,8 @@ class Joulescope(EdgeWaiting):
 
     def start(self, folder: Path | None = None) -> None:
         """Enable current, voltage and GPI0 streaming; with a folder, the columns go to
-        ``joulescope-current.f64`` and ``joulescope-voltage.f64`` there as they arrive."""
+        ``joulescope-current.f32`` and ``joulescope-voltage.f32`` there as they arrive (float32,
+        as the instrument sends them)."""
         self._raise_if_failed()
         with self._lock:
             self._reset_acquisition(folder)
@@ -323,8 +324,10 @@ class Joulescope(EdgeWaiting):
     # -- merging the three streams --------------------------------------------------------
 
     def _reset_acquisition(self, folder: Path | None) -> None:
-        self._current = SampleStore(folder / "joulescope-current.f64" if folder else None)
-        self._voltage = SampleStore(folder / "joulescope-voltage.f64" if folder else None)
+        self._current = SampleStore(
+            folder / "joulescope-current.f32" if folder else None, np.float32)
+        self._voltage = SampleStore(
+            folder / "joulescope-voltage.f32" if folder else None, np.float32)
         self._columns = {s: _Column() for s in STREAMS}
         self._early: dict[str, list[dict[str, Any]]] = {s: [] for s in STREAMS}
         self._origin: int | None = None  # sample_id of trace sample 0

@@ -2,8 +2,11 @@
 
 A meter at 1 MS/s makes 480 MB of float64 a minute; holding that in a Python list would not
 do. A :class:`SampleStore` buffers a few thousand values, appends them to a raw little-endian
-float64 file (handed to the OS at least each second, so a killed process loses at most a
-second), and hands back a read-only ``np.memmap`` of the file when measuring ends. Without a
+file (handed to the OS at least each second, so a killed process loses at most a second), and
+hands back a read-only ``np.memmap`` of the file when measuring ends. The column is float64, or
+float32 where the meter gives float32 (the Joulescope): half the disk, nothing lost, and
+:meth:`~energy_monitor.trace.Trace.energy_sum_j` still sums it in float64. The file's suffix
+names its type (``.f64``, ``.f32``). Without a
 path it keeps the column in memory (short runs, tests). A write that fails (a full disk) does
 not stop the reader thread that appends: the store keeps the rest of the column in memory and
 says why in ``write_error``, so the measurement goes on and the file keeps what it was given.
@@ -35,13 +38,20 @@ def flush_interval_s() -> float:
 
 
 FLUSH_INTERVAL_S = flush_interval_s()
-DTYPE = np.dtype("<f8")
+DTYPES = {".f64": np.dtype("<f8"), ".f32": np.dtype("<f4")}  # a column file's suffix: its type
 
 
 class SampleStore:
-    """One float64 column, appended to as samples arrive."""
+    """One column, appended to as samples arrive; ``dtype`` float64 or float32 (a file's
+    suffix must say which)."""
 
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(self, path: Path | None = None, dtype: type = np.float64) -> None:
+        self.dtype = np.dtype(dtype).newbyteorder("<")
+        if self.dtype not in DTYPES.values():
+            raise ValueError(f"a sample column is float64 or float32, not {self.dtype}")
+        if path is not None and DTYPES.get(path.suffix) != self.dtype:
+            raise ValueError(f"{path.name}: a {self.dtype} column's file ends in "
+                             f"{next(k for k, v in DTYPES.items() if v == self.dtype)}")
         self.path = path
         # Unbuffered: each drained block goes to the OS at once, and a failed write says how much
         # of it reached the file.
@@ -69,14 +79,14 @@ class SampleStore:
     def extend_array(self, values: np.ndarray) -> None:
         """Append a block at once (binary streams): no per-value Python work."""
         self._drain()
-        block = np.asarray(values, dtype=DTYPE)
+        block = np.asarray(values, dtype=self.dtype)
         self._count += len(block)
         self._append(block.copy())
 
     def _drain(self) -> None:
         if not self._pending:
             return
-        block = np.asarray(self._pending, dtype=DTYPE)
+        block = np.asarray(self._pending, dtype=self.dtype)
         self._pending.clear()
         self._append(block)
 
@@ -89,7 +99,7 @@ class SampleStore:
             while done < len(data):
                 done += self._file.write(data[done:])
         except OSError as exc:
-            whole = done // DTYPE.itemsize
+            whole = done // self.dtype.itemsize
             self._on_disk += whole
             self._write_failed(exc)
             self._chunks.append(block[whole:])
@@ -106,18 +116,18 @@ class SampleStore:
         self._file.close()
         self._file = None
         with contextlib.suppress(OSError):
-            os.truncate(self.path, self._on_disk * DTYPE.itemsize)
-        self._chunks.insert(0, np.fromfile(self.path, dtype=DTYPE, count=self._on_disk))
+            os.truncate(self.path, self._on_disk * self.dtype.itemsize)
+        self._chunks.insert(0, np.fromfile(self.path, dtype=self.dtype, count=self._on_disk))
         self._on_disk = -1  # everything is in memory now
 
     def array(self) -> np.ndarray:
         """Everything appended so far (a memmap when on disk). The store stays usable."""
         self._drain()
         if self.path is None or self._on_disk < 0:
-            return np.concatenate(self._chunks) if self._chunks else np.empty(0, DTYPE)
+            return np.concatenate(self._chunks) if self._chunks else np.empty(0, self.dtype)
         if self._count == 0:
-            return np.empty(0, DTYPE)
-        return np.memmap(self.path, dtype=DTYPE, mode="r", shape=(self._count,))
+            return np.empty(0, self.dtype)
+        return np.memmap(self.path, dtype=self.dtype, mode="r", shape=(self._count,))
 
     def close(self) -> None:
         self._drain()

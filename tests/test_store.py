@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from energy_monitor.store import BUFFER_VALUES, SampleStore
 
@@ -27,3 +28,21 @@ def test_memory_store_and_empty_store() -> None:
     store.extend([1.0, 2.0])
     store.extend_array(np.array([3.0]))
     assert store.array().tolist() == [1.0, 2.0, 3.0]
+
+
+def test_float32_store_keeps_float32_and_its_suffix_says_so(tmp_path) -> None:
+    store = SampleStore(tmp_path / "c.f32", np.float32)
+    values = np.random.default_rng(1).random(BUFFER_VALUES + 5).astype(np.float32)
+    store.extend(values[:10].tolist())
+    store.extend_array(values[10:])
+    store.close()
+    column = store.array()
+    assert column.dtype == np.float32 and np.array_equal(column, values)
+    assert (tmp_path / "c.f32").stat().st_size == 4 * len(values)
+
+
+def test_a_column_file_whose_suffix_names_another_type_is_refused(tmp_path) -> None:
+    with pytest.raises(ValueError, match=r"c\.f64: a float32 column's file ends in \.f32"):
+        SampleStore(tmp_path / "c.f64", np.float32)
+    with pytest.raises(ValueError, match="float64 or float32, not int16"):
+        SampleStore(None, np.int16)

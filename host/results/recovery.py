@@ -31,6 +31,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from energy_monitor.store import DTYPES
 from tinypower.results.db import DEFAULT_DB, StoreError, add_records
 from tinypower.results.mlperf_text import results_text
 from tinypower.results.record import (
@@ -96,13 +97,14 @@ def orphans(runs_dir: Path) -> list[Path]:
 
 
 def kept_files(folder: Path) -> str:
-    """What a dead run left: samples per ``*.f64`` column and the size of each raw stream."""
+    """What a dead run left: samples per column (``*.f64``, ``*.f32``) and the size of each
+    raw stream."""
     parts = []
     for p in sorted(folder.iterdir()):
         if not p.is_file() or p.name == RESERVE:
             continue
-        if p.suffix == ".f64":
-            parts.append(f"{p.stat().st_size // 8} samples in {p.name}")
+        if p.suffix in DTYPES:
+            parts.append(f"{p.stat().st_size // DTYPES[p.suffix].itemsize} samples in {p.name}")
         elif "raw" in p.name or p.name == "transcript.log":
             parts.append(f"{p.name} ({p.stat().st_size} bytes)")
     return ", ".join(parts) or "no measured data"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ import numpy as np
 
 from energy_monitor.meter import Meter, MeterError, is_ours, weakest
 from energy_monitor.sim.faults import SimFaults
+from energy_monitor.store import DTYPES as COLUMN_DTYPES
 from energy_monitor.trace import (
     Event,
     Trace,
@@ -534,7 +536,7 @@ def _measure_energy(
     except MeterError:
         _save_partial_trace(meter, session)
         raise
-    save_trace(trace, session.path("trace.npz"))
+    _save_trace_in_place_of_columns(trace, session)
     events = meter.events()
     groups = [events[a:b] for a, b in zip(starts, [*starts[1:], len(events)], strict=True)]
     return _score_energy_windows(trace, groups, n, request, session)
@@ -633,6 +635,24 @@ def _add_uncertainty(result: TinyResult, trace: Trace, energies: list[WindowEner
     middle = ordered[(len(ordered) - 1) // 2 : len(ordered) // 2 + 1]
     result.extras["energy_uncertainty_uj"] = max(u for _, u in middle)
     result.extras["uncertainty_k"] = COVERAGE_K
+
+
+def _save_trace_in_place_of_columns(trace: Trace, session: Session) -> None:
+    """Write ``trace.npz`` and, once it is on stable storage, remove the sample columns the
+    meter wrote while measuring (``*.f64``, ``*.f32``): the trace holds the same values,
+    compressed, and the meter's raw stream stays as the evidence. A PPK2 minute is 48 MB of
+    float64 that trace.npz and ppk2-raw.bin both already hold. A run that fails keeps its
+    columns (``tinypower recover`` reads them)."""
+    path = session.path("trace.npz")
+    save_trace(trace, path)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    for column in session.folder.iterdir():
+        if column.suffix in COLUMN_DTYPES:
+            column.unlink()  # on POSIX the trace's memmap of it stays readable
 
 
 def _save_partial_trace(meter: Meter, session: Session) -> None:

@@ -19,7 +19,13 @@ from energy_monitor.meter import MeterError
 from energy_monitor.sim.faults import SimFaults
 from energy_monitor.sim.joulescope_sim import JoulescopeSimulator
 from energy_monitor.sim.load import LoadTimeline, VirtualClock
-from energy_monitor.trace import SampleDropError, Trace, integrate, window_from_events
+from energy_monitor.trace import (
+    SampleDropError,
+    Trace,
+    integrate,
+    load_trace,
+    window_from_events,
+)
 
 VOLTAGE_V = 1.8
 ACTIVE_A = 0.0095
@@ -136,8 +142,8 @@ def test_bursts_give_exact_energy_and_files(bench: Bench, tmp_path) -> None:
         assert integrate(trace, w).energy_j == pytest.approx(truth[k], rel=1e-3)
         assert w.duration_s == pytest.approx(2.0 + k, abs=1 / RATE_HZ)
     assert np.all(trace.voltage_v == np.float32(VOLTAGE_V))
-    current = np.fromfile(tmp_path / "joulescope-current.f64", dtype="<f8")
-    voltage = np.fromfile(tmp_path / "joulescope-voltage.f64", dtype="<f8")
+    current = np.fromfile(tmp_path / "joulescope-current.f32", dtype="<f4")
+    voltage = np.fromfile(tmp_path / "joulescope-voltage.f32", dtype="<f4")
     assert len(current) == len(voltage) == len(trace) > 9 * RATE_HZ
     assert np.array_equal(current, trace.current_a)
 
@@ -246,7 +252,7 @@ def test_unplugged_before_stop_fails_stop_but_keeps_the_samples(tmp_path) -> Non
                            match="lost the Joulescope u/js220/tps000001-tinypowersim after"):
             b.meter.stop()
         assert b.meter.sample_count() == 3000
-        assert len(np.fromfile(tmp_path / "joulescope-current.f64", dtype="<f8")) == 3000
+        assert len(np.fromfile(tmp_path / "joulescope-current.f32", dtype="<f4")) == 3000
         with pytest.raises(MeterError, match="no Joulescope JS220/JS110 found"):
             Joulescope(driver_factory=b.sim.factory)
     finally:
@@ -286,7 +292,10 @@ def test_energy_run_through_the_runner_matches_ground_truth(tmp_path) -> None:
     for w in outcome.result.windows:
         assert w["energy_uj"] == pytest.approx(truth_uj, rel=1e-3)
         assert w["alignment_bound_s"] == pytest.approx(1 / 10_000)
-    assert (outcome.session.folder / "joulescope-current.f64").stat().st_size > 0
+    # The float32 columns written while measuring gave way to trace.npz, float32 as they came.
+    trace = load_trace(outcome.session.folder / "trace.npz")
+    assert trace.current_a.dtype == trace.voltage_v.dtype == np.float32
+    assert not (outcome.session.folder / "joulescope-current.f32").exists()
 
 
 class _Proxy:

@@ -28,7 +28,7 @@ from energy_monitor.ppk2 import (
 from energy_monitor.sim.faults import SimFaults
 from energy_monitor.sim.load import LoadTimeline, VirtualClock
 from energy_monitor.sim.ppk2_sim import Ppk2Simulator
-from energy_monitor.trace import SampleDropError, integrate, window_from_events
+from energy_monitor.trace import SampleDropError, integrate, load_trace, window_from_events
 
 RATE = 100_000
 VOLTAGE_V = 1.8
@@ -483,8 +483,12 @@ def test_energy_mode_through_the_runner_scores_within_0_1_percent(tmp_path) -> N
     assert outcome.result.value == pytest.approx(truth_uj / n, rel=1e-3)
     assert outcome.result.extras["sample_rate_hz"] == RATE
     folder = outcome.session.folder
+    # The raw words stay (4 bytes a sample); the float64 column written while measuring gave
+    # way to trace.npz, which holds every sample of it.
     words = (folder / "ppk2-raw.bin").stat().st_size // 4
-    assert words == (folder / "ppk2-current.f64").stat().st_size // 8 > 5_000_000
+    trace = load_trace(folder / "trace.npz")
+    assert words == len(trace) > 5_000_000 and trace.current_a.dtype == np.float64
+    assert not (folder / "ppk2-current.f64").exists()
     assert "> [ppk2] AverageStart (06)" in (folder / "transcript.log").read_text()
     meter = json.loads((folder / "session.json").read_text())["meter"]
     assert meter["kind"] == "ppk2" and meter["warnings"] == []  # a calibrated unit

@@ -25,8 +25,10 @@ UNWRAPPED_WIDTH = 100_000  # columns for a pipe or file: wide enough that nothin
 PLAIN_PROGRESS_EVERY_S = 1.0
 
 # C0 and C1 controls (keeping newline and tab), DEL, and the Unicode line separators and
-# bidirectional overrides that can make a line read other than it is.
+# bidirectional overrides that can make a line read other than it is...
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# ...and inside a one-line message newline and tab too, which would forge or split lines.
+_CONTROL_IN_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 ProgressCallback = Callable[[str, int, int], None]
 
@@ -55,9 +57,11 @@ def console(stderr: bool = False) -> Console:
     return _Console(stderr=stderr, width=UNWRAPPED_WIDTH, soft_wrap=True, no_color=True)
 
 
-def printable(text: str) -> str:
-    """``text`` with control characters written as ``\\xNN`` / ``\\uNNNN`` escapes."""
-    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+def printable(text: object, *, one_line: bool = False) -> str:
+    """``text`` with control characters written as ``\\xNN`` / ``\\uNNNN`` escapes;
+    ``one_line``: newlines and tabs too (a file name or a value set inside a message)."""
+    pattern = _CONTROL_IN_LINE if one_line else _CONTROL
+    return pattern.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(text))
 
 
 def shown(text: object) -> str:

@@ -258,7 +258,10 @@ def test_non_utf8_power_side_files_do_not_stop_the_score(tmp_path: Path, name: s
 
 
 def test_printable_escapes_terminal_control() -> None:
-    assert printable("a\x1b[31mb\x07\r\n\x9b") == "a\\x1b[31mb\\x07\\x0d\\x0a\\x9b"
+    """Text from a result file goes into one-line messages: newlines and tabs are escaped
+    too, and bidi overrides, which could make a line read other than it is."""
+    assert printable("a\x1b[31mb\x07\r\n\t\x9b\u202e") == (
+        "a\\x1b[31mb\\x07\\r\\n\\t\\x9b\\u202e")
 
 
 def test_classify_never_raises_on_unreadable_folder(tmp_path: Path) -> None:

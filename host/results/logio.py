@@ -10,16 +10,16 @@ problem, never a traceback, and never reads gigabytes into memory.
 from __future__ import annotations
 
 import json
-import re
 import stat
 from pathlib import Path
 from typing import Any
+
+from tinypower import terminal
 
 # The largest legitimate published file is an MLCommons-runner results.json holding a 20-minute
 # 1 kHz power capture (a few tens of MB); 256 MiB leaves a wide margin and keeps memory bounded.
 MAX_FILE_BYTES = 256 * 2**20
 MAX_INT_DIGITS = 18  # counts, laps and sample indices all fit; anything longer is damage
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class ResultFileError(ValueError):
@@ -27,8 +27,9 @@ class ResultFileError(ValueError):
 
 
 def printable(text: object) -> str:
-    """``text`` with control characters (terminal escapes, CR, NUL...) shown as ``\\xNN``."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+    """Text from a result file, safe inside a one-line message: every control character
+    escaped, newlines and tabs included (:func:`tinypower.terminal.printable`)."""
+    return terminal.printable(text, one_line=True)
 
 
 def read_bytes(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:

@@ -1,10 +1,10 @@
 """Benchmark: trace-integration speed against a bandwidth probe, and tinypower's start-up.
 
-Integration: for each trace kind (energy, power, current x voltage in float64, and the
-Joulescope's float32 current x voltage) :func:`integrate` runs over five windows covering a
-5e7-sample trace, side by side in the same loop with the *bandwidth probe*: a bare ``np.sum``
-over every column the trace stores, i.e. reading the same bytes once. Target (issue 18): each
-kind within 1.25x the probe.
+Integration: for each trace kind (energy, power, current x voltage in float64, the
+Joulescope's float32 current x voltage, and the PPK2's current at one fixed voltage)
+:func:`integrate` runs over five windows covering a 5e7-sample trace, side by side in the same
+loop with the *bandwidth probe*: a bare ``np.sum`` over every column the trace stores, i.e.
+reading the same bytes once. Target (issue 18): each kind within 1.25x the probe.
 Start-up (issue 16): `tinypower --help` under 0.3 s and the default `tinypower measure` under
 1.5 s wall on a 2-core machine, printed beside `python -c "import numpy"` timed in the same run
 (the ratio is what survives a loaded machine).
@@ -41,10 +41,13 @@ def traces() -> dict[str, tuple[Trace, list[np.ndarray]]]:
         "energy, float64 (LPM01A energy mode)": (
             Trace(RATE_HZ, energy_j=energy), [energy]),
         "power, float64": (Trace(RATE_HZ, power_w=energy), [energy]),
-        "current x voltage, float64 (PPK2, Otii)": (
+        "current x voltage, float64 (Otii)": (
             Trace(RATE_HZ, current_a=current, voltage_v=voltage), [current, voltage]),
         "current x voltage, float32 (Joulescope)": (
             Trace(RATE_HZ, current_a=current32, voltage_v=voltage32), [current32, voltage32]),
+        "current at a fixed voltage, float64 (PPK2)": (
+            Trace(RATE_HZ, current_a=current,
+                  voltage_v=np.broadcast_to(np.float64(1.8), current.shape)), [current]),
     }
 
 
@@ -93,22 +96,22 @@ def startup_seconds() -> dict[str, list[float]]:
 
 
 def main() -> None:
-    print(f"{'trace kind (5e7 samples)':<42} {'ours ms':>9} {'probe ms':>9} {'ratio':>7} "
+    print(f"{'trace kind (5e7 samples)':<44} {'ours ms':>9} {'probe ms':>9} {'ratio':>7} "
           f"{'target':>7} {'samples/s':>10}")
     for name, (trace, columns) in traces().items():
         ours, probe = integration_seconds(trace, columns)
         o, p = statistics.median(ours), statistics.median(probe)
-        print(f"{name:<42} {o * 1e3:>9.1f} {p * 1e3:>9.1f} {o / p:>6.2f}x "
+        print(f"{name:<44} {o * 1e3:>9.1f} {p * 1e3:>9.1f} {o / p:>6.2f}x "
               f"{TARGET_RATIO:>6.2f}x {SAMPLES / o:>10.2e}")
     print("probe: a bare np.sum over every column the trace stores (the same bytes, read once);"
           " medians of paired repeats")
     startup = startup_seconds()
     numpy_s = statistics.median(startup["python -c 'import numpy'"])
-    print(f"\n{'start-up (wall s, median of ' + str(STARTUP_REPEATS) + ')':<42} {'median':>9} "
+    print(f"\n{'start-up (wall s, median of ' + str(STARTUP_REPEATS) + ')':<44} {'median':>9} "
           f"{'target':>9} {'x numpy':>8}")
     for name, runs in startup.items():
         target = STARTUP_TARGETS_S.get(name)
-        print(f"{name:<42} {statistics.median(runs):>9.3f} "
+        print(f"{name:<44} {statistics.median(runs):>9.3f} "
               f"{f'{target:.2f}' if target else '-':>9} {statistics.median(runs) / numpy_s:>7.1f}x")
 
 

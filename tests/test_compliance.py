@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -129,3 +130,26 @@ def test_clock_skew_beyond_800_ms_fails(power_copy: Path) -> None:
     path.write_text(json.dumps(server))
     verdict, why = evidence(power_copy, "power.clock_skew")
     assert verdict == "fail" and "at most 800 ms" in why
+
+
+def test_a_session_file_that_is_not_a_regular_file_is_a_failed_check(
+    runs: Path, tmp_path: Path
+) -> None:
+    """A FIFO in place of results.json would block a plain read forever; the checker reads
+    through logio and says what it found instead."""
+    energy = next(p for p in runs.iterdir() if p.name.endswith("energy"))
+    copy = Path(shutil.copytree(energy, tmp_path / "fifo"))
+    (copy / "results.json").unlink()
+    os.mkfifo(copy / "results.json")
+    verdict, why = evidence(copy, "session.readable")
+    assert verdict == "fail" and "results.json: not a regular file" in why
+
+
+@needs_logs
+def test_a_power_file_that_is_not_a_regular_file_does_not_hang_the_checks(
+    power_copy: Path
+) -> None:
+    (power_copy / "power" / "server.json").unlink()
+    os.mkfifo(power_copy / "power" / "server.json")
+    verdict, why = evidence(power_copy, "power.checksums")
+    assert verdict == "fail" and "power/server.json missing or unreadable" in why

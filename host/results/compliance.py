@@ -23,12 +23,12 @@ Sessions additionally have their files checked against the sha256 ``session.json
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from tinypower.results.logio import ResultFileError, read_json, read_text
 from tinypower.results.power_logs import (
     SPL_TIME_FORMAT,
     PowerLogError,
@@ -144,9 +144,9 @@ def _window_checks(durations_s: list[float], min_window_s: float, short: str,
 def check_session(folder: Path, min_window_s: float = MIN_WINDOW_S) -> list[ComplianceCheck]:
     """The rules on a ``tinypower measure`` session folder."""
     try:
-        session = json.loads((folder / "session.json").read_text())
-        results = json.loads((folder / "results.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        session = read_json(folder / "session.json")
+        results = read_json(folder / "results.json")
+    except ResultFileError as exc:
         return [ComplianceCheck("session.readable", "fail", f"{folder}: {exc}")]
     status = session.get("status", "")
     checks = [_check("session.complete", status == "complete",
@@ -208,7 +208,7 @@ def check_tiny(folder: Path, kind: str, case: CaseResult) -> list[ComplianceChec
     try:
         if kind == "tiny_energy_eembc":
             ts_path = _find(folder, "trace1-timestamps.json")
-            timestamps = json.loads(ts_path.read_text()) if ts_path else []
+            timestamps = read_json(ts_path) if ts_path else []
             log = _find(folder, "log.txt")
             n_windows = len(_eembc_inference_counts(log)) if log else REQUIRED_WINDOWS
             checks.append(_check(
@@ -242,7 +242,7 @@ def check_tiny(folder: Path, kind: str, case: CaseResult) -> list[ComplianceChec
                 checks.append(_check("tiny.accuracy_target", top1 >= target,
                                      f"{suite} top-1 {top1:.1f}% (re-derived from log.txt), "
                                      f"target {target}%"))
-    except (OSError, json.JSONDecodeError, LogFormatError, TypeError, IndexError) as exc:
+    except (OSError, ResultFileError, LogFormatError, TypeError, IndexError) as exc:
         checks.append(ComplianceCheck("tiny.readable", "fail", str(exc)))
     checks += _exported_measured_as(folder)
     checks.append(_rescore_check(case))
@@ -256,8 +256,8 @@ def _exported_measured_as(folder: Path) -> list[ComplianceCheck]:
     """A folder tinypower exported says how it was measured in its results.txt header; a
     published folder has none (measured on the submitter's hardware)."""
     try:
-        first = (folder / "results.txt").read_text(errors="replace").split("\n", 1)[0]
-    except OSError:
+        first = read_text(folder / "results.txt").split("\n", 1)[0]
+    except ResultFileError:
         return []
     match = _EXPORT_HEADER.match(first.strip())
     if match is None:
@@ -276,7 +276,10 @@ def _ptd_checks(folder: Path, begin: datetime, end: datetime) -> list[Compliance
     path = folder / "power" / "ptd_logs.txt"
     if not path.is_file():
         return [_director_uncertainty(folder)]
-    text = path.read_text(errors="replace")
+    try:
+        text = read_text(path)
+    except ResultFileError as exc:
+        return [ComplianceCheck("power.uncertainty_checking", "fail", str(exc))]
     activated = re.search(r"Uncertainty checking for \S+ is activated", text)
     checks = [_check("power.uncertainty_checking", activated is not None,
                      activated.group(0) if activated else
@@ -303,11 +306,11 @@ def _director_uncertainty(folder: Path) -> ComplianceCheck:
     """Our director records the analyzer's largest per-sample uncertainty over the testing run
     (PTDaemon's Uncertainty summary) in ``power/server.json``, instead of a ptd_logs.txt."""
     try:
-        server = json.loads((folder / "power" / "server.json").read_text())
+        server = read_json(folder / "power" / "server.json")
         meters = phase_records(server)["testing"]["meters"]
         name, record = next((n, m) for n, m in meters.items() if "uncertainty_max" in m)
         worst = float(record["uncertainty_max"])
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError, StopIteration,
+    except (OSError, ResultFileError, KeyError, TypeError, ValueError, StopIteration,
             AttributeError):
         return ComplianceCheck("power.uncertainty", "warn",
                                "not compliant: uncertainty: no power/ptd_logs.txt and no "
@@ -321,8 +324,8 @@ def _checksum_check(folder: Path) -> ComplianceCheck:
     recorded: dict[str, str] = {}
     for name in ("client.json", "server.json"):
         try:
-            recorded.update(json.loads((folder / "power" / name).read_text()).get("results", {}))
-        except (OSError, json.JSONDecodeError, AttributeError):
+            recorded.update(read_json(folder / "power" / name).get("results", {}))
+        except (ResultFileError, AttributeError):
             return ComplianceCheck("power.checksums", "fail",
                                    f"power/{name} missing or unreadable: no recorded sha1")
     bad = []
@@ -347,8 +350,8 @@ def _director_results(folder: Path) -> dict | None:
     if not (folder / "results.json").is_file() or not (folder / "power").is_dir():
         return None
     try:
-        results = json.loads((folder / "results.json").read_text())
-    except (OSError, json.JSONDecodeError):
+        results = read_json(folder / "results.json")
+    except ResultFileError:
         return None
     return results if isinstance(results, dict) and "testing" in results else None
 
@@ -405,9 +408,9 @@ def _engine_check(folder: Path) -> ComplianceCheck:
     """Only power-dev's own client and server can make a submission (its checker verifies
     their sources); tinypower's director records itself in server.json's ``protocol``."""
     try:
-        protocol = str(json.loads((folder / "power" / "server.json").read_text())
+        protocol = str(read_json(folder / "power" / "server.json")
                        .get("protocol", ""))
-    except (OSError, json.JSONDecodeError, AttributeError):
+    except (ResultFileError, AttributeError):
         protocol = ""
     if protocol.startswith("tinypower"):
         return ComplianceCheck("power.submission_engine", "warn", NOT_SUBMISSION_ENGINE)
@@ -424,8 +427,8 @@ def _measured_as_check(results: dict | None, folder: Path) -> list[ComplianceChe
         measured_as = str(results.get("measured_as") or "unknown")
     elif server_path.is_file():
         try:
-            identity = primary_meter_identity(json.loads(server_path.read_text()))
-        except (OSError, ValueError):  # missing, not JSON or not UTF-8
+            identity = primary_meter_identity(read_json(server_path))
+        except ResultFileError:  # unreadable, too large or not JSON
             identity = {}
         measured_as = str(identity.get("measured_as") or "unknown")
     else:
@@ -476,8 +479,8 @@ def check_power(folder: Path, case: CaseResult,
     skew = _clock_skew_s(folder)
     if skew is None:  # a tinypower.scale session states its measured skew bound instead
         try:
-            skew = json.loads((folder / "results.json").read_text())["alignment_bound_s"]
-        except (OSError, json.JSONDecodeError, KeyError, TypeError):
+            skew = read_json(folder / "results.json")["alignment_bound_s"]
+        except (ResultFileError, KeyError, TypeError):
             skew = None
     checks.append(
         ComplianceCheck("power.clock_skew", "warn", "client/server phases not recorded")
@@ -499,12 +502,12 @@ def _window_in_phases(folder: Path, begin: datetime, end: datetime) -> Complianc
     (MLPerf's client.json: a list of phase times; our client's: the workload's wall start and
     end)."""
     try:
-        phases = json.loads((folder / "power" / "client.json").read_text())["phases"]["testing"]
+        phases = read_json(folder / "power" / "client.json")["phases"]["testing"]
         if isinstance(phases, dict):
             started, done = float(phases["wall_start_s"]), float(phases["wall_end_s"])
         else:
             started, done = phases[1][0], phases[2][0]
-    except (OSError, json.JSONDecodeError, KeyError, IndexError, TypeError, ValueError):
+    except (ResultFileError, KeyError, IndexError, TypeError, ValueError):
         return ComplianceCheck("power.window_in_phases", "warn",
                                "client.json records no testing phases")
     b = begin.replace(tzinfo=UTC).timestamp()

@@ -522,7 +522,8 @@ def _measure_energy(
             progress(f"energy window {k + 1}/{REQUIRED_WINDOWS} (N={n})", k, REQUIRED_WINDOWS)
             dut.load(data, verify=request.verify_inputs)
             starts.append(_infer_edges(dut, meter, n, warmups, per_inference, request))
-            session.checkpoint(f"window {k}", meter_samples=meter.sample_count())
+            session.checkpoint(f"window {k}", meter_samples=meter.sample_count(),
+                               **_window_so_far(meter, starts[-1], n, k))
         progress("energy windows done", REQUIRED_WINDOWS, REQUIRED_WINDOWS)
     except BaseException:
         _save_partial_trace(meter, session)
@@ -540,6 +541,20 @@ def _measure_energy(
     events = meter.events()
     groups = [events[a:b] for a, b in zip(starts, [*starts[1:], len(events)], strict=True)]
     return _score_energy_windows(trace, groups, n, request, session)
+
+
+def _window_so_far(meter: Meter, first_event: int, n: int, k: int) -> dict:
+    """Window ``k``'s energy from the samples and edges the meter has given so far, for its
+    checkpoint: what ``tinypower recover`` scores an energy run from when its process dies
+    after the last window (the run itself scores the whole trace again when it ends)."""
+    trace = meter.trace()
+    try:
+        w = integrate(trace, window_from_events(meter.events()[first_event:], trace, n, str(k)))
+    except TraceError as exc:
+        return {"window_error": str(exc)}
+    return {"window": {"inferences": n, "start_s": w.window.start_s, "end_s": w.window.end_s,
+                       "samples": w.samples, "energy_j": w.energy_j,
+                       "alignment_bound_s": w.window.alignment_bound_s}}
 
 
 def _infer_edges(

@@ -59,7 +59,7 @@ def session_json(folder: Path) -> dict:
 
 
 @pytest.mark.parametrize(("mode", "label"), [
-    ("energy", "meter started"), ("energy", "window 0"), ("energy", "window 4"),
+    ("energy", "meter started"), ("energy", "window 0"), ("energy", "window 3"),
     ("performance", "window 2"),
 ])
 def test_kill_9_at_a_checkpoint_then_results_and_check_report_it(tmp_path, mode, label) -> None:
@@ -272,6 +272,35 @@ def test_equal_laps_are_a_dut_failure_not_a_division_by_zero(tmp_path) -> None:
     assert "gave two equal m-lap-us laps" in proc.stderr
     data = session_json(only_session(runs))
     assert data["status"] == "incomplete" and "the DUT's timer is not running" in data["reason"]
+
+
+def test_an_energy_run_killed_after_its_last_window_is_scored_from_its_checkpoints(
+    tmp_path,
+) -> None:
+    """Each window's checkpoint holds its energy as integrated when it ended: in a whole run
+    they are the windows it scores; recovered, they give the score a whole run gives for the
+    same DUT and N (to the 1 ms samples' placement of the edges: two runs differ by that)."""
+    runs = tmp_path / "runs"
+    killed = tinypower(*MEASURE, "--mode", "energy", "--runs-dir", runs,
+                       env={KILL_AT_ENV: "window 4"})
+    assert killed.returncode == -signal.SIGKILL
+    folder = only_session(runs)
+    whole = tinypower(*MEASURE, "--mode", "energy", "--runs-dir", tmp_path / "whole", "--json")
+    expected = json.loads(whole.stdout)
+    listed = tinypower("results", "--db", runs / "results.sqlite", "--json")
+    no_traceback(listed)
+    [record] = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert record["value"] == pytest.approx(expected["value"], rel=3e-3)
+    assert record["work_count"] == 5 * 20
+    assert "scored from the window energies its checkpoints recorded" in record["extras"]["reason"]
+    data = session_json(folder)
+    assert data["status"] == "invalid"  # short windows: measured, but not the MLPerf minimum
+    assert "Median energy cost is" in (folder / "results.txt").read_text()
+    whole_folder = Path(expected["session"])
+    scored = json.loads((whole_folder / "results.json").read_text())["windows"]
+    marks = [c["window"] for c in session_json(whole_folder)["checkpoints"] if "window" in c]
+    assert [m["energy_j"] * 1e6 for m in marks] == pytest.approx(
+        [w["energy_uj"] for w in scored], rel=1e-12)
 
 
 def test_a_performance_run_killed_after_its_last_window_is_scored_from_its_checkpoints(

@@ -8,12 +8,12 @@ gone, or its pid now belongs to a younger process); ``tinypower recover`` (also 
 
 - if the run had scored and written ``results.json`` before it died, the session ends as
   that record says (``complete``, ``invalid`` or ``incomplete``);
-- if it was a performance run that had measured every window, it is scored from the laps its
-  checkpoints recorded (each window's checkpoint holds both laps and N);
+- if it had measured every window, it is scored from its checkpoints: each window's holds a
+  performance run's two laps and N, or an energy run's window as integrated when it ended
+  (edges, samples, energy; no uncertainty budget, which the run adds when it finishes);
 - otherwise it is ``incomplete``, with the reason: which process died after which checkpoint,
   and what it kept (the meter's samples and raw stream, flushed at least each second; see
-  :mod:`tinypower.results.session` for the loss bound). An energy run's timestamp edges live
-  in memory until scoring, so it cannot be scored afterwards; its samples are kept.
+  :mod:`tinypower.results.session` for the loss bound).
 
 Then it is indexed. ``tinypower reindex`` rebuilds the store from every session folder.
 """
@@ -32,6 +32,7 @@ from pathlib import Path
 from rich.console import Console
 
 from energy_monitor.store import DTYPES
+from energy_monitor.trace import Window, WindowEnergy
 from tinypower.results.db import DEFAULT_DB, StoreError, add_records
 from tinypower.results.mlperf_text import results_text
 from tinypower.results.record import (
@@ -49,7 +50,14 @@ from tinypower.results.session import (
     sha256_file,
 )
 from tinypower.results.strict_json import dumps_strict
-from tinypower.rules.tiny import REQUIRED_WINDOWS, PerfWindow, TinyResult, score_performance
+from tinypower.rules.tiny import (
+    REQUIRED_WINDOWS,
+    Check,
+    PerfWindow,
+    TinyResult,
+    score_energy,
+    score_performance,
+)
 from tinypower.terminal import shown
 
 EXIT_USAGE = 2
@@ -139,9 +147,10 @@ def end_orphan(folder: Path) -> tuple[str, str]:
     elif (result := _score_from_checkpoints(session)) is not None:
         status = "complete" if result.valid else "invalid"
         reason = "; ".join(c.message for c in result.failures)
+        what = "laps" if result.mode == "performance" else "window energies"
         reason = (f"{reason}; " if reason else "") + (
             f"recovered: its process ({who}) died after measuring every window; scored from "
-            "the laps its checkpoints recorded")
+            f"the {what} its checkpoints recorded")
         _write_result(folder, session, result, reason)
     else:
         checkpoints = session.get("checkpoints") or []
@@ -167,22 +176,51 @@ def end_orphan(folder: Path) -> tuple[str, str]:
 
 
 def _score_from_checkpoints(session: dict) -> TinyResult | None:
-    """A performance run's score from its window checkpoints, when all were recorded."""
-    if session.get("mode") != "performance":
-        return None
-    laps = {c.get("label"): c for c in session.get("checkpoints") or []
-            if isinstance(c, dict) and "dut_start_lap_us" in c}
+    """A run's score from its window checkpoints, when all were recorded: a performance
+    run's laps, an energy run's window energies (integrated as each window ended)."""
+    marks = {c.get("label"): c for c in session.get("checkpoints") or [] if isinstance(c, dict)}
     try:
-        windows = [PerfWindow(int(laps[f"window {k}"]["inferences"]),
-                              int(laps[f"window {k}"]["dut_start_lap_us"]),
-                              int(laps[f"window {k}"]["dut_lap_us"]))
-                   for k in range(REQUIRED_WINDOWS)]
+        rows = [marks[f"window {k}"] for k in range(REQUIRED_WINDOWS)]
+        if session.get("mode") == "performance":
+            return _performance_from(rows)
+        if session.get("mode") == "energy":
+            return _energy_from(rows)
     except (KeyError, TypeError, ValueError):
         return None
+    return None
+
+
+def _performance_from(rows: list[dict]) -> TinyResult | None:
+    windows = [PerfWindow(int(r["inferences"]), int(r["dut_start_lap_us"]), int(r["dut_lap_us"]))
+               for r in rows]
     if any(w.elapsed_s <= 0 for w in windows):
         return None
     result = score_performance(windows)
     result.extras["iterations"] = windows[0].inferences
+    return result
+
+
+def _energy_from(rows: list[dict]) -> TinyResult | None:
+    """Scored as the run scores its windows: a window that could not be integrated (an edge
+    missing, samples lost inside it) is a failed check; no uncertainty budget (the run adds
+    it from the meter's identity when it finishes)."""
+    energies: list[WindowEnergy] = []
+    checks: list[Check] = []
+    for k, row in enumerate(rows):
+        if "window_error" in row:
+            checks.append(Check(f"tiny.window[{k}]", False, str(row["window_error"])))
+            continue
+        w = row["window"]
+        start_s, end_s = float(w["start_s"]), float(w["end_s"])
+        window = Window(start_s, end_s, int(w["inferences"]), "meter-edge",
+                        float(w["alignment_bound_s"]), label=str(k))
+        energies.append(WindowEnergy(window, float(w["energy_j"]), int(w["samples"]),
+                                     end_s - start_s))
+        checks.append(Check(f"tiny.window[{k}]", True, "2 edge(s) seen by this checkpoint"))
+    if not energies:
+        return None
+    result = score_energy(energies, checks)
+    result.extras["iterations"] = energies[0].window.work_count
     return result
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -230,3 +232,25 @@ def test_the_power_record_carries_the_analyzers_uncertainty(power_session, tmp_p
     assert 0 < record.extras["uncertainty"] == pytest.approx(hand, rel=1e-9)
     assert main(["report", str(power_session), "--out", str(tmp_path / "r.html")]) == 0
     assert f"± {hand:.3g} mJ/query (k=2)" in (tmp_path / "r.html").read_text()
+
+
+def test_a_director_killed_mid_session_leaves_a_session_recover_ends(
+        power_session, tmp_path) -> None:
+    """The director records its owner as tinypower measure does; a session still `running`
+    whose owner is gone (a director killed mid-session, played here by rewinding a real
+    session's status and giving it an exited process as owner) is ended by `tinypower
+    recover`: invalid, with the reason, and indexed."""
+    server = json.loads((power_session / "power" / "server.json").read_text())
+    assert server["owner"]["pid"] > 0 and server["owner"]["host"]
+    runs = tmp_path / "runs"
+    folder = Path(shutil.copytree(power_session, runs / "power" / power_session.name))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    server.update(status="running", owner={**server["owner"], "pid": int(gone.stdout)})
+    (folder / "power" / "server.json").write_text(json.dumps(server))
+    assert main(["recover", "--runs-dir", str(runs)]) == 0
+    ended = json.loads((folder / "power" / "server.json").read_text())
+    assert ended["status"] == "invalid"
+    assert f"pid {gone.stdout.strip()}" in ended["reasons"][-1]
+    assert "ended without finishing (killed or crashed)" in ended["reasons"][-1]
+    assert [r.valid for r in query(runs / "results.sqlite")] == [False]

@@ -360,7 +360,9 @@ def record_from_power_session(folder: Path) -> ResultRecord:
     not_compliant = [str(c["name"]) for c in checks
                      if not check_passed(c) and c.get("kind") == "compliance"]
     status = str(server.get("status", ""))
-    if not results:
+    # a session ended as invalid with no failed check to say why (`tinypower recover` ends a
+    # session whose director died that way) is invalid whatever its results say
+    if not results or (status == "invalid" and not failed):
         failed.append(f"session.{status or 'unscored'}")
     scenario = str(testing.get("scenario") or "")
     power_w = testing.get("average_power_w")

@@ -93,14 +93,18 @@ def _read(path: Path) -> dict | None:
 
 def orphans(runs_dir: Path) -> list[Path]:
     """Session folders that say ``running`` although their process is gone (``runs_dir``
-    itself too, when it is a session folder)."""
+    itself too, when it is a session folder): ``tinypower measure`` sessions, and the power
+    director's (``power/server.json``, under ``power/`` of a runs dir)."""
+    if not runs_dir.is_dir():
+        return []
+    markers = [runs_dir / "session.json", *sorted(runs_dir.glob("*/session.json")),
+               *sorted(runs_dir.glob(f"*/{POWER_SESSION_FILE}")),
+               *sorted(runs_dir.glob(f"power/*/{POWER_SESSION_FILE}"))]
     found = []
-    candidates = [runs_dir / "session.json", *sorted(runs_dir.glob("*/session.json"))] \
-        if runs_dir.is_dir() else []
-    for p in candidates:
+    for p in markers:
         data = _read(p)
         if data and data.get("status") == "running" and owner_alive(data.get("owner")) is False:
-            found.append(p.parent)
+            found.append(p.parent if p.name == "session.json" else p.parents[1])
     return found
 
 
@@ -130,6 +134,8 @@ def _write_json(path: Path, obj: dict) -> None:
 
 def end_orphan(folder: Path) -> tuple[str, str]:
     """Mark one orphaned session as its files allow; return its new status and reason."""
+    if not (folder / "session.json").is_file():
+        return _end_director_orphan(folder)
     session = _read(folder / "session.json") or {}
     results = _read(folder / "results.json") or {}
     owner = session.get("owner") or {}
@@ -173,6 +179,22 @@ def end_orphan(folder: Path) -> tuple[str, str]:
                         and not p.name.endswith(".tmp")}
     _write_json(folder / "session.json", session)
     return status, reason
+
+
+def _end_director_orphan(folder: Path) -> tuple[str, str]:
+    """A power director that died mid-session: the session is invalid (its phases may have
+    no samples or no result), with the reason; what it had written stays."""
+    server = _read(folder / POWER_SESSION_FILE) or {}
+    owner = server.get("owner") or {}
+    phases = ", ".join(server.get("phases") or {}) or "none"
+    reason = (f"the power director's process (pid {owner.get('pid', '?')} on "
+              f"{owner.get('host', '?')}) ended without finishing (killed or crashed); phases "
+              f"started: {phases}; what it wrote is kept")
+    server["status"] = "invalid"
+    server["reasons"] = [*(server.get("reasons") or []), reason]
+    server["recovered_utc"] = datetime.now(UTC).isoformat()
+    _write_json(folder / POWER_SESSION_FILE, server)
+    return "invalid", reason
 
 
 def _score_from_checkpoints(session: dict) -> TinyResult | None:

@@ -72,7 +72,7 @@ from tinypower.results.power_logs import (
     read_spl,
 )
 from tinypower.results.record import RecordError
-from tinypower.results.session import sha256_bytes
+from tinypower.results.session import owner_record, sha256_bytes
 from tinypower.results.strict_json import dumps_strict
 from tinypower.rules.power import ENERGY_SCENARIOS, ranging_check, score_power
 from tinypower.scale.link import (
@@ -312,6 +312,8 @@ class Session:
             "timezone": 0, "modules": {"python": sys.version.split()[0],
                                        "tinypower": _version()},
             "status": "running", "reasons": [],
+            # who to ask whether a "running" session still runs (tinypower recover)
+            "owner": owner_record(),
             "config": {
                 "meters": [m.public() for m in cfg.meters],
                 "ranging": cfg.ranging.__dict__, "limits": cfg.limits.__dict__,

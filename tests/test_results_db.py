@@ -114,11 +114,15 @@ def test_results_cli_lists_filters_and_exports(sessions, tmp_path, capsys) -> No
     assert "is not KEY=VALUE" in capsys.readouterr().err
 
 
-def test_every_measured_session_is_indexed_in_its_runs_folder_store(sessions) -> None:
+def test_every_measured_session_is_indexed_in_its_runs_folder_store(sessions, capsys) -> None:
     runs = sessions["energy"].parent
     stored = query(runs / "results.sqlite", ["benchmark=kws01"])
     assert {r.source for r in stored} == {str(sessions["energy"]), str(sessions["performance"])}
     assert all(r.measured_as == "simulated" for r in stored)
+    # `results` takes the same --runs-dir as the command that measured.
+    assert main(["results", "--runs-dir", str(runs), "--json"]) == 0
+    listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {r["source"] for r in listed} == {r.source for r in stored}
 
 
 def test_filters_match_what_the_listing_shows_case_insensitively(sessions, tmp_path,

@@ -37,8 +37,10 @@ _ERRORS = (StoreError, RecordError, RescoreError, OSError, SessionError)
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``results``, ``rescore`` and ``check`` on the ``tinypower`` subparsers."""
     r = sub.add_parser("results", help="list, filter and export stored results")
-    r.add_argument("--db", type=Path, default=DEFAULT_DB,
-                   help=f"result store (default: {DEFAULT_DB})")
+    r.add_argument("--runs-dir", type=Path, default=Path("runs"),
+                   help="the runs folder whose results.sqlite is listed (default: ./runs)")
+    r.add_argument("--db", type=Path,
+                   help=f"another result store (default: <runs-dir>/{DEFAULT_DB.name})")
     r.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
                    help="keep records where KEY=VALUE (also >=, <=, >, <, !=), matching what "
                         "the listing shows, case-insensitively; repeatable. Quote filters "
@@ -108,10 +110,11 @@ def _value(record: ResultRecord) -> str:
 
 
 def results_command(args: argparse.Namespace, err: Console) -> int:
+    db = args.db or args.runs_dir / DEFAULT_DB.name
     try:
         # Sessions a killed run left running are marked and indexed before listing.
-        print_recovered(recover(args.db.parent, args.db), err)
-        records = query(args.db, args.filter)
+        print_recovered(recover(db.parent, db), err)
+        records = query(db, args.filter)
         if args.csv:
             write_csv(records, args.csv)
             err.print(f"{len(records)} record(s) written to {args.csv}", highlight=False)
@@ -122,7 +125,7 @@ def results_command(args: argparse.Namespace, err: Console) -> int:
         for r in records:
             print(json.dumps(r.to_dict()))
         return 0
-    table = Table(title=f"tinypower results ({len(records)} in {shown(args.db)})")
+    table = Table(title=f"tinypower results ({len(records)} in {shown(db)})")
     for col in ("date (UTC)", "board", "benchmark", "model", "monitor", "mode", "value",
                 "label", "valid", "session"):
         table.add_column(col, overflow="fold")

@@ -127,10 +127,15 @@ class CountingClient(PrometheusClient):
         self.requests += 1
         return super()._post(path, params)
 
+    def remote_read(self, start_ms, end_ms, matchers):
+        self.requests += 1
+        return super().remote_read(start_ms, end_ms, matchers)
 
-def test_chunks_and_node_batches_give_the_same_energy(small_fleet) -> None:
+
+@pytest.mark.parametrize("transport", ["json", "remote-read"])
+def test_chunks_and_node_batches_give_the_same_energy(small_fleet, transport) -> None:
     server, _, _ = small_fleet
-    what = FleetQuery("node_energy_joules_total", "instance", "energy")
+    what = FleetQuery("node_energy_joules_total", "instance", "energy", transport=transport)
     whole, pieces = CountingClient(server.url), CountingClient(server.url)
     args = (T0 + 30, T0 + 1770, _names())
     one = read_fleet(whole, what, *args, measured_as="simulated")

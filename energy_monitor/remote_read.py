@@ -53,7 +53,8 @@ STREAMED_TYPE = "application/x-streamed-protobuf; proto=prometheus.ChunkedReadRe
 MATCH_EQ, MATCH_NEQ, MATCH_RE, MATCH_NRE = 0, 1, 2, 3  # prompb LabelMatcher.Type
 STREAMED_XOR_CHUNKS = 1  # prompb ReadRequest.ResponseType
 XOR_ENCODING = 1  # prompb Chunk.Encoding
-_PAD = 16  # zero bytes after the stream so 8-byte reads near its end stay in bounds
+GROUP = 4096  # chunks decoded together (see decode_chunks)
+_PAD = 16  # zero bytes after the stream so varint reads near its end stay in bounds
 
 
 class RemoteReadError(ValueError):
@@ -314,28 +315,24 @@ class Decoded:
 
 
 class _Bits:
-    """Big-endian reads of up to 64 bits at any bit position of a padded byte buffer."""
+    """Big-endian reads of 64 bits at any bit position of a byte buffer."""
 
     def __init__(self, body: bytes | bytearray) -> None:
         self.buf = np.frombuffer(bytes(body) + bytes(_PAD), dtype=np.uint8)
-        # Every 8-byte window of the buffer as one little-endian word (zero-copy, stride 1):
-        # a gather plus a byteswap reads the big-endian word at any byte.
-        self.words = np.ndarray((len(self.buf) - 7,), dtype="<u8", buffer=self.buf,
-                                strides=(1,))
-        self.last = len(self.buf) - 8
+        # The buffer as aligned big-endian words, converted once: a read at bit p is two
+        # neighbouring words shifted together, from a contiguous array (a fast gather).
+        self.words = self.buf[:len(self.buf) // 8 * 8].view(">u8").astype(np.uint64)
 
-    def top57(self, pos: np.ndarray) -> np.ndarray:
-        """The bits from ``pos`` on, top-aligned; at least the top 57 are valid."""
-        x = self.words.take(np.minimum(pos >> 3, self.last))
-        x.byteswap(inplace=True)
-        x <<= (pos & 7).astype(np.uint64)
-        return x
-
-    def exact64(self, pos: np.ndarray) -> np.ndarray:
-        """The 64 bits from ``pos`` on."""
-        x = self.top57(pos)
-        low = self.buf.take(np.minimum((pos >> 3) + 8, len(self.buf) - 1)).astype(np.uint64)
-        x |= low >> (8 - (pos & 7)).astype(np.uint64)
+    def read64(self, pos: np.ndarray) -> np.ndarray:
+        """The 64 bits from bit ``pos`` on (positions past the end read the last words: a
+        damaged chunk then fails the length check instead of reading out of bounds)."""
+        q = pos >> 6
+        s = (pos & 63).view(np.uint64)
+        x = self.words.take(q, mode="clip")
+        y = self.words.take(q + 1, mode="clip")
+        x <<= s
+        y >>= 64 - s  # numpy shifts by 64 give 0: s == 0 keeps x alone
+        x |= y
         return x
 
     def varints(self, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -353,18 +350,34 @@ class _Bits:
 def decode_chunks(body: bytes | bytearray, starts: np.ndarray, ends: np.ndarray) -> Decoded:
     """Decode the XOR chunks whose data lie at ``body[starts[i]:ends[i]]``.
 
+    Chunks are decoded in groups of :data:`GROUP` neighbours: a step reads one cache line per
+    chunk, and a group's lines stay in the core's cache between steps (all chunks of a large
+    answer at once would read from main memory at every step, about twice as slow).
+    """
+    bits = _Bits(body)
+    parts = [_decode_group(bits, starts[at:at + GROUP], ends[at:at + GROUP])
+             for at in range(0, len(starts), GROUP)]
+    if not parts:
+        return Decoded(np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int64))
+    return Decoded(*(np.concatenate(column) for column in zip(*parts, strict=True)))
+
+
+def _decode_group(bits: _Bits, starts: np.ndarray, ends: np.ndarray,
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Times, values (concatenated in chunk order) and sample counts of some chunks.
+
     Chunks are sorted by sample count so the ones still decoding at step ``k`` are a prefix:
     every step works on array views, never on a mask.
     """
-    bits = _Bits(body)
     counts = (bits.buf[starts].astype(np.int64) << 8) | bits.buf[starts + 1]
     n = len(starts)
     order = np.argsort(-counts, kind="stable")
     sorted_counts = counts[order]
     width = int(sorted_counts[0]) if n else 0
     active = n - np.searchsorted(sorted_counts[::-1], np.arange(width), side="right")
-    t_out = np.zeros((n, width), dtype=np.int64)
-    v_out = np.zeros((n, width), dtype=np.uint64)
+    # Sample k of every chunk is a row: each step writes contiguous memory.
+    t_out = np.zeros((width, n), dtype=np.int64)
+    v_out = np.zeros((width, n), dtype=np.uint64)
     begin = starts[order] + 2
     # Per-chunk state, full length; step k works on views of the first active[k] entries.
     pos = np.zeros(n, dtype=np.int64)
@@ -377,24 +390,24 @@ def decode_chunks(body: bytes | bytearray, starts: np.ndarray, ends: np.ndarray)
         raw, size = bits.varints(begin)
         t[:] = (raw >> np.uint64(1)).astype(np.int64) ^ -(raw & np.uint64(1)).astype(np.int64)
         pos[:] = (begin + size) * 8
-        v[:] = bits.exact64(pos)
+        v[:] = bits.read64(pos)
         pos += 64
-        t_out[:, 0] = t
-        v_out[:, 0] = v
+        t_out[0] = t
+        v_out[0] = v
     if width > 1:
         a = int(active[1])
         raw, size = bits.varints(pos[:a] >> 3)  # still byte-aligned: a uvarint delta
         td[:a] = raw.view(np.int64)
         t[:a] += td[:a]
         pos[:a] += 8 * size
-        _value_step(bits, bits.top57(pos[:a]), pos[:a], v[:a], wi[:a])
-        t_out[:a, 1] = t[:a]
-        v_out[:a, 1] = v[:a]
+        _value_step(bits, bits.read64(pos[:a]), pos[:a], v[:a], wi[:a])
+        t_out[1, :a] = t[:a]
+        v_out[1, :a] = v[:a]
     for k in range(2, width):
         a = int(active[k])
         _sample_step(bits, pos[:a], t[:a], td[:a], v[:a], wi[:a])
-        t_out[:a, k] = t[:a]
-        v_out[:a, k] = v[:a]
+        t_out[k, :a] = t[:a]
+        v_out[k, :a] = v[:a]
     ends_bits = ends[order] * 8
     # The last sample ends in the last byte or, when it filled a byte exactly, the one
     # before: Prometheus' bstream.writeByte always appends the byte after the one it fills.
@@ -406,14 +419,14 @@ def decode_chunks(body: bytes | bytearray, starts: np.ndarray, ends: np.ndarray)
     inverse = np.empty(n, dtype=np.int64)
     inverse[order] = np.arange(n)
     keep = np.arange(width) < counts[:, None]
-    return Decoded(t_out[inverse][keep], v_out[inverse][keep].view(np.float64), counts)
+    return t_out.T[inverse][keep], v_out.T[inverse][keep].view(np.float64), counts
 
 
 def _sample_step(bits: _Bits, pos: np.ndarray, t: np.ndarray, td: np.ndarray,
                  v: np.ndarray, wi: np.ndarray) -> None:
     """Decode one sample after the second of every chunk, in place: the delta of delta,
     then the value."""
-    x = bits.top57(pos)
+    x = bits.read64(pos)
     p = x >> np.uint64(60)
     ts = _TS.take(p)
     raw = ((x << ts["plen"]) >> ts["sh"]).view(np.int64)
@@ -424,9 +437,9 @@ def _sample_step(bits: _Bits, pos: np.ndarray, t: np.ndarray, td: np.ndarray,
     x <<= cons.view(np.uint64)
     if p.max() == 15:  # 1111: a 64-bit delta of delta (a jump of more than ~9 minutes)
         far = np.flatnonzero(p == 15)
-        raw[far] = bits.exact64(pos[far] + 4).view(np.int64)
+        raw[far] = bits.read64(pos[far] + 4).view(np.int64)
         cons[far] = 68
-        x[far] = bits.top57(pos[far] + 68)
+        x[far] = bits.read64(pos[far] + 68)
     td += raw
     t += td
     pos += cons
@@ -441,15 +454,11 @@ def _value_step(bits: _Bits, head: np.ndarray, pos: np.ndarray, v: np.ndarray,
     np.copyto(wi, h["wi"], where=h["set"])
     pos += h["cons"]
     w = _WINDOW.take(wi * h["keep"])
-    z = bits.top57(pos)
-    mb = w["mb"]
-    if mb.max() > 57:  # XORs of more than 57 significant bits need a second byte
-        wide = np.flatnonzero(mb > 57)
-        z[wide] = bits.exact64(pos[wide])
+    z = bits.read64(pos)
     z >>= w["lead"]
     z &= w["win"]
     v ^= z
-    pos += mb
+    pos += w["mb"]
 
 
 @dataclass

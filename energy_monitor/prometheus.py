@@ -457,10 +457,10 @@ def _series_name(labels: dict[str, str]) -> str:
 
 
 def _build_series(kind: str, source: str, time_s: np.ndarray, value: np.ndarray,
-                  wrap_j: float | None) -> Series:
+                  wrap_j: float | None, checked: bool = False) -> Series:
     if kind == "power":
-        return PowerSeries(time_s, value, source=source)
-    return CounterSeries(time_s, value, source=source, wrap_j=wrap_j)
+        return PowerSeries(time_s, value, source=source, checked=checked)
+    return CounterSeries(time_s, value, source=source, wrap_j=wrap_j, checked=checked)
 
 
 def read_fleet(
@@ -554,7 +554,8 @@ def _read_fleet(
             by_node: dict[str, list[tuple[str, Series]]] = {}
             for (node, name), (times, values) in collected.items():
                 by_node.setdefault(node, []).append(
-                    (name, _build_series(what.kind, name, times, values, what.wrap_j)))
+                    (name, _build_series(what.kind, name, times, values, what.wrap_j,
+                                         checked=matchers is not None)))
             part = integrate_nodes(by_node, start_s, end_s, max_gap_s=max_gap_s,
                                    kind=what.kind, measured_as=measured_as, source=source,
                                    nodes=batch)

@@ -79,7 +79,7 @@ def encode_uvarint(value: int) -> bytes:
     return bytes(out)
 
 
-def read_uvarint(data: bytes | memoryview, pos: int) -> tuple[int, int]:
+def read_uvarint(data: bytes, pos: int) -> tuple[int, int]:
     """The varint at ``pos`` and the position after it."""
     result = shift = 0
     while True:
@@ -176,34 +176,39 @@ class StreamChunks:
 
 
 def split_stream(body: bytes) -> StreamChunks:
-    """Cut a streamed answer into series and chunk data offsets (nothing decoded yet)."""
-    data = memoryview(body)
+    """Cut a streamed answer into series and chunk data offsets (nothing decoded yet).
+
+    Only the walk from message to message is a Python loop (each length says where the next
+    begins); the fields inside the chunk messages are read for all chunks at once.
+    """
     labels: list[dict[str, str]] = []
     first: list[int] = []
-    starts: list[int] = []
-    ends: list[int] = []
+    messages: list[int] = []  # start and end of each Chunk message, flat
     last_key: tuple[tuple[str, str], ...] | None = None
     pos = 0
-    while pos < len(data):
-        size, pos = read_uvarint(data, pos)
+    while pos < len(body):
+        size, pos = read_uvarint(body, pos)
         frame_end = pos + 4 + size  # 4 bytes of CRC32C (not checked; see the module doc)
-        if frame_end > len(data):
+        if frame_end > len(body):
             raise RemoteReadError(f"a frame of {size} bytes at byte {pos} runs past the end "
-                                  f"of the {len(data)}-byte answer (truncated)")
+                                  f"of the {len(body)}-byte answer (truncated)")
         pos += 4
         while pos < frame_end:
-            tag, pos = read_uvarint(data, pos)
+            tag, pos = read_uvarint(body, pos)
             if tag == 0x10:  # query_index
-                _, pos = read_uvarint(data, pos)
+                _, pos = read_uvarint(body, pos)
                 continue
             if tag != 0x0A:
                 raise RemoteReadError(f"unexpected field tag {tag} in a frame at byte {pos}")
-            length, pos = read_uvarint(data, pos)
+            length, pos = read_uvarint(body, pos)
             series_end = pos + length
             if series_end > frame_end:
-                raise RemoteReadError(f"a series at byte {pos} runs past its frame")
-            before = len(starts)
-            key = _series(data, pos, series_end, starts, ends)
+                raise RemoteReadError(f"a series at byte {pos} runs past its frame (damaged)")
+            before = len(messages) // 2
+            try:
+                key = _series(body, pos, series_end, messages)
+            except (IndexError, UnicodeDecodeError):
+                raise RemoteReadError(f"a series at byte {pos} is damaged") from None
             pos = series_end
             if key != last_key:  # a series split over frames continues; a new one starts
                 labels.append(dict(key))
@@ -211,45 +216,32 @@ def split_stream(body: bytes) -> StreamChunks:
                 last_key = key
         if pos != frame_end:
             raise RemoteReadError(f"a frame ends at byte {pos}, not {frame_end} (damaged)")
-    return StreamChunks(body, labels, np.array(first + [len(starts)], dtype=np.int64),
-                        np.array(starts, dtype=np.int64), np.array(ends, dtype=np.int64))
+    bounds = np.array(messages, dtype=np.int64).reshape(-1, 2)
+    starts, ends = _chunk_data(np.frombuffer(body + bytes(_PAD), dtype=np.uint8),
+                               bounds[:, 0], bounds[:, 1])
+    return StreamChunks(body, labels, np.array(first + [len(bounds)], dtype=np.int64),
+                        starts, ends)
 
 
-def _series(data: memoryview, pos: int, end: int, starts: list[int],
-            ends: list[int]) -> tuple[tuple[str, str], ...]:
-    """Read one ``ChunkedSeries``: its labels, and append its chunks' data offsets."""
+def _series(body: bytes, pos: int, end: int, messages: list[int]) -> tuple[tuple[str, str], ...]:
+    """Read one ``ChunkedSeries``: its labels, and append where its Chunk messages lie."""
     pairs: list[tuple[str, str]] = []
     while pos < end:
-        tag = data[pos]
-        length, pos = read_uvarint(data, pos + 1)
+        tag = body[pos]
+        length = body[pos + 1]
+        if length < 0x80:
+            pos += 2
+        else:
+            length, pos = read_uvarint(body, pos + 1)
         stop = pos + length
-        if stop > end:
-            raise RemoteReadError(f"a field at byte {pos} runs past its series (damaged)")
-        if tag == 0x12:  # a Chunk: min_time_ms = 1, max_time_ms = 2, type = 3, data = 4
-            kind, at, size = 0, pos, -1
-            while at < stop:
-                ftag = data[at]
-                if ftag == 0x22:
-                    size, at = read_uvarint(data, at + 1)
-                    starts.append(at)
-                    at += size
-                    ends.append(at)
-                else:
-                    value, at = read_uvarint(data, at + 1)
-                    if ftag == 0x18:
-                        kind = value
-                    elif ftag not in (0x08, 0x10):
-                        raise RemoteReadError(f"unexpected chunk field tag {ftag} at byte {at}")
-            if kind != XOR_ENCODING or size < 2 or at != stop:
-                raise RemoteReadError(
-                    f"a chunk at byte {pos} is not a whole XOR chunk (encoding {kind}, "
-                    f"{size} data bytes): only float samples can be read")
+        if tag == 0x12:  # a Chunk
+            messages += (pos, stop)
         elif tag == 0x0A:  # a Label: name = 1, value = 2
             name, value, at = "", "", pos
             while at < stop:
-                ftag = data[at]
-                size, at = read_uvarint(data, at + 1)
-                text = bytes(data[at:at + size]).decode()
+                ftag = body[at]
+                size, at = read_uvarint(body, at + 1)
+                text = body[at:at + size].decode()
                 at += size
                 if ftag == 0x0A:
                     name = text
@@ -259,7 +251,48 @@ def _series(data: memoryview, pos: int, end: int, starts: list[int],
         else:
             raise RemoteReadError(f"unexpected series field tag {tag} at byte {pos}")
         pos = stop
+    if pos != end:
+        raise RemoteReadError(f"a field at byte {pos} runs past its series (damaged)")
     return tuple(pairs)
+
+
+def _varints(buf: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The varints at byte offsets ``at`` of ``buf``: values (uint64) and lengths."""
+    raw = buf.take(at[:, None] + np.arange(10), mode="clip")
+    more = raw >= 0x80
+    used = np.ones(raw.shape, dtype=bool)
+    used[:, 1:] = np.logical_and.accumulate(more[:, :-1], axis=1)
+    if np.any(used[:, -1] & more[:, -1]):
+        raise RemoteReadError("a varint is longer than 10 bytes (damaged stream)")
+    parts = (raw & 0x7F).astype(np.uint64) << (7 * np.arange(10, dtype=np.uint64))
+    return np.bitwise_or.reduce(np.where(used, parts, 0), axis=1), used.sum(axis=1)
+
+
+def _chunk_data(buf: np.ndarray, begin: np.ndarray, end: np.ndarray,
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Where the data of each Chunk message ``buf[begin:end]`` lie, checking that each is a
+    whole XOR chunk. Fields come in number order (min_time_ms = 1, max_time_ms = 2, type = 3,
+    data = 4); proto3 leaves out a field that holds zero."""
+    at = begin.copy()
+    kind = np.zeros(len(at), dtype=np.uint64)
+    for tag in (0x08, 0x10, 0x18):
+        here = buf.take(at, mode="clip") == tag
+        value, size = _varints(buf, at + 1)
+        at += np.where(here, 1 + size, 0)
+        if tag == 0x18:
+            kind = np.where(here, value, 0)
+    size, length = _varints(buf, at + 1)
+    starts = at + 1 + length
+    ends = starts + size.astype(np.int64)
+    bad = (buf.take(at, mode="clip") != 0x22) | (ends != end) | (kind != XOR_ENCODING) \
+        | (size < 2)
+    if np.any(bad):
+        k = int(np.argmax(bad))
+        raise RemoteReadError(
+            f"{int(np.count_nonzero(bad))} chunk(s), the first at byte {begin[k]}, are not "
+            "whole XOR chunks (another encoding, or a damaged stream): only float samples "
+            "can be read")
+    return starts, ends
 
 
 # --- XOR chunks, all at once -------------------------------------------------------------------
@@ -335,16 +368,6 @@ class _Bits:
         x |= y
         return x
 
-    def varints(self, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The varints at byte offsets ``at``: values (uint64) and lengths in bytes."""
-        raw = self.buf.take(np.minimum(at[:, None] + np.arange(10), len(self.buf) - 1))
-        more = raw >= 0x80
-        used = np.ones(raw.shape, dtype=bool)
-        used[:, 1:] = np.logical_and.accumulate(more[:, :-1], axis=1)
-        if np.any(used[:, -1] & more[:, -1]):
-            raise RemoteReadError("a chunk holds a varint longer than 10 bytes (damaged)")
-        parts = (raw & 0x7F).astype(np.uint64) << (7 * np.arange(10, dtype=np.uint64))
-        return np.bitwise_or.reduce(np.where(used, parts, 0), axis=1), used.sum(axis=1)
 
 
 def decode_chunks(body: bytes | bytearray, starts: np.ndarray, ends: np.ndarray) -> Decoded:
@@ -387,7 +410,7 @@ def _decode_group(bits: _Bits, starts: np.ndarray, ends: np.ndarray,
     wi = np.full(n, 64, dtype=np.int64)  # no leading zeros, 64 significant bits
     if width:
         # Sample 0: a zigzag varint time and the value's 64 bits, byte-aligned.
-        raw, size = bits.varints(begin)
+        raw, size = _varints(bits.buf, begin)
         t[:] = (raw >> np.uint64(1)).astype(np.int64) ^ -(raw & np.uint64(1)).astype(np.int64)
         pos[:] = (begin + size) * 8
         v[:] = bits.read64(pos)
@@ -396,7 +419,7 @@ def _decode_group(bits: _Bits, starts: np.ndarray, ends: np.ndarray,
         v_out[0] = v
     if width > 1:
         a = int(active[1])
-        raw, size = bits.varints(pos[:a] >> 3)  # still byte-aligned: a uvarint delta
+        raw, size = _varints(bits.buf, pos[:a] >> 3)  # still byte-aligned: a uvarint delta
         td[:a] = raw.view(np.int64)
         t[:a] += td[:a]
         pos[:a] += 8 * size

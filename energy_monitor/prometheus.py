@@ -577,9 +577,9 @@ def _samples_series(
 ) -> Iterator[tuple[dict[str, str], np.ndarray, np.ndarray]]:
     """Remote-read samples as the JSON parser gives them: labels, time (s), value."""
     time_s = samples.time_ms / 1000.0  # the nearest double to the decimal, as JSON gives it
-    at = samples.offsets
-    for i, labels in enumerate(samples.labels):
-        yield labels, time_s[at[i]:at[i + 1]], samples.value[at[i]:at[i + 1]]
+    for labels, lo, hi in zip(samples.labels, samples.lo.tolist(), samples.hi.tolist(),
+                              strict=True):
+        yield labels, time_s[lo:hi], samples.value[lo:hi]
 
 
 def _collect(

@@ -486,37 +486,49 @@ def _value_step(bits: _Bits, head: np.ndarray, pos: np.ndarray, v: np.ndarray,
 
 @dataclass
 class SeriesSamples:
-    """The samples of many series, concatenated: series ``i`` is
-    ``time_ms[offsets[i]:offsets[i + 1]]`` (strictly increasing) and the same slice of
-    ``value`` (finite; NaN stale markers and other non-finite readings are dropped, as the
-    JSON path drops them)."""
+    """The samples of many series in shared arrays: series ``i`` is
+    ``time_ms[lo[i]:hi[i]]`` (strictly increasing) and the same slice of ``value`` (finite:
+    NaN stale markers and other non-finite readings are dropped, as the JSON path drops
+    them)."""
 
     labels: list[dict[str, str]]
-    offsets: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
     time_ms: np.ndarray
     value: np.ndarray
 
 
 def decode_stream(body: bytes, start_ms: int, end_ms: int) -> SeriesSamples:
     """Every series of a streamed answer, cut to ``[start_ms, end_ms]`` (the server sends
-    whole chunks, which may reach beyond the asked range)."""
+    whole chunks, which may reach beyond the asked range).
+
+    Usually each series' times already increase and every value is finite: then the cut is
+    two binary searches per series and no sample is copied.
+    """
     stream = split_stream(body)
     decoded = decode_chunks(body, stream.starts, stream.ends)
     chunk_at = np.concatenate(([0], np.cumsum(decoded.counts)))
     series_at = chunk_at[stream.first_chunk]
     t, v = decoded.time_ms, decoded.value
-    keep = (t >= start_ms) & (t <= end_ms) & np.isfinite(v)
-    series_of = np.repeat(np.arange(len(stream.labels)), np.diff(series_at))
+    later = t[1:] > t[:-1]
+    later[series_at[1:-1] - 1] = True  # a new series may start anywhere
+    if np.all(later) and np.all(np.isfinite(v)):
+        lo = np.array([a + np.searchsorted(t[a:b], start_ms, side="left")
+                       for a, b in zip(series_at[:-1], series_at[1:], strict=True)],
+                      dtype=np.int64)
+        hi = np.array([a + np.searchsorted(t[a:b], end_ms, side="right")
+                       for a, b in zip(series_at[:-1], series_at[1:], strict=True)],
+                      dtype=np.int64)
+        return SeriesSamples(stream.labels, lo, hi, t, v)
     # Overlapping blocks can repeat a sample or go back in time at a block boundary.
-    later = np.ones(len(t), dtype=bool)
-    later[1:] = (t[1:] > t[:-1]) | (series_of[1:] != series_of[:-1])
-    if not np.all(later):
-        order = np.lexsort((t, series_of))
-        t, v, series_of, keep = t[order], v[order], series_of[order], keep[order]
-        keep[1:] &= (t[1:] != t[:-1]) | (series_of[1:] != series_of[:-1])
+    series_of = np.repeat(np.arange(len(stream.labels)), np.diff(series_at))
+    order = np.lexsort((t, series_of))
+    t, v, series_of = t[order], v[order], series_of[order]
+    keep = (t >= start_ms) & (t <= end_ms) & np.isfinite(v)
+    keep[1:] &= (t[1:] != t[:-1]) | (series_of[1:] != series_of[:-1])
     kept = np.bincount(series_of[keep], minlength=len(stream.labels))
-    return SeriesSamples(stream.labels, np.concatenate(([0], np.cumsum(kept))), t[keep],
-                         v[keep])
+    offsets = np.concatenate(([0], np.cumsum(kept)))
+    return SeriesSamples(stream.labels, offsets[:-1], offsets[1:], t[keep], v[keep])
 
 
 def read_samples(url: str, start_ms: int, end_ms: int, matchers: list[tuple[int, str, str]],

@@ -42,7 +42,7 @@ import numpy as np
 from energy_monitor import remote_read
 from energy_monitor.meter import MEASURED_AS, MeterError, MeterIdentity
 from energy_monitor.series import CounterSeries, Gap, PowerSeries, SeriesEnergy
-from energy_monitor.series_batch import power_energies
+from energy_monitor.series_batch import power_energies, power_energies_flat
 
 KINDS = ("power", "energy")  # a W gauge, or a J counter (resets handled by CounterSeries)
 FETCH_MODES = ("auto", "raw", "range")
@@ -58,11 +58,14 @@ REMOTE_POINTS_PER_REQUEST = 8_000_000
 _PLAIN_SELECTOR = re.compile(r"^\s*([a-zA-Z_:][a-zA-Z0-9_:]*)?\s*(\{(.*)\})?\s*$", re.S)
 
 
+Series = PowerSeries | CounterSeries
+# One answer: parsed JSON readings, or remote-read samples with their times in seconds.
+Answer = Iterator[tuple[dict[str, str], np.ndarray, np.ndarray]] | tuple[
+    remote_read.SeriesSamples, np.ndarray]
+
+
 class PrometheusError(MeterError):
     """Prometheus could not be reached or refused the query; the message says how to fix it."""
-
-
-Series = PowerSeries | CounterSeries
 
 
 @dataclass(frozen=True)
@@ -203,17 +206,24 @@ def integrate_nodes(
     flat = [s for name in names for _, s in series_by_node.get(name) or []]
     powers = iter(power_energies([s for s in flat if isinstance(s, PowerSeries)],
                                  start_s, end_s, max_gap_s))
-    for name in names:
-        parts = series_by_node.get(name) or []
-        if not parts:
-            result.missing.append(name)
-            continue
-        result.nodes[name] = NodeEnergy(name, [
-            SeriesPart(src, next(powers) if isinstance(s, PowerSeries)
-                       else s.energy(start_s, end_s, max_gap_s))
-            for src, s in parts
-        ])
+    parts = {
+        name: [SeriesPart(src, next(powers) if isinstance(s, PowerSeries)
+                          else s.energy(start_s, end_s, max_gap_s))
+               for src, s in series_by_node[name]]
+        for name in names if series_by_node.get(name)
+    }
+    _assemble(result, parts, names)
     return result
+
+
+def _assemble(result: FleetEnergy, parts: dict[str, list[SeriesPart]],
+              names: Sequence[str]) -> None:
+    """Add the nodes ``names`` to ``result`` in that order; those without parts are missing."""
+    for name in names:
+        if parts.get(name):
+            result.nodes[name] = NodeEnergy(name, parts[name])
+        else:
+            result.missing.append(name)
 
 
 # --- the HTTP API ------------------------------------------------------------------------------
@@ -528,14 +538,15 @@ def _read_fleet(
                          points_per_request)
     fetches = [(batch, chunk) for batch in batches for chunk in chunks]
 
-    def fetch(k: int) -> Iterator[tuple[dict[str, str], np.ndarray, np.ndarray]]:
+    def fetch(k: int) -> Answer:
         batch, (lo, hi) = fetches[k]
         if matchers is not None:
             node_matcher = ([(remote_read.MATCH_RE, what.node_label, _alternation(batch))]
                             if batch is not None else [])
             samples = client.remote_read(round(lo * 1000), round(hi * 1000),
                                          matchers + node_matcher)
-            return _samples_series(samples)
+            # the nearest double to the decimal, as JSON gives it; done here, off the main thread
+            return samples, samples.time_ms / 1000.0
         selector = (with_node_matcher(what.query, what.node_label, batch)
                     if batch is not None else what.query)
         if mode == "raw":
@@ -550,7 +561,13 @@ def _read_fleet(
                 parts.append(pending.result())
                 if k + 1 < len(fetches):  # the next answer arrives while this one is used
                     pending = pool.submit(fetch, k + 1)
-            collected = _collect(parts, what.node_label, wanted)
+            if len(parts) == 1 and isinstance(parts[0], tuple) and what.kind == "power":
+                samples, time_s = parts[0]
+                _integrate_samples(result, samples, time_s, what.node_label, wanted,
+                                   max_gap_s, batch)
+                continue
+            collected = _collect([_samples_series(*a) if isinstance(a, tuple) else a
+                                  for a in parts], what.node_label, wanted)
             by_node: dict[str, list[tuple[str, Series]]] = {}
             for (node, name), (times, values) in collected.items():
                 by_node.setdefault(node, []).append(
@@ -572,11 +589,48 @@ def _alternation(nodes: Sequence[str]) -> str:
     return "|".join(re.escape(n) for n in nodes)
 
 
+def _integrate_samples(
+    result: FleetEnergy, samples: remote_read.SeriesSamples, time_s: np.ndarray,
+    node_label: str, wanted: set[str] | None, max_gap_s: float, nodes: Sequence[str] | None,
+) -> None:
+    """Add the nodes of one remote-read answer of power gauges to ``result``: the clean
+    series integrated together where they lie in the decoded arrays, the others one by one."""
+    keys: list[tuple[str, str]] = []
+    los: list[int] = []
+    his: list[int] = []
+    for labels, lo, hi in zip(samples.labels, samples.lo.tolist(), samples.hi.tolist(),
+                              strict=True):
+        node = _node_of(labels, node_label)
+        if hi > lo and (wanted is None or node in wanted):
+            keys.append((node, _series_name(labels)))
+            los.append(lo)
+            his.append(hi)
+    start_s, end_s = result.start_s, result.end_s
+    energies = power_energies_flat(time_s, samples.value, np.array(los, dtype=np.int64),
+                                   np.array(his, dtype=np.int64), start_s, end_s, max_gap_s)
+    parts: dict[str, list[SeriesPart]] = {}
+    for (node, name), energy, lo, hi in zip(keys, energies, los, his, strict=True):
+        if energy is None:  # a gap or readings short of an end: the series reports it
+            energy = PowerSeries(time_s[lo:hi], samples.value[lo:hi], source=name,
+                                 checked=True).energy(start_s, end_s, max_gap_s)
+        parts.setdefault(node, []).append(SeriesPart(name, energy))
+    _assemble(result, parts, nodes if nodes is not None else sorted(parts))
+
+
+def _node_of(labels: dict[str, str], node_label: str) -> str:
+    node = labels.get(node_label)
+    if node is None:
+        raise PrometheusError(
+            f"series {_series_name(labels)} has no label {node_label!r}: name the label that "
+            "identifies a node (e.g. instance, node, hostname)"
+        )
+    return node
+
+
 def _samples_series(
-    samples: remote_read.SeriesSamples,
+    samples: remote_read.SeriesSamples, time_s: np.ndarray,
 ) -> Iterator[tuple[dict[str, str], np.ndarray, np.ndarray]]:
     """Remote-read samples as the JSON parser gives them: labels, time (s), value."""
-    time_s = samples.time_ms / 1000.0  # the nearest double to the decimal, as JSON gives it
     for labels, lo, hi in zip(samples.labels, samples.lo.tolist(), samples.hi.tolist(),
                               strict=True):
         yield labels, time_s[lo:hi], samples.value[lo:hi]
@@ -592,12 +646,7 @@ def _collect(
     last_time: dict[tuple[str, str], float] = {}
     for answer in answers:
         for labels, times, values in answer:
-            node = labels.get(node_label)
-            if node is None:
-                raise PrometheusError(
-                    f"series {_series_name(labels)} has no label {node_label!r}: name the "
-                    "label that identifies a node (e.g. instance, node, hostname)"
-                )
+            node = _node_of(labels, node_label)
             if wanted is not None and node not in wanted:
                 continue
             key = (node, _series_name(labels))

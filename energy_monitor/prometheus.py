@@ -32,6 +32,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -50,6 +51,8 @@ TRANSPORTS = ("auto", "remote-read", "json")
 MAX_POINTS_PER_SERIES = 11_000  # Prometheus refuses query_range answers longer than this
 POINTS_PER_REQUEST = 2_000_000  # about 50 MB of JSON per answer
 NODES_PER_QUERY = 2_000
+REMOTE_NODES_PER_QUERY = 500  # smaller answers, so several decode at once even for 1,000 nodes
+FETCH_THREADS = 2
 # Remote read answers about 2 bytes per reading (JSON about 25) and decodes into 16 bytes; a
 # request of this many points keeps the decoder's working set near 300 MB.
 REMOTE_POINTS_PER_REQUEST = 8_000_000
@@ -483,7 +486,7 @@ def read_fleet(
     max_gap_s: float | None = None,
     measured_as: str,
     points_per_request: int | None = None,
-    nodes_per_query: int = NODES_PER_QUERY,
+    nodes_per_query: int | None = None,
 ) -> FleetEnergy:
     """Energy per node and in total over ``[start_s, end_s]``.
 
@@ -494,7 +497,8 @@ def read_fleet(
     Raw readings come over remote read when ``what.transport`` allows it (``auto`` falls back
     to the JSON API when the server refuses remote read); the result says which was used.
     ``points_per_request`` bounds each answer (default: :data:`POINTS_PER_REQUEST` over JSON,
-    :data:`REMOTE_POINTS_PER_REQUEST` over remote read).
+    :data:`REMOTE_POINTS_PER_REQUEST` over remote read), ``nodes_per_query`` the nodes asked
+    for at once (:data:`NODES_PER_QUERY`, :data:`REMOTE_NODES_PER_QUERY`).
     """
     if end_s <= start_s:
         raise ValueError(f"the window must end after it starts ({start_s} .. {end_s})")
@@ -506,14 +510,15 @@ def read_fleet(
         try:
             return _read_fleet(client, what, start_s, end_s, nodes, max_gap_s, measured_as,
                                points_per_request or REMOTE_POINTS_PER_REQUEST,
-                               nodes_per_query, matchers)
+                               nodes_per_query or REMOTE_NODES_PER_QUERY, matchers)
         except remote_read.RemoteReadRefused as exc:
             if what.transport == "remote-read":
                 raise PrometheusError(
                     f"Prometheus at {client.url} does not serve remote read ({exc}); read "
                     "over the JSON API instead (--transport json or auto)") from None
     return _read_fleet(client, what, start_s, end_s, nodes, max_gap_s, measured_as,
-                       points_per_request or POINTS_PER_REQUEST, nodes_per_query, None)
+                       points_per_request or POINTS_PER_REQUEST,
+                       nodes_per_query or NODES_PER_QUERY, None)
 
 
 def _read_fleet(
@@ -553,14 +558,17 @@ def _read_fleet(
             return parse_matrix(client.range_selector(selector, hi, hi - lo))
         return parse_matrix(client.query_range(selector, lo, hi, what.step_s))
 
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(fetch, 0)
+    # Answers are fetched (and remote-read ones decoded) by FETCH_THREADS threads ahead of
+    # their use: numpy lets go of the GIL while it decodes, so two decodes and the main
+    # thread's integration share the cores.
+    with ThreadPoolExecutor(max_workers=FETCH_THREADS) as pool:
+        pending = deque(pool.submit(fetch, k) for k in range(min(FETCH_THREADS, len(fetches))))
         for b, batch in enumerate(batches):
             parts = []
             for k in range(b * len(chunks), (b + 1) * len(chunks)):
-                parts.append(pending.result())
-                if k + 1 < len(fetches):  # the next answer arrives while this one is used
-                    pending = pool.submit(fetch, k + 1)
+                parts.append(pending.popleft().result())
+                if k + FETCH_THREADS < len(fetches):
+                    pending.append(pool.submit(fetch, k + FETCH_THREADS))
             if len(parts) == 1 and isinstance(parts[0], tuple) and what.kind == "power":
                 samples, time_s = parts[0]
                 _integrate_samples(result, samples, time_s, what.node_label, wanted,

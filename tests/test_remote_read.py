@@ -43,9 +43,10 @@ def fleet(tmp_path_factory):
     energy = simulate_fleet(NODES, T0, 1800, kind="energy", name_format=NAME, seed=5,
                             resets={RESET_NODE: [T0 + 900.4]},
                             gaps={GAP_NODE: [(T0 + 1000, T0 + 1030)]})
-    # A jump of more than 2**19 ms between readings takes the 64-bit delta-of-delta code.
-    far = simulate_fleet(1, T0, 1800, kind="power", name_format="far{:d}", seed=6,
-                         gaps={0: [(T0 + 200, T0 + 900)]})
+    # Readings 300 s apart with two missing: a delta of delta of 600 s, more than 2**19 ms,
+    # takes the 64-bit code (inside one chunk: a chunk is cut early only after 30 samples).
+    far = simulate_fleet(1, T0, 3600, kind="power", name_format="far{:d}", seed=6,
+                         interval_s=300, gaps={0: [(T0 + 900, T0 + 1500)]})
     far.metric = "far_power_watts"
     try:
         backfill(write_om([power, energy, far], folder / "fleet.om"), folder / "tsdb")
@@ -128,6 +129,8 @@ def test_lockstep_decoder_reads_prometheus_chunks_as_its_iterator_does(fleet, me
             for s in reference_decode(body[a:b])]
     assert decoded.time_ms.tolist() == [t for t, _ in want]
     assert decoded.value.tolist() == [v for _, v in want]
+    if metric == "far_power_watts":
+        assert np.max(np.diff(np.diff(decoded.time_ms))) > 2**19
     samples = rr.decode_stream(body, 0, 2**62)
     sim = {"node_power_watts": fleet[1], "node_energy_joules_total": fleet[2],
            "far_power_watts": fleet[3]}[metric]

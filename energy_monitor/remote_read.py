@@ -355,6 +355,7 @@ class _Bits:
         # The buffer as aligned big-endian words, converted once: a read at bit p is two
         # neighbouring words shifted together, from a contiguous array (a fast gather).
         self.words = self.buf[:len(self.buf) // 8 * 8].view(">u8").astype(np.uint64)
+        self.next_words = self.words[1:]  # word q + 1 at index q, without adding 1
 
     def read64(self, pos: np.ndarray) -> np.ndarray:
         """The 64 bits from bit ``pos`` on (positions past the end read the last words: a
@@ -362,7 +363,7 @@ class _Bits:
         q = pos >> 6
         s = (pos & 63).view(np.uint64)
         x = self.words.take(q, mode="clip")
-        y = self.words.take(q + 1, mode="clip")
+        y = self.next_words.take(q, mode="clip")
         x <<= s
         y >>= 64 - s  # numpy shifts by 64 give 0: s == 0 keeps x alone
         x |= y

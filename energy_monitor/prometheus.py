@@ -31,24 +31,25 @@ Raw readings travel over one of two APIs (``FleetQuery.transport``; the result r
 Fetching is chunked in time so no series returns more than 11,000 points per request (the
 server's ``query_range`` limit, kept for raw reads too so responses stay bounded) and no request
 more than ``points_per_request``; nodes are batched with a label matcher when the query is a
-plain selector, so memory is bounded by a few batches, not the fleet. Two threads fetch (and
-decode) the next requests while the current one is integrated: numpy lets go of the GIL while
-it decodes, so the decodes and the integration share the cores. Clean power series are
-integrated together (:mod:`energy_monitor.series_batch`), equal to the bit to one by one.
-Reading times are UTC epoch seconds.
+plain selector, so memory is bounded by a few batches, not the fleet. Over JSON the next
+request is fetched while the current one is parsed; over remote read, two worker processes each
+fetch, decode and integrate a batch and return only its series' energies (decoding is many
+small numpy steps whose Python overhead holds the GIL, so threads would barely share the
+cores). Clean power series are integrated together (:mod:`energy_monitor.series_batch`), equal
+to the bit to one by one. Reading times are UTC epoch seconds.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import re
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,8 +66,8 @@ TRANSPORTS = ("auto", "remote-read", "json")
 MAX_POINTS_PER_SERIES = 11_000  # Prometheus refuses query_range answers longer than this
 POINTS_PER_REQUEST = 2_000_000  # about 50 MB of JSON per answer
 NODES_PER_QUERY = 2_000
-REMOTE_NODES_PER_QUERY = 500  # smaller answers, so several decode at once even for 1,000 nodes
-FETCH_THREADS = 2
+REMOTE_NODES_PER_QUERY = 500  # smaller answers, so two decode at once even for 1,000 nodes
+WORKERS = 2  # processes that read and integrate remote-read batches at once
 # Remote read answers about 2 bytes per reading (JSON about 25) and decodes into 16 bytes; a
 # request of this many points keeps the decoder's working set near 300 MB.
 REMOTE_POINTS_PER_REQUEST = 8_000_000
@@ -76,9 +77,6 @@ _PLAIN_SELECTOR = re.compile(r"^\s*([a-zA-Z_:][a-zA-Z0-9_:]*)?\s*(\{(.*)\})?\s*$
 
 
 Series = PowerSeries | CounterSeries
-# One answer: parsed JSON readings, or remote-read samples with their times in seconds.
-Answer = Iterator[tuple[dict[str, str], np.ndarray, np.ndarray]] | tuple[
-    remote_read.SeriesSamples, np.ndarray]
 
 
 class PrometheusError(MeterError):
@@ -555,41 +553,35 @@ def _read_fleet(
     wanted = set(nodes) if nodes is not None else None
     chunks = time_chunks(start_s - margin_s, end_s + margin_s, what.step_s, expected_series,
                          points_per_request)
+    if matchers is not None and len(chunks) == 1:
+        _remote_batches(result, client, what, batches, chunks[0], matchers, wanted)
+        return result
     fetches = [(batch, chunk) for batch in batches for chunk in chunks]
 
-    def fetch(k: int) -> Answer:
+    def fetch(k: int) -> Iterator[tuple[dict[str, str], np.ndarray, np.ndarray]]:
         batch, (lo, hi) = fetches[k]
         if matchers is not None:
             node_matcher = ([(remote_read.MATCH_RE, what.node_label, _alternation(batch))]
                             if batch is not None else [])
             samples = client.remote_read(round(lo * 1000), round(hi * 1000),
                                          matchers + node_matcher)
-            # the nearest double to the decimal, as JSON gives it; done here, off the main thread
-            return samples, samples.time_ms / 1000.0
+            return _samples_series(samples)
         selector = (with_node_matcher(what.query, what.node_label, batch)
                     if batch is not None else what.query)
         if mode == "raw":
             return parse_matrix(client.range_selector(selector, hi, hi - lo))
         return parse_matrix(client.query_range(selector, lo, hi, what.step_s))
 
-    # Answers are fetched (and remote-read ones decoded) by FETCH_THREADS threads ahead of
-    # their use: numpy lets go of the GIL while it decodes, so two decodes and the main
-    # thread's integration share the cores.
-    with ThreadPoolExecutor(max_workers=FETCH_THREADS) as pool:
-        pending = deque(pool.submit(fetch, k) for k in range(min(FETCH_THREADS, len(fetches))))
+    # The next answers are fetched by a second thread while this one is parsed and integrated.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(fetch, 0)
         for b, batch in enumerate(batches):
             parts = []
             for k in range(b * len(chunks), (b + 1) * len(chunks)):
-                parts.append(pending.popleft().result())
-                if k + FETCH_THREADS < len(fetches):
-                    pending.append(pool.submit(fetch, k + FETCH_THREADS))
-            if len(parts) == 1 and isinstance(parts[0], tuple) and what.kind == "power":
-                samples, time_s = parts[0]
-                _integrate_samples(result, samples, time_s, what.node_label, wanted,
-                                   max_gap_s, batch)
-                continue
-            collected = _collect([_samples_series(*a) if isinstance(a, tuple) else a
-                                  for a in parts], what.node_label, wanted)
+                parts.append(pending.result())
+                if k + 1 < len(fetches):
+                    pending = pool.submit(fetch, k + 1)
+            collected = _collect(parts, what.node_label, wanted)
             by_node: dict[str, list[tuple[str, Series]]] = {}
             for (node, name), (times, values) in collected.items():
                 by_node.setdefault(node, []).append(
@@ -606,37 +598,78 @@ def _read_fleet(
     return result
 
 
-def _alternation(nodes: Sequence[str]) -> str:
-    """A regex matching exactly these node names (Prometheus anchors label regexes)."""
-    return "|".join(re.escape(n) for n in nodes)
-
-
-def _integrate_samples(
-    result: FleetEnergy, samples: remote_read.SeriesSamples, time_s: np.ndarray,
-    node_label: str, wanted: set[str] | None, max_gap_s: float, nodes: Sequence[str] | None,
+def _remote_batches(
+    result: FleetEnergy, client: PrometheusClient, what: FleetQuery,
+    batches: list[list[str] | None], span_s: tuple[float, float],
+    matchers: list[tuple[int, str, str]], wanted: set[str] | None,
 ) -> None:
-    """Add the nodes of one remote-read answer of power gauges to ``result``: the clean
-    series integrated together where they lie in the decoded arrays, the others one by one."""
+    """Read and integrate each batch of nodes over remote read in :data:`WORKERS` worker
+    processes (threads where processes cannot be forked), adding them to ``result``.
+
+    Why processes: decoding is thousands of small numpy steps whose Python overhead holds the
+    GIL, so threads barely share the cores; each worker returns only its series' energies."""
+    lo_ms, hi_ms = round(span_s[0] * 1000), round(span_s[1] * 1000)
+    executor: Executor
+    if "fork" in multiprocessing.get_all_start_methods():
+        executor = ProcessPoolExecutor(WORKERS, mp_context=multiprocessing.get_context("fork"))
+    else:
+        executor = ThreadPoolExecutor(WORKERS)
+    with executor:
+        try:
+            futures = [executor.submit(
+                _batch_energies, client, what, lo_ms, hi_ms,
+                matchers + ([(remote_read.MATCH_RE, what.node_label, _alternation(batch))]
+                            if batch is not None else []),
+                wanted, result.start_s, result.end_s, result.max_gap_s,
+            ) for batch in batches]
+            for batch, future in zip(batches, futures, strict=True):
+                parts: dict[str, list[SeriesPart]] = {}
+                for node, name, energy in future.result():
+                    parts.setdefault(node, []).append(SeriesPart(name, energy))
+                _assemble(result, parts, batch if batch is not None else sorted(parts))
+        except BaseException:
+            executor.shutdown(cancel_futures=True)
+            raise
+
+
+def _batch_energies(
+    client: PrometheusClient, what: FleetQuery, lo_ms: int, hi_ms: int,
+    matchers: list[tuple[int, str, str]], wanted: set[str] | None, start_s: float,
+    end_s: float, max_gap_s: float,
+) -> list[tuple[str, str, SeriesEnergy]]:
+    """One remote-read answer's series energies, ``(node, series, energy)`` in stream order:
+    clean power series integrated together where they lie in the decoded arrays, the others
+    (and counters) one by one, which reports their gaps and resets."""
+    samples = client.remote_read(lo_ms, hi_ms, matchers)
+    time_s = samples.time_ms / 1000.0  # the nearest double to the decimal, as JSON gives it
     keys: list[tuple[str, str]] = []
     los: list[int] = []
     his: list[int] = []
     for labels, lo, hi in zip(samples.labels, samples.lo.tolist(), samples.hi.tolist(),
                               strict=True):
-        node = _node_of(labels, node_label)
+        node = _node_of(labels, what.node_label)
         if hi > lo and (wanted is None or node in wanted):
             keys.append((node, _series_name(labels)))
             los.append(lo)
             his.append(hi)
-    start_s, end_s = result.start_s, result.end_s
-    energies = power_energies_flat(time_s, samples.value, np.array(los, dtype=np.int64),
-                                   np.array(his, dtype=np.int64), start_s, end_s, max_gap_s)
-    parts: dict[str, list[SeriesPart]] = {}
+    energies: list[SeriesEnergy | None] = [None] * len(keys)
+    if what.kind == "power":
+        energies = power_energies_flat(time_s, samples.value, np.array(los, dtype=np.int64),
+                                       np.array(his, dtype=np.int64), start_s, end_s,
+                                       max_gap_s)
+    out = []
     for (node, name), energy, lo, hi in zip(keys, energies, los, his, strict=True):
-        if energy is None:  # a gap or readings short of an end: the series reports it
-            energy = PowerSeries(time_s[lo:hi], samples.value[lo:hi], source=name,
-                                 checked=True).energy(start_s, end_s, max_gap_s)
-        parts.setdefault(node, []).append(SeriesPart(name, energy))
-    _assemble(result, parts, nodes if nodes is not None else sorted(parts))
+        if energy is None:
+            series = _build_series(what.kind, name, time_s[lo:hi], samples.value[lo:hi],
+                                   what.wrap_j, checked=True)
+            energy = series.energy(start_s, end_s, max_gap_s)
+        out.append((node, name, energy))
+    return out
+
+
+def _alternation(nodes: Sequence[str]) -> str:
+    """A regex matching exactly these node names (Prometheus anchors label regexes)."""
+    return "|".join(re.escape(n) for n in nodes)
 
 
 def _node_of(labels: dict[str, str], node_label: str) -> str:
@@ -650,9 +683,10 @@ def _node_of(labels: dict[str, str], node_label: str) -> str:
 
 
 def _samples_series(
-    samples: remote_read.SeriesSamples, time_s: np.ndarray,
+    samples: remote_read.SeriesSamples,
 ) -> Iterator[tuple[dict[str, str], np.ndarray, np.ndarray]]:
     """Remote-read samples as the JSON parser gives them: labels, time (s), value."""
+    time_s = samples.time_ms / 1000.0  # the nearest double to the decimal, as JSON gives it
     for labels, lo, hi in zip(samples.labels, samples.lo.tolist(), samples.hi.tolist(),
                               strict=True):
         yield labels, time_s[lo:hi], samples.value[lo:hi]

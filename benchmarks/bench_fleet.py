@@ -44,7 +44,8 @@ began = time.monotonic()
 r = read_fleet(PrometheusClient(url), what, start_s, end_s, names, measured_as="simulated")
 print(json.dumps({"wall_s": time.monotonic() - began, "energy_j": r.total_energy_j,
                   "valid": r.valid, "nodes": len(r.nodes), "transport": r.transport,
-                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "worker_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
 """
 
 
@@ -114,17 +115,21 @@ def main() -> None:
             rows.append(run_size(nodes, Path(tmp)))
         print(f"done {nodes} nodes", file=sys.stderr, flush=True)
     print(f"{'nodes':>7} {'samples':>12} {'remote s':>8} {'json s':>8} {'anchor s':>8} "
-          f"{'remote/anchor':>13} {'json/anchor':>11} {'RSS MB':>6} {'json RSS':>8} "
+          f"{'remote/anchor':>13} {'json/anchor':>11} {'RSS MB':>6} {'worker MB':>9} "
+          f"{'json RSS':>8} "
           f"{'energy error':>12} {'anchor error':>12} {'=json':>5} {'valid':>5} {'setup s':>7}")
     for r in rows:
         print(f"{r['nodes']:>7} {int(r['nodes'] * WINDOW_S):>12} {r['wall_s']:>8.2f} "
               f"{r['json_s']:>8.2f} {r['anchor_s']:>8.2f} {r['wall_s'] / r['anchor_s']:>12.2f}x "
               f"{r['json_s'] / r['anchor_s']:>10.2f}x {r['rss_mb']:>6.0f} "
-              f"{r['json_rss_mb']:>8.0f} {r['error']:>12.2e} {r['anchor_error']:>12.2e} "
+              f"{r['worker_rss_mb']:>9.0f} {r['json_rss_mb']:>8.0f} {r['error']:>12.2e} "
+              f"{r['anchor_error']:>12.2e} "
               f"{str(r['same_as_json']):>5} {str(r['valid']):>5} {r['setup_s']:>7.1f}")
-    print("remote: read_fleet over remote read; json: over the JSON API; =json: the same "
-          "total to the bit. Targets: at most 2x the anchor, under 1,024 MB. Anchor: the "
-          "one-line PromQL total (median of 3, same server); setup (simulate, promtool "
+    print("remote: read_fleet over remote read; json: over the JSON API; RSS MB: the reading "
+          "process's peak; worker MB: the largest remote-read worker's (two run at once); "
+          "=json: the same total to the bit. Targets: at most 2x the anchor, under 1,024 MB "
+          "(reader plus two workers). Anchor: the one-line PromQL total (median of 3, same "
+          "server); setup (simulate, promtool "
           "backfill, server start) is not part of the measurement")
 
 

@@ -514,7 +514,7 @@ def read_fleet(
     """
     if end_s <= start_s:
         raise ValueError(f"the window must end after it starts ({start_s} .. {end_s})")
-    if nodes is not None and not nodes:
+    if nodes is not None and not nodes and what.mode == "raw":
         raise ValueError("no nodes given: name at least one node, or none to take all")
     max_gap_s = max_gap_s if max_gap_s is not None else 1.5 * what.step_s
     matchers = selector_matchers(what.query) if what.mode == "raw" else None

@@ -333,6 +333,19 @@ def test_uvarints_round_trip(value: int) -> None:
     assert rr.read_uvarint(data, 0) == (value, len(data) - 1)
 
 
+@given(st.lists(st.integers(min_value=0, max_value=2**64 - 1), min_size=1, max_size=20))
+def test_vectorized_varints_read_what_the_scalar_reader_reads(values: list[int]) -> None:
+    data = b"".join(rr.encode_uvarint(v) for v in values)
+    starts, pos = [], 0
+    for _ in values:
+        starts.append(pos)
+        pos = rr.read_uvarint(data, pos)[1]
+    got, sizes = rr._varints(np.frombuffer(data + bytes(16), dtype=np.uint8),
+                             np.array(starts, dtype=np.int64))
+    assert got.tolist() == values
+    assert sizes.tolist() == [len(rr.encode_uvarint(v)) for v in values]
+
+
 def _unsnappy_literals(block: bytes) -> bytes:
     """A snappy block of literals back to its bytes (format_description.txt, section 2.1)."""
     size, pos = rr.read_uvarint(block, 0)

@@ -168,7 +168,6 @@ class StreamChunks:
     """Where each series' chunks lie in the stream (``starts``/``ends`` are byte offsets of
     each chunk's data, in stream order; a series' chunks are consecutive)."""
 
-    body: bytes
     labels: list[dict[str, str]]  # per series
     first_chunk: np.ndarray  # per series: index of its first chunk; plus the total at the end
     starts: np.ndarray
@@ -219,8 +218,7 @@ def split_stream(body: bytes) -> StreamChunks:
     bounds = np.array(messages, dtype=np.int64).reshape(-1, 2)
     starts, ends = _chunk_data(np.frombuffer(body + bytes(_PAD), dtype=np.uint8),
                                bounds[:, 0], bounds[:, 1])
-    return StreamChunks(body, labels, np.array(first + [len(bounds)], dtype=np.int64),
-                        starts, ends)
+    return StreamChunks(labels, np.array(first + [len(bounds)], dtype=np.int64), starts, ends)
 
 
 def _series(body: bytes, pos: int, end: int, messages: list[int]) -> tuple[tuple[str, str], ...]:

@@ -620,7 +620,8 @@ def _remote_batches(
                 _batch_energies, client, what, lo_ms, hi_ms,
                 matchers + ([(remote_read.MATCH_RE, what.node_label, _alternation(batch))]
                             if batch is not None else []),
-                wanted, result.start_s, result.end_s, result.max_gap_s,
+                set(batch) if batch is not None else wanted, result.start_s, result.end_s,
+                result.max_gap_s,
             ) for batch in batches]
             for batch, future in zip(batches, futures, strict=True):
                 parts: dict[str, list[SeriesPart]] = {}

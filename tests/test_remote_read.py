@@ -142,6 +142,42 @@ def test_lockstep_decoder_reads_prometheus_chunks_as_its_iterator_does(fleet, me
         assert np.allclose(samples.value[lo:hi], node.value, rtol=0, atol=1e-9)
 
 
+# Readings 300 s apart whose deltas of delta sit on each width's edges (tsdb/chunkenc/xor.go
+# bitRange: -(2**(n-1) - 1) .. 2**(n-1)) and just past the 20-bit one, with values that
+# repeat, flip sign (64 significant bits) and span the exponent range.
+EDGE_DODS_MS = [8192, -8191, 65536, -65535, 524288, -524287, 524289, -524289, 0, 1, -1]
+EDGE_VALUES = [1.0, 1.0, -2.5, 1e300, 1e-300, 3.14159, 3.14159, 0.0, -0.0, 123.456, 5e-324,
+               2.0, 1.5]
+
+
+def test_delta_of_delta_edges_and_odd_values_decode_exactly(tmp_path) -> None:
+    delta, times = 300_000, [int(T0 * 1000), int(T0 * 1000) + 300_000]
+    for dod in EDGE_DODS_MS:
+        delta += dod
+        times.append(times[-1] + delta)
+    lines = [f'edge_power_watts{{instance="e"}} {v!r} {t / 1000:.3f}\n'
+             for t, v in zip(times, EDGE_VALUES, strict=True)]
+    (tmp_path / "edge.om").write_text("# TYPE edge_power_watts gauge\n" + "".join(lines)
+                                      + "# EOF\n")
+    try:
+        backfill(tmp_path / "edge.om", tmp_path / "tsdb")
+        server = PrometheusServer(tmp_path / "tsdb")
+    except ToolMissing as exc:
+        pytest.skip(str(exc))
+    try:
+        body = _body(server.url, "edge_power_watts")
+    finally:
+        server.stop()
+    stream = rr.split_stream(body)
+    assert len(stream.starts) == 1  # one chunk holds them all
+    decoded = rr.decode_chunks(body, stream.starts, stream.ends)
+    assert decoded.time_ms.tolist() == times
+    assert [struct.pack(">d", v) for v in decoded.value] == [struct.pack(">d", v)
+                                                             for v in EDGE_VALUES]
+    assert reference_decode(body[stream.starts[0]:stream.ends[0]]) == list(
+        zip(times, EDGE_VALUES, strict=True))
+
+
 def test_samples_are_cut_to_the_asked_range(fleet) -> None:
     server = fleet[0]
     lo_ms, hi_ms = int(START * 1000), int(END * 1000)

@@ -116,9 +116,11 @@ def snappy_literal_block(data: bytes) -> bytes:
     """``data`` as a valid snappy block made of literals only (no compression).
 
     The block format (google/snappy format_description.txt): the uncompressed length as a
-    varint, then elements; a literal's tag byte has low bits ``00`` and holds ``len - 1`` in
-    its upper six bits when below 60, else 60..63 saying that 1..4 little-endian bytes of
-    ``len - 1`` follow. Requests are a few kB, so compressing them would gain nothing.
+    varint, then elements whose tag byte's low bits ``00`` mean a literal: "For literals up to
+    and including 60 bytes in length, the upper six bits of the tag byte contain (len-1) ...
+    For longer literals, the (len-1) value is stored after the tag byte, little-endian. The
+    upper six bits of the tag byte describe how many bytes are used for the length; 60, 61, 62
+    or 63 for 1-4 bytes, respectively." Requests are a few kB: compressing them gains nothing.
     """
     out = bytearray(encode_uvarint(len(data)))
     for at in range(0, len(data), 1 << 16):

@@ -105,6 +105,7 @@ def test_energy_to_train_of_1000_nodes_matches_the_truth(big_fleet, tmp_path, ca
     print(f"energy-to-train of {NODES} nodes x 1 h: {took:.1f} s")
     assert code == 1  # the gap makes it invalid
     assert out["nodes"] == NODES and out["measured_as"] == "simulated"
+    assert out["transport"] == "remote-read"
     duration = RUN_STOP - RUN_START
     assert out["time_to_train_s"] == pytest.approx(duration, abs=1e-3)
     truth_j = fleet.true_energy_j(RUN_START, RUN_STOP)

@@ -17,7 +17,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from energy_monitor.meter import MEASURED_AS
-from energy_monitor.prometheus import KINDS, FleetEnergy, FleetQuery, PrometheusClient, read_fleet
+from energy_monitor.prometheus import (
+    KINDS,
+    TRANSPORTS,
+    FleetEnergy,
+    FleetQuery,
+    PrometheusClient,
+    read_fleet,
+)
 from energy_monitor.trace import TraceError
 from tinypower.results.db import DEFAULT_DB, StoreError, add_session
 from tinypower.results.record import RecordError
@@ -99,6 +106,10 @@ def _telemetry_arguments(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument("--nodes-file", type=Path, help="the nodes, one per line")
     p.add_argument("--step-s", type=float, default=1.0,
                    help="sampling interval (raw selectors) or evaluation step (expressions)")
+    p.add_argument("--transport", choices=TRANSPORTS, default="auto",
+                   help="how raw readings travel: remote-read (the TSDB's chunks, several "
+                        "times faster), json (the query API) or auto (remote read, JSON when "
+                        "the server refuses it or the query is an expression); default auto")
     p.add_argument("--measured-as", choices=[m for m in MEASURED_AS if m != "emulated"],
                    required=True,
                    help="how the telemetry was measured: hardware (PDU, BMC, meter), counter "
@@ -146,7 +157,8 @@ def fleet_command(args: argparse.Namespace, err: Console) -> int:
         if not args.query:
             raise ValueError("--query is required: the PromQL giving each node's W or J")
         start_s, end_s = parse_time(args.window[0]), parse_time(args.window[1])
-        what = FleetQuery(args.query, args.nodes_label, args.kind, step_s=args.step_s)
+        what = FleetQuery(args.query, args.nodes_label, args.kind, step_s=args.step_s,
+                              transport=args.transport)
         result = read_fleet(PrometheusClient(args.prometheus), what, start_s, end_s,
                             _nodes(args), max_gap_s=args.max_gap_s,
                             measured_as=args.measured_as)
@@ -199,7 +211,7 @@ def _print_fleet(result: FleetEnergy, title: str = "fleet energy") -> None:
     if len(result.nodes) > 50:
         out.print(f"... {len(result.nodes) - 50} more nodes (--json lists all)")
     out.print(f"total {result.total_energy_j / 1000:.3f} kJ over {result.duration_s:.3f} s, "
-              f"{len(result.nodes)} nodes ({result.fetch or 'logs'}: {escape(result.source)})",
+              f"{len(result.nodes)} nodes ({_how(result)}: {escape(result.source)})",
               highlight=False)
     for problem in result.problems[:50]:
         out.print(f"[red]invalid:[/] {escape(problem)}", highlight=False)
@@ -233,7 +245,8 @@ def training_energy_command(args: argparse.Namespace, err: Console) -> int:
         else:
             if not args.query:
                 raise ValueError("--query is required with --prometheus")
-            what = FleetQuery(args.query, args.nodes_label, args.kind, step_s=args.step_s)
+            what = FleetQuery(args.query, args.nodes_label, args.kind, step_s=args.step_s,
+                              transport=args.transport)
             result = training_energy_from_prometheus(
                 run, PrometheusClient(args.prometheus), what, _nodes(args), interconnect,
                 measured_as=args.measured_as)
@@ -267,3 +280,10 @@ def _print_training(result: TrainingEnergy) -> None:
     for c in result.checks:
         mark = "[green]ok[/]" if c.passed else "[red]FAIL[/]"
         out.print(f"{mark} {c.rule}: {escape(c.message)}", highlight=False)
+
+
+def _how(result: FleetEnergy) -> str:
+    """Where the readings came from: how they were fetched and over which API, or logs."""
+    if not result.fetch:
+        return "logs"
+    return f"{result.fetch} over {result.transport}" if result.transport else result.fetch

@@ -192,6 +192,7 @@ class TrainingEnergy:
             "checks": [{"rule": c.rule, "passed": c.passed, "message": c.message}
                        for c in self.checks],
             "problems": self.fleet.problems, "telemetry": self.fleet.source,
+            "transport": self.fleet.transport or None,  # None: read from CSV logs
         }
 
 

@@ -43,13 +43,15 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import multiprocessing.pool
 import re
+import signal
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -609,28 +611,32 @@ def _remote_batches(
     Why processes: decoding is thousands of small numpy steps whose Python overhead holds the
     GIL, so threads barely share the cores; each worker returns only its series' energies."""
     lo_ms, hi_ms = round(span_s[0] * 1000), round(span_s[1] * 1000)
-    executor: Executor
+    pool: multiprocessing.pool.Pool
     if "fork" in multiprocessing.get_all_start_methods():
-        executor = ProcessPoolExecutor(WORKERS, mp_context=multiprocessing.get_context("fork"))
+        pool = multiprocessing.get_context("fork").Pool(WORKERS, initializer=_quiet_worker)
     else:
-        executor = ThreadPoolExecutor(WORKERS)
-    with executor:
-        try:
-            futures = [executor.submit(
-                _batch_energies, client, what, lo_ms, hi_ms,
-                matchers + ([(remote_read.MATCH_RE, what.node_label, _alternation(batch))]
-                            if batch is not None else []),
-                set(batch) if batch is not None else wanted, result.start_s, result.end_s,
-                result.max_gap_s,
-            ) for batch in batches]
-            for batch, future in zip(batches, futures, strict=True):
-                parts: dict[str, list[SeriesPart]] = {}
-                for node, name, energy in future.result():
-                    parts.setdefault(node, []).append(SeriesPart(name, energy))
-                _assemble(result, parts, batch if batch is not None else sorted(parts))
-        except BaseException:
-            executor.shutdown(cancel_futures=True)
-            raise
+        pool = multiprocessing.pool.ThreadPool(WORKERS)
+    with pool:  # leaving it terminates the workers, also on an error or Ctrl-C
+        pending = [pool.apply_async(_batch_energies, (
+            client, what, lo_ms, hi_ms,
+            matchers + ([(remote_read.MATCH_RE, what.node_label, _alternation(batch))]
+                        if batch is not None else []),
+            set(batch) if batch is not None else wanted, result.start_s, result.end_s,
+            result.max_gap_s,
+        )) for batch in batches]
+        for batch, answer in zip(batches, pending, strict=True):
+            parts: dict[str, list[SeriesPart]] = {}
+            for node, name, energy in answer.get():
+                parts.setdefault(node, []).append(SeriesPart(name, energy))
+            _assemble(result, parts, batch if batch is not None else sorted(parts))
+
+
+def _quiet_worker() -> None:
+    """A forked worker leaves Ctrl-C to its parent, which stops the pool, and dies quietly
+    when stopped. Without this, Ctrl-C (sent to the whole process group) made each worker
+    print its own traceback, and the session's SIGTERM handler ran in the workers."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _batch_energies(

@@ -5,8 +5,13 @@ to JSON where a gateway refuses remote read, and clear errors for damaged stream
 from __future__ import annotations
 
 import json
+import os
+import signal
 import struct
+import subprocess
+import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -259,6 +264,9 @@ class _Gateway:
 
             def _forward(self, data: bytes | None) -> None:
                 read = self.path.startswith("/api/v1/read")
+                if read and gateway.mode == "hold":  # a slow answer: the reader waits on it
+                    gateway.held.release()
+                    gateway.release.wait(30)
                 if read and gateway.mode == "refuse":
                     self.send_error(404, "remote read is not exposed here")
                     return
@@ -281,6 +289,8 @@ class _Gateway:
                 self.wfile.write(body)
 
         self.mode = mode
+        self.held = threading.Semaphore(0)  # one count per remote read being held
+        self.release = threading.Event()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -293,6 +303,7 @@ class _Gateway:
         return body
 
     def close(self) -> None:
+        self.release.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -329,6 +340,36 @@ def test_a_damaged_stream_is_a_clear_error(fleet, mode, message) -> None:
                        _names(), measured_as="simulated")
     finally:
         gateway.close()
+
+
+def test_ctrl_c_while_workers_read_is_one_line_and_leaves_no_process(fleet, tmp_path) -> None:
+    # Ctrl-C goes to the whole process group, the forked remote-read workers included: only
+    # the parent may speak (one line, exit 130), and the workers must be gone with it.
+    gateway = _Gateway(fleet[0].url, "hold")
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "tinypower.cli", "fleet", "--runs-dir", str(tmp_path),
+             "--prometheus", gateway.url, "--query", "node_power_watts", "--kind", "power",
+             "--measured-as", "simulated", "--window", str(START), str(END)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            assert gateway.held.acquire(timeout=30), "no remote read reached the gateway"
+            os.killpg(child.pid, signal.SIGINT)
+            out, err = child.communicate(timeout=30)
+        finally:
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGKILL)
+    finally:
+        gateway.close()
+    assert child.returncode == 130 and err == "interrupted (Ctrl-C)\n", err
+    deadline = time.monotonic() + 5
+    while True:  # the workers end with their parent: the process group empties
+        try:
+            os.killpg(child.pid, 0)
+        except ProcessLookupError:
+            break
+        assert time.monotonic() < deadline, "a remote-read worker outlived tinypower"
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")

@@ -158,7 +158,7 @@ def fleet_command(args: argparse.Namespace, err: Console) -> int:
             raise ValueError("--query is required: the PromQL giving each node's W or J")
         start_s, end_s = parse_time(args.window[0]), parse_time(args.window[1])
         what = FleetQuery(args.query, args.nodes_label, args.kind, step_s=args.step_s,
-                              transport=args.transport)
+                          transport=args.transport)
         result = read_fleet(PrometheusClient(args.prometheus), what, start_s, end_s,
                             _nodes(args), max_gap_s=args.max_gap_s,
                             measured_as=args.measured_as)

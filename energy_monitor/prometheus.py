@@ -563,10 +563,8 @@ def _read_fleet(
     def fetch(k: int) -> Iterator[tuple[dict[str, str], np.ndarray, np.ndarray]]:
         batch, (lo, hi) = fetches[k]
         if matchers is not None:
-            node_matcher = ([(remote_read.MATCH_RE, what.node_label, _alternation(batch))]
-                            if batch is not None else [])
             samples = client.remote_read(round(lo * 1000), round(hi * 1000),
-                                         matchers + node_matcher)
+                                         _with_nodes(matchers, what.node_label, batch))
             return _samples_series(samples)
         selector = (with_node_matcher(what.query, what.node_label, batch)
                     if batch is not None else what.query)
@@ -619,8 +617,7 @@ def _remote_batches(
     with pool:  # leaving it terminates the workers, also on an error or Ctrl-C
         pending = [pool.apply_async(_batch_energies, (
             client, what, lo_ms, hi_ms,
-            matchers + ([(remote_read.MATCH_RE, what.node_label, _alternation(batch))]
-                        if batch is not None else []),
+            _with_nodes(matchers, what.node_label, batch),
             set(batch) if batch is not None else wanted, result.start_s, result.end_s,
             result.max_gap_s,
         )) for batch in batches]
@@ -674,9 +671,14 @@ def _batch_energies(
     return out
 
 
-def _alternation(nodes: Sequence[str]) -> str:
-    """A regex matching exactly these node names (Prometheus anchors label regexes)."""
-    return "|".join(re.escape(n) for n in nodes)
+def _with_nodes(matchers: list[tuple[int, str, str]], node_label: str,
+                nodes: Sequence[str] | None) -> list[tuple[int, str, str]]:
+    """Remote-read ``matchers`` narrowed to ``nodes`` (all nodes when None): the remote-read
+    twin of :func:`with_node_matcher`. Prometheus anchors label regexes, so the alternation
+    matches exactly these names."""
+    if nodes is None:
+        return matchers
+    return [*matchers, (remote_read.MATCH_RE, node_label, "|".join(re.escape(n) for n in nodes))]
 
 
 def _node_of(labels: dict[str, str], node_label: str) -> str:

@@ -18,6 +18,18 @@ from pathlib import Path
 
 import numpy as np
 
+try:  # compiled by setup.py where a C compiler exists; numpy's einsum stands in where not
+    from energy_monitor._f32dot import DISPATCH as _F32_DOT_DISPATCH
+    from energy_monitor._f32dot import dot as _f32_dot
+except ImportError:
+    _f32_dot, _F32_DOT_DISPATCH = None, None
+
+
+def float32_kernel() -> str | None:
+    """What the compiled float32 dot was built for (``"AVX2 or baseline x86-64, chosen at load
+    time"``), or None where it was not built and float32 current traces go through einsum."""
+    return _F32_DOT_DISPATCH if _f32_dot is not None else None
+
 
 class TraceError(ValueError):
     """A trace or window cannot be measured as asked; the message says why and what to do."""
@@ -130,14 +142,20 @@ class Trace:
         full-size float64 temporaries (the product, then the division), 3-7x the time of
         reading the columns. ``einsum`` forms the products in small buffers instead, and every
         kind is accumulated in float64 whatever the storage dtype (a float32 column stays
-        float32 in memory; the product of two float32 values is exact in float64).
+        float32 in memory; the product of two float32 values is exact in float64). Two float32
+        columns (the Joulescope's) go through the compiled ``_f32dot`` where it was built:
+        einsum's casting buffers take them to about 1.8x the reading time.
         """
         sl = slice(start, stop)
         if self.energy_j is not None:
             return float(np.sum(self.energy_j[sl], dtype=np.float64))
         if self.power_w is not None:
             return float(np.sum(self.power_w[sl], dtype=np.float64)) / self.sample_rate_hz
-        product = np.einsum("i,i->", self.current_a[sl], self.voltage_v[sl], dtype=np.float64)
+        current, voltage = np.asarray(self.current_a[sl]), np.asarray(self.voltage_v[sl])
+        if (_f32_dot is not None and current.dtype == voltage.dtype == np.float32
+                and current.flags.c_contiguous and voltage.flags.c_contiguous):
+            return _f32_dot(current, voltage) / self.sample_rate_hz
+        product = np.einsum("i,i->", current, voltage, dtype=np.float64)
         return float(product) / self.sample_rate_hz
 
     def power_w_column(self) -> np.ndarray:

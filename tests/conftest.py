@@ -19,11 +19,11 @@ from tinypower.suites.datasets import synthetic_inputs
 APT_PACKAGES = "gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm"
 
 
-def require_tools(*names: str) -> None:
+def require_tools(*names: str, packages: str = APT_PACKAGES) -> None:
     """Skip without the tools here, fail when the env var CI is set."""
     missing = [t for t in names if shutil.which(t) is None]
     if missing:
-        why = f"{', '.join(missing)} not on PATH: apt-get install {APT_PACKAGES}"
+        why = f"{', '.join(missing)} not on PATH: apt-get install {packages}"
         if os.environ.get("CI"):
             pytest.fail(why)
         pytest.skip(why)
@@ -39,6 +39,12 @@ def tools() -> None:
 def arm_toolchain() -> None:
     """arm-none-eabi-gcc (and its binutils): building firmware for any board."""
     require_tools("arm-none-eabi-gcc", "arm-none-eabi-size")
+
+
+@pytest.fixture(scope="module")
+def c_compiler() -> None:
+    """gcc: setup.py compiling energy_monitor/_f32dot.c when a wheel is built."""
+    require_tools("gcc", packages="gcc")
 
 
 @pytest.fixture(scope="session")

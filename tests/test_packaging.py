@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = ("host", "energy_monitor", "boards", "suts", "firmware", "pyproject.toml", "README.md")
+SOURCES = ("host", "energy_monitor", "boards", "suts", "firmware", "pyproject.toml", "setup.py",
+           "README.md")
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in SOURCES:
         if (ROOT / name).is_dir():
             shutil.copytree(ROOT / name, src / name,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.so"))
         else:
             shutil.copy2(ROOT / name, src / name)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
@@ -75,6 +76,19 @@ def test_installed_wheel_carries_boards_suts_and_firmware(installed: Path, tmp_p
     assert Path(where).is_relative_to(installed.parent), where  # the wheel, not the checkout
     assert "sim-m4" in boards and "qemu-an386" in boards
     assert harness == "True"
+
+
+def test_installed_wheel_carries_the_compiled_float32_kernel(
+        installed: Path, tmp_path: Path, c_compiler: None) -> None:
+    """setup.py compiles energy_monitor/_f32dot.c into the wheel (the *.so of the checkout's
+    editable install is not copied: the wheel's own build made this one)."""
+    done = _run(installed, "python", "-c", "import energy_monitor._f32dot as k, "
+                "energy_monitor.trace as t; print(k.__file__); print(t.float32_kernel())",
+                cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    where, kernel = done.stdout.splitlines()
+    assert Path(where).is_relative_to(installed.parent), where
+    assert kernel != "None"
 
 
 def test_installed_tinypower_measures_and_diagnoses(installed: Path, tmp_path: Path) -> None:

@@ -363,6 +363,11 @@ def test_local_checks_name_each_program_and_meter_and_how_to_get_it(
     assert not rapl.ok and "no RAPL zones" in rapl.detail
     nvml = next(c for c in local_checks(powercap.root) if c.name == "NVML")
     assert nvml.ok or "NVML" in nvml.detail  # without a GPU it says why, and the fix
+    kernel = checks["float32 kernel"]
+    assert kernel.detail.startswith("compiled (") if kernel.ok else "reinstall" in kernel.detail
+    monkeypatch.setattr("energy_monitor.trace._f32_dot", None)
+    kernel = next(c for c in local_checks(powercap.root) if c.name == "float32 kernel")
+    assert not kernel.ok and "install a C compiler" in kernel.detail
 
 
 def test_doctor_command_reports_programs_and_meters(attached, capsys) -> None:

@@ -18,16 +18,19 @@ import subprocess
 import sys
 import tempfile
 import time
+from unittest.mock import patch
 
 import numpy as np
 
-from energy_monitor.trace import Trace, Window, integrate
+from energy_monitor import trace as trace_module
+from energy_monitor.trace import Trace, Window, float32_kernel, integrate
 
 SAMPLES = 50_000_000
 RATE_HZ = 100_000.0
 WINDOWS = 5
 REPEATS = 7
 TARGET_RATIO = 1.25
+FLOAT32_KIND = "current x voltage, float32 (Joulescope)"
 
 
 def traces() -> dict[str, tuple[Trace, list[np.ndarray]]]:
@@ -43,7 +46,7 @@ def traces() -> dict[str, tuple[Trace, list[np.ndarray]]]:
         "power, float64": (Trace(RATE_HZ, power_w=energy), [energy]),
         "current x voltage, float64 (Otii)": (
             Trace(RATE_HZ, current_a=current, voltage_v=voltage), [current, voltage]),
-        "current x voltage, float32 (Joulescope)": (
+        FLOAT32_KIND: (
             Trace(RATE_HZ, current_a=current32, voltage_v=voltage32), [current32, voltage32]),
         "current at a fixed voltage, float64 (PPK2)": (
             Trace(RATE_HZ, current_a=current,
@@ -95,16 +98,27 @@ def startup_seconds() -> dict[str, list[float]]:
     return times
 
 
+def print_row(name: str, ours: list[float], probe: list[float]) -> None:
+    o, p = statistics.median(ours), statistics.median(probe)
+    print(f"{name:<44} {o * 1e3:>9.1f} {p * 1e3:>9.1f} {o / p:>6.2f}x "
+          f"{TARGET_RATIO:>6.2f}x {SAMPLES / o:>10.2e}")
+
+
 def main() -> None:
     print(f"{'trace kind (5e7 samples)':<44} {'ours ms':>9} {'probe ms':>9} {'ratio':>7} "
           f"{'target':>7} {'samples/s':>10}")
-    for name, (trace, columns) in traces().items():
-        ours, probe = integration_seconds(trace, columns)
-        o, p = statistics.median(ours), statistics.median(probe)
-        print(f"{name:<44} {o * 1e3:>9.1f} {p * 1e3:>9.1f} {o / p:>6.2f}x "
-              f"{TARGET_RATIO:>6.2f}x {SAMPLES / o:>10.2e}")
+    kinds = traces()
+    for name, (trace, columns) in kinds.items():
+        print_row(name, *integration_seconds(trace, columns))
+    if float32_kernel():  # the same float32 trace as a machine without a C compiler runs it
+        with patch.object(trace_module, "_f32_dot", None):
+            print_row("  the same, numpy einsum (no compiled kernel)",
+                      *integration_seconds(*kinds[FLOAT32_KIND]))
     print("probe: a bare np.sum over every column the trace stores (the same bytes, read once);"
           " medians of paired repeats")
+    kernel = float32_kernel()
+    print(f"float32 x float32: {f'compiled _f32dot ({kernel})' if kernel else 'numpy einsum'}"
+          " (the compiled kernel is optional: setup.py)")
     startup = startup_seconds()
     numpy_s = statistics.median(startup["python -c 'import numpy'"])
     print(f"\n{'start-up (wall s, median of ' + str(STARTUP_REPEATS) + ')':<44} {'median':>9} "

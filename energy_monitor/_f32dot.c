@@ -17,6 +17,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdint.h>
 
 #define LANES 16
 
@@ -42,18 +43,38 @@ dot_f32_f64(const float *a, const float *b, Py_ssize_t n)
     return total;
 }
 
-/* Borrow a one-dimensional, C-contiguous float32 buffer, or set a TypeError naming `which`. */
+/* Whether a struct-module format names one float in this machine's byte order: "f", or "f"
+ * after '@' or '=' (native), or after '<' / '>' where that is the native order (numpy writes
+ * "<f" for a dtype spelled '<f4', as a memmap of a saved column may be). */
+static int
+native_float(const char *format)
+{
+    if (format == NULL)
+        return 0;
+    char order = format[0];
+    if (order == '@' || order == '=' || order == (PY_LITTLE_ENDIAN ? '<' : '>'))
+        format++;
+    return strcmp(format, "f") == 0;
+}
+
+/* Borrow a one-dimensional, C-contiguous, aligned float32 buffer, or set an error naming
+ * `which`. */
 static int
 float32_column(PyObject *obj, Py_buffer *view, const char *which)
 {
     if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0)
         return -1;
-    if (view->ndim != 1 || view->format == NULL || strcmp(view->format, "f") != 0
-            || view->itemsize != 4) {
+    if (view->ndim != 1 || view->itemsize != sizeof(float) || !native_float(view->format)) {
         PyErr_Format(PyExc_TypeError,
-                     "dot: %s must be a one-dimensional float32 array (format 'f'), got "
-                     "format '%s' with %d dimension(s)",
+                     "dot: %s must be a one-dimensional float32 array in native byte order, "
+                     "got format '%s' with %d dimension(s)",
                      which, view->format ? view->format : "B", view->ndim);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    if ((uintptr_t)view->buf % _Alignof(float) != 0) {
+        PyErr_Format(PyExc_ValueError, "dot: %s is not aligned to 4 bytes (copy it first)",
+                     which);
         PyBuffer_Release(view);
         return -1;
     }

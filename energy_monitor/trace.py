@@ -153,7 +153,7 @@ class Trace:
             return float(np.sum(self.power_w[sl], dtype=np.float64)) / self.sample_rate_hz
         current, voltage = np.asarray(self.current_a[sl]), np.asarray(self.voltage_v[sl])
         if (_f32_dot is not None and current.dtype == voltage.dtype == np.float32
-                and current.flags.c_contiguous and voltage.flags.c_contiguous):
+                and all(c.flags.c_contiguous and c.flags.aligned for c in (current, voltage))):
             return _f32_dot(current, voltage) / self.sample_rate_hz
         product = np.einsum("i,i->", current, voltage, dtype=np.float64)
         return float(product) / self.sample_rate_hz

@@ -2,7 +2,7 @@
 
 Everything else about the package is in pyproject.toml. The extension is optional: where no C
 compiler or Python headers exist the install still succeeds, and float32 traces are
-integrated by numpy instead (about 1.8x slower; `tinypower doctor` says which is in use).
+integrated by numpy instead (about 2x slower; `tinypower doctor` says which is in use).
 """
 
 from setuptools import Extension, setup

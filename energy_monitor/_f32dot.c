@@ -3,7 +3,7 @@
  *
  * Why C: a float32 x float32 product is exact in float64 (24 + 24 significant bits < 53), but
  * numpy has no float32 -> float64 dot. np.einsum(..., dtype=float64) casts through small
- * buffers and takes about 1.8x the time of reading the two columns; a compiled loop that
+ * buffers and takes about 2x the time of reading the two columns; a compiled loop that
  * converts in registers reads them at memory bandwidth (benchmarks/bench_integration.py).
  *
  * Sixteen partial sums let the compiler use vector registers for a reduction it may not

@@ -144,7 +144,7 @@ class Trace:
         kind is accumulated in float64 whatever the storage dtype (a float32 column stays
         float32 in memory; the product of two float32 values is exact in float64). Two float32
         columns (the Joulescope's) go through the compiled ``_f32dot`` where it was built:
-        einsum's casting buffers take them to about 1.8x the reading time.
+        einsum's casting buffers take them to about 2x the reading time.
         """
         sl = slice(start, stop)
         if self.energy_j is not None:

@@ -285,8 +285,8 @@ def _float32_kernel_check() -> LocalCheck:
         "float32 kernel", "integrating Joulescope (float32) traces at memory bandwidth",
         kernel is not None,
         f"compiled ({kernel})" if kernel else
-        "not built, so numpy integrates float32 traces (about 2x slower; the energy is the "
-        "same): install a C compiler and the Python headers, then reinstall tinypower")
+        "not built, so numpy integrates float32 traces (about 2x slower; the energy agrees to "
+        "float64 rounding): install a C compiler and the Python headers, then reinstall tinypower")
 
 
 def _rapl_access(root: Path | None) -> str:

@@ -328,6 +328,19 @@ class PrometheusClient:
 _VALUES_KEY = b'"values":['
 
 
+def _json_answer(
+    client: PrometheusClient, selector: str, mode: str, chunk: tuple[float, float],
+    step_s: float,
+) -> Iterator[tuple[dict[str, str], np.ndarray, np.ndarray]]:
+    """One time chunk ``(lo, hi)`` of ``selector`` over the JSON API, as :func:`parse_matrix`
+    gives it: raw readings (a range selector evaluated at ``hi``) or, in ``range`` mode, the
+    query evaluated every ``step_s``."""
+    lo, hi = chunk
+    if mode == "raw":
+        return parse_matrix(client.range_selector(selector, hi, hi - lo))
+    return parse_matrix(client.query_range(selector, lo, hi, step_s))
+
+
 def parse_matrix(body: bytes) -> Iterator[tuple[dict[str, str], np.ndarray, np.ndarray]]:
     """``(labels, time_s, value)`` per series of a ``matrix`` answer.
 
@@ -568,9 +581,7 @@ def _read_fleet(
             return _samples_series(samples)
         selector = (with_node_matcher(what.query, what.node_label, batch)
                     if batch is not None else what.query)
-        if mode == "raw":
-            return parse_matrix(client.range_selector(selector, hi, hi - lo))
-        return parse_matrix(client.query_range(selector, lo, hi, what.step_s))
+        return _json_answer(client, selector, mode, (lo, hi), what.step_s)
 
     # The next answers are fetched by a second thread while this one is parsed and integrated.
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -645,7 +656,7 @@ def _batch_energies(
     clean power series integrated together where they lie in the decoded arrays, the others
     (and counters) one by one, which reports their gaps and resets."""
     samples = client.remote_read(lo_ms, hi_ms, matchers)
-    time_s = samples.time_ms / 1000.0  # the nearest double to the decimal, as JSON gives it
+    time_s = samples.time_s
     keys: list[tuple[str, str]] = []
     los: list[int] = []
     his: list[int] = []
@@ -695,7 +706,7 @@ def _samples_series(
     samples: remote_read.SeriesSamples,
 ) -> Iterator[tuple[dict[str, str], np.ndarray, np.ndarray]]:
     """Remote-read samples as the JSON parser gives them: labels, time (s), value."""
-    time_s = samples.time_ms / 1000.0  # the nearest double to the decimal, as JSON gives it
+    time_s = samples.time_s
     for labels, lo, hi in zip(samples.labels, samples.lo.tolist(), samples.hi.tolist(),
                               strict=True):
         yield labels, time_s[lo:hi], samples.value[lo:hi]
@@ -770,13 +781,8 @@ class PrometheusMeter:
         if self.what.mode == "raw":
             selector = with_node_matcher(selector, self.what.node_label, [self.node])
         chunks = time_chunks(self._started_s, end_s, self.what.step_s, 1)
-        if self.what.mode == "raw":
-            answers = [parse_matrix(self.client.range_selector(selector, hi, hi - lo))
-                       for lo, hi in chunks]
-        else:
-            answers = [parse_matrix(self.client.query_range(selector, lo, hi,
-                                                            self.what.step_s))
-                       for lo, hi in chunks]
+        answers = [_json_answer(self.client, selector, self.what.mode, chunk, self.what.step_s)
+                   for chunk in chunks]
         got = _collect(answers, self.what.node_label, {self.node})
         if len(got) != 1:
             raise PrometheusError(

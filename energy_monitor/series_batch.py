@@ -52,8 +52,8 @@ def power_energies_flat(
     full = (hi - lo > 1) & (time_s.take(lo, mode="clip") <= start_s) \
         & (time_s.take(hi - 1, mode="clip") >= end_s)
     rows = np.flatnonzero(full)
-    before = _search(time_s, lo[rows], hi[rows], start_s, right=True) - 1  # at or before
-    after = _search(time_s, lo[rows], hi[rows], end_s, right=False)  # at or after the end
+    before = search_segments(time_s, lo[rows], hi[rows], start_s, right=True) - 1  # at/before
+    after = search_segments(time_s, lo[rows], hi[rows], end_s, right=False)  # at/after the end
     at_start = _interp(time_s, power_w, before, start_s, last)
     at_end = _interp(time_s, power_w, after - 1, end_s, last)
     inside = after - before - 1
@@ -90,9 +90,11 @@ def power_energies_flat(
     return out
 
 
-def _search(t: np.ndarray, lo: np.ndarray, hi: np.ndarray, x: float, right: bool) -> np.ndarray:
-    """Per segment ``t[lo:hi]`` (sorted), where ``x`` would go (numpy.searchsorted's sides),
-    all segments bisected together."""
+def search_segments(t: np.ndarray, lo: np.ndarray, hi: np.ndarray, x: float, right: bool,
+                    ) -> np.ndarray:
+    """Per segment ``t[lo:hi]`` (sorted), where ``x`` would go, as an index into ``t``:
+    ``lo + np.searchsorted(t[lo:hi], x, side="right" if right else "left")``, with all
+    segments bisected together instead of one numpy call per segment."""
     a, b = lo.copy(), hi.copy()
     while True:
         open_ = a < b

@@ -3,8 +3,11 @@ gaps and coverage."""
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from energy_monitor.series import CounterSeries, PowerSeries
+from energy_monitor.series_batch import search_segments
 from energy_monitor.trace import TraceError
 
 
@@ -122,3 +125,15 @@ def test_bad_series_are_refused_with_the_fix() -> None:
         PowerSeries(np.array([1.0, 2.0]), np.array([2.0, np.nan]))
     with pytest.raises(TraceError, match="end after it starts"):
         PowerSeries(np.array([1.0, 2.0]), np.array([2.0, 3.0])).energy(2.0, 1.0, 1.0)
+
+
+@given(st.lists(st.lists(st.integers(-50, 50), max_size=12), min_size=1, max_size=8),
+       st.integers(-60, 60), st.booleans())
+def test_search_segments_is_searchsorted_per_segment(segments, x, right) -> None:
+    """The batched bisection both batch integration and the remote-read cut rely on."""
+    t = np.array([v for s in segments for v in sorted(s)], dtype=np.int64)
+    hi = np.cumsum([len(s) for s in segments])
+    lo = hi - [len(s) for s in segments]
+    side = "right" if right else "left"
+    expected = [a + np.searchsorted(t[a:b], x, side=side) for a, b in zip(lo, hi, strict=True)]
+    assert search_segments(t, lo, hi, x, right=right).tolist() == expected
